@@ -1,0 +1,413 @@
+"""Where a JPEG becomes coefficients: reading and writing DCT coefficients and tables.
+
+jpeglib does the entropy decoding. It has sharp edges (not thread-safe, silent on
+corrupt data, no size limit, leaks descriptors on bad headers), so every file is
+first vetted here: a marker scan and Pillow's header parser decide whether the
+file is one we support, calls into jpeglib are serialized, and libjpeg's warnings
+are captured and turned into errors instead of silently zero-filled blocks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NamedTuple, Union
+
+import jpeglib
+import numpy as np
+import torch
+from PIL import Image
+
+from .dct import BLOCK, deblockify
+
+JPEGSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
+
+#: jpeglib (and the libjpeg state behind it) is process-global and not thread-safe.
+_JPEGLIB_LOCK = threading.Lock()
+#: jpeglib refuses files with more APPn/COM markers than this; we strip them first.
+_JPEGLIB_MAX_MARKERS = 50
+
+_SOF_LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}
+_SOF_ARITHMETIC = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_SOF_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+class InvalidJPEGError(ValueError):
+    """A file is not a JPEG this library can read; names the file and the reason."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class CoefficientTensors(NamedTuple):
+    """Torch view of :class:`JPEGCoefficients` for one image.
+
+    ``planes``: one ``(1, 8*h_blocks, 8*w_blocks)`` float tensor per component, in
+    image layout; dequantized (coefficient x step) unless asked otherwise.
+    ``tables``: ``(n_components, 8, 8)`` float tensor, natural order.
+    """
+
+    planes: list[torch.Tensor]
+    tables: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class JPEGCoefficients:
+    """The quantized DCT coefficients of a JPEG file and everything needed to use them.
+
+    ``blocks[i]`` is component i's block grid, int16 of shape (h_blocks, w_blocks, 8, 8)
+    in natural frequency order; ``tables[i]`` is the (8, 8) int32 table that quantized
+    it; ``sampling[i]`` is its (vertical, horizontal) sampling factor.
+    """
+
+    blocks: tuple[np.ndarray, ...]
+    tables: tuple[np.ndarray, ...]
+    sampling: tuple[tuple[int, int], ...]
+    width: int
+    height: int
+    color_space: str  # "gray" or "ycbcr"
+    progressive: bool = False
+    orientation: int = 1
+    source: str = "<coefficients>"
+
+    @property
+    def is_gray(self) -> bool:
+        return len(self.blocks) == 1
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.blocks[0]
+
+    @property
+    def cb(self) -> np.ndarray | None:
+        return None if self.is_gray else self.blocks[1]
+
+    @property
+    def cr(self) -> np.ndarray | None:
+        return None if self.is_gray else self.blocks[2]
+
+    @property
+    def max_sampling(self) -> tuple[int, int]:
+        return max(v for v, _ in self.sampling), max(h for _, h in self.sampling)
+
+    @property
+    def chroma_factor(self) -> tuple[int, int]:
+        """How many luma samples one chroma sample covers, (vertical, horizontal)."""
+        if self.is_gray:
+            return (1, 1)
+        (yv, yh), (cv, ch) = self.sampling[0], self.sampling[1]
+        return yv // cv, yh // ch
+
+    @property
+    def subsampling(self) -> str:
+        """Human-readable chroma subsampling, e.g. ``"4:2:0"``."""
+        names = {(1, 1): "4:4:4", (1, 2): "4:2:2", (2, 2): "4:2:0", (2, 1): "4:4:0", (1, 4): "4:1:1"}
+        return "gray" if self.is_gray else names.get(self.chroma_factor, f"{self.chroma_factor}")
+
+    def to_tensors(
+        self,
+        dequantize: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> CoefficientTensors:
+        """Coefficients and tables as torch tensors (see :class:`CoefficientTensors`)."""
+        tables = torch.from_numpy(np.stack(self.tables).astype(np.float64)).to(dtype=dtype, device=device)
+        planes = []
+        for grid, table in zip(self.blocks, tables):
+            blocks = torch.from_numpy(grid.astype(np.float32)).to(dtype=dtype, device=device)
+            if dequantize:
+                blocks = blocks * table
+            planes.append(deblockify(blocks)[None])
+        return CoefficientTensors(planes, tables)
+
+
+# --------------------------------------------------------------------------- source handling
+
+
+def _source_name(source: JPEGSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "<file object>"
+
+
+def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
+    """All bytes of the JPEG behind ``source``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return Path(source).read_bytes()
+        except OSError as error:
+            raise InvalidJPEGError(name, f"cannot read file ({error.strerror or error})") from error
+    if isinstance(source, Image.Image):
+        data = getattr(source, "qgac_jpeg_bytes", None)  # set by the Pillow hook
+        if data is not None:
+            return data
+        if source.format not in ("JPEG", "MPO"):
+            raise InvalidJPEGError(name, f"Pillow image is {source.format or 'not from a file'}, not a JPEG")
+        fp = getattr(source, "fp", None)
+        if fp is not None and not getattr(fp, "closed", False):
+            position = fp.tell()
+            try:
+                fp.seek(0)
+                return fp.read()
+            finally:
+                fp.seek(position)
+        if getattr(source, "filename", ""):
+            return _read_source_bytes(source.filename, name)
+        raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidJPEGError(name, "file object must be opened in binary mode")
+        return bytes(data)
+    raise TypeError(f"cannot read JPEG coefficients from {type(source).__name__}")
+
+
+# --------------------------------------------------------------------------- header checks
+
+
+@dataclass(frozen=True)
+class _FrameHeader:
+    marker: int
+    precision: int
+    components: int
+    app_markers: int
+
+
+def _scan_header(data: bytes, name: str) -> _FrameHeader:
+    """Walk the markers up to the first scan; enough to refuse unsupported codings."""
+    if len(data) < 4 or data[:2] != b"\xff\xd8":
+        raise InvalidJPEGError(name, "not a JPEG file (no SOI marker)")
+    pos, frame, app_markers = 2, None, 0
+    while True:
+        while pos < len(data) and data[pos] != 0xFF:
+            pos += 1  # tolerate garbage between markers, as libjpeg does (it warns)
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        if pos >= len(data):
+            raise InvalidJPEGError(name, "truncated file: header ends before the image data")
+        marker = data[pos]
+        pos += 1
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker == 0xD9:
+            raise InvalidJPEGError(name, "no image data (EOI before any scan)")
+        if pos + 2 > len(data):
+            raise InvalidJPEGError(name, "truncated file inside a marker")
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if length < 2 or pos + length > len(data):
+            raise InvalidJPEGError(name, f"truncated or corrupt marker 0x{marker:02X}")
+        if marker in _SOF_MARKERS:
+            if length < 8:
+                raise InvalidJPEGError(name, "corrupt frame header")
+            precision, _, _, components = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
+            frame = (marker, precision, components)
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            app_markers += 1
+        elif marker == 0xDA:
+            if frame is None:
+                raise InvalidJPEGError(name, "scan before frame header")
+            return _FrameHeader(frame[0], frame[1], frame[2], app_markers)
+        pos += length
+
+
+def _strip_app_markers(data: bytes) -> bytes:
+    """Drop APPn/COM segments before the first scan (jpeglib fails on too many)."""
+    out, pos = bytearray(data[:2]), 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xDA:
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+            out += data[pos : pos + 2 + length]
+        pos += 2 + length
+    out += data[pos:]
+    return bytes(out)
+
+
+def _check_supported(data: bytes, name: str) -> tuple[_FrameHeader, Image.Image]:
+    header = _scan_header(data, name)
+    if header.marker in _SOF_LOSSLESS:
+        raise InvalidJPEGError(name, "lossless JPEG is not supported (it has no DCT coefficients)")
+    if header.marker in _SOF_ARITHMETIC:
+        raise InvalidJPEGError(name, "arithmetic-coded JPEG is not supported")
+    if header.precision != 8:
+        raise InvalidJPEGError(name, f"{header.precision}-bit JPEG is not supported (only 8-bit)")
+    if header.components not in (1, 3):
+        raise InvalidJPEGError(name, f"{header.components}-component JPEG (CMYK/YCCK) is not supported")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise InvalidJPEGError(name, f"image too large: {error}") from error
+    except Exception as error:  # Pillow raises several types for bad headers
+        raise InvalidJPEGError(name, f"Pillow cannot parse the header ({error})") from error
+    if image.format not in ("JPEG", "MPO"):
+        raise InvalidJPEGError(name, f"not a JPEG file (Pillow reads it as {image.format})")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise InvalidJPEGError(
+            name,
+            f"image too large: {image.width}x{image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS ({limit})",
+        )
+    if image.mode not in ("L", "RGB"):
+        raise InvalidJPEGError(name, f"colour mode {image.mode} is not supported (only grayscale and YCbCr)")
+    if image.mode == "RGB" and image.info.get("adobe") is not None and image.info.get("adobe_transform") == 0:
+        raise InvalidJPEGError(name, "RGB-coded (Adobe transform 0) JPEG is not supported (only YCbCr)")
+    return header, image
+
+
+# --------------------------------------------------------------------------- jpeglib calls
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[io.StringIO]:
+    """Capture what C code writes to file descriptor 2 (libjpeg's warnings)."""
+    captured = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                captured.write(sink.read().decode("utf-8", errors="replace"))
+    finally:
+        os.close(saved)
+
+
+@contextmanager
+def _as_file(data: bytes) -> Iterator[str]:
+    handle, path = tempfile.mkstemp(suffix=".jpg", prefix="qgac-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # malformed EXIF must not stop us reading pixels
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def read_coefficients(source: JPEGSource) -> JPEGCoefficients:
+    """Read the DCT coefficients, quantization tables and layout of a JPEG.
+
+    ``source`` is a path, ``bytes``, a binary file object or an open Pillow JPEG image
+    (for an MPO phone photo, its first frame). Raises :class:`InvalidJPEGError`
+    naming the file and the reason for anything that is not a supported, intact
+    8-bit Huffman-coded grayscale or YCbCr JPEG.
+    """
+    name = _source_name(source)
+    data = _read_source_bytes(source, name)
+    header, image = _check_supported(data, name)
+    if header.app_markers > _JPEGLIB_MAX_MARKERS - 5:
+        data = _strip_app_markers(data)
+    with _JPEGLIB_LOCK, _as_file(data) as path, _captured_stderr() as libjpeg_messages:
+        try:
+            jpeg = jpeglib.read_dct(path)
+            jpeg.load()
+            planes = [jpeg.Y] if jpeg.Cb is None else [jpeg.Y, jpeg.Cb, jpeg.Cr]
+            planes = [np.ascontiguousarray(p, dtype=np.int16) for p in planes]
+            qt = np.asarray(jpeg.qt).astype(np.int32)
+            table_ids = list(jpeg.quant_tbl_no)
+            sampling = tuple((int(v), int(h)) for v, h in np.asarray(jpeg.samp_factor)[: len(planes)])
+            color_space = str(jpeg.jpeg_color_space)
+            width, height = int(jpeg.width), int(jpeg.height)
+            progressive = bool(jpeg.progressive_mode)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise InvalidJPEGError(name, f"libjpeg could not decode the file ({error})") from error
+    messages = libjpeg_messages.getvalue().strip()
+    if messages:
+        first = messages.splitlines()[0]
+        raise InvalidJPEGError(name, f"corrupt or truncated data ({first})")
+    if color_space not in ("JCS_GRAYSCALE", "JCS_YCbCr"):
+        raise InvalidJPEGError(name, f"colour space {color_space} is not supported")
+    tables = tuple(qt[table_ids[i]].copy() for i in range(len(planes)))
+    return JPEGCoefficients(
+        blocks=tuple(planes),
+        tables=tables,
+        sampling=sampling,
+        width=width,
+        height=height,
+        color_space="gray" if len(planes) == 1 else "ycbcr",
+        progressive=progressive or header.marker in _SOF_PROGRESSIVE,
+        orientation=_exif_orientation(image),
+        source=name,
+    )
+
+
+def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.PathLike | BinaryIO) -> None:
+    """Write a baseline JPEG whose coefficients and tables read back identically."""
+    planes = [np.ascontiguousarray(p, dtype=np.int16) for p in coefficients.blocks]
+    if max(int(np.abs(p[..., 1:, :]).max(initial=0)) for p in planes) > 1023 or any(
+        int(np.abs(p[..., 0, 1:]).max(initial=0)) > 1023 for p in planes
+    ):
+        raise ValueError("AC coefficients beyond +-1023 cannot be written as a baseline JPEG")
+    if any(int(np.asarray(t).max()) > 255 for t in coefficients.tables):
+        raise ValueError("quantization steps above 255 cannot be written as a baseline JPEG")
+    unique: list[np.ndarray] = []
+    table_ids = []
+    for table in coefficients.tables:
+        table = np.asarray(table, dtype=np.uint16)
+        for index, known in enumerate(unique):
+            if np.array_equal(known, table):
+                table_ids.append(index)
+                break
+        else:
+            table_ids.append(len(unique))
+            unique.append(table)
+    with _JPEGLIB_LOCK, tempfile.TemporaryDirectory(prefix="qgac-") as folder:
+        path = os.path.join(folder, "out.jpg")
+        jpeg = jpeglib.from_dct(
+            Y=planes[0],
+            Cb=None if len(planes) == 1 else planes[1],
+            Cr=None if len(planes) == 1 else planes[2],
+            qt=np.stack(unique),
+            quant_tbl_no=table_ids,
+        )
+        jpeg.height, jpeg.width = coefficients.height, coefficients.width
+        jpeg.samp_factor = np.array(coefficients.sampling, dtype=np.int32)
+        jpeg.write_dct(path)
+        data = Path(path).read_bytes()
+    if isinstance(destination, (str, os.PathLike)):
+        Path(destination).write_bytes(data)
+    else:
+        destination.write(data)
+
+
+def block_grid_shape(height: int, width: int, sampling: tuple[int, int], max_sampling: tuple[int, int]) -> tuple[int, int]:
+    """Blocks a component has in a file: ceil(ceil(size * s / s_max) / 8) per axis."""
+    (v, h), (vmax, hmax) = sampling, max_sampling
+    rows = -(-(-(-height * v // vmax)) // BLOCK)
+    cols = -(-(-(-width * h // hmax)) // BLOCK)
+    return rows, cols

@@ -1,0 +1,74 @@
+"""Quantization tables: libjpeg's quality scaling, (de)quantization and quality estimation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .dct import BLOCK, blockify, deblockify
+
+#: The example tables of the JPEG standard (Annex K), natural order, that libjpeg scales.
+STANDARD_LUMA_TABLE: tuple[int, ...] = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+STANDARD_CHROMA_TABLE: tuple[int, ...] = (
+    17, 18, 24, 47, 99, 99, 99, 99,
+    18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99,
+)  # fmt: skip
+
+
+def quality_scale(quality: int) -> int:
+    """libjpeg's ``jpeg_quality_scaling``: quality 1..100 -> percentage scale factor."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    q = int(quality)
+    return 5000 // q if q < 50 else 200 - 2 * q
+
+
+def quality_to_table(quality: int, chroma: bool = False, baseline: bool = True) -> Tensor:
+    """The (8, 8) int32 table libjpeg writes for ``quality`` (clamped to 1..255 if baseline)."""
+    base = torch.tensor(STANDARD_CHROMA_TABLE if chroma else STANDARD_LUMA_TABLE, dtype=torch.int64)
+    table = (base * quality_scale(quality) + 50) // 100
+    table = table.clamp(1, 255 if baseline else 32767)
+    return table.reshape(BLOCK, BLOCK).to(torch.int32)
+
+
+def estimate_quality(table: Tensor, chroma: bool = False) -> int:
+    """The libjpeg quality whose table is closest (mean absolute difference) to ``table``."""
+    t = torch.as_tensor(table).reshape(BLOCK, BLOCK).to(torch.float64)
+    errors = [
+        (quality_to_table(q, chroma).to(torch.float64) - t).abs().mean().item() for q in range(1, 101)
+    ]
+    return 1 + min(range(100), key=errors.__getitem__)
+
+
+def _tile_table(table: Tensor, plane: Tensor) -> Tensor:
+    """Broadcast ``(..., 8, 8)`` tables over the blocks of a ``(..., H, W)`` plane."""
+    t = table.to(plane.dtype if plane.is_floating_point() else torch.float32)
+    return t[..., None, None, :, :]
+
+
+def quantize(coefficients: Tensor, table: Tensor) -> Tensor:
+    """Round ``coefficients`` (image layout) to multiples of ``table``; returns the integer levels."""
+    blocks = blockify(coefficients)
+    return deblockify(torch.round(blocks / _tile_table(table, blocks)))
+
+
+def dequantize(levels: Tensor, table: Tensor) -> Tensor:
+    """Multiply quantized levels (image layout) by their table: the values the decoder uses."""
+    blocks = blockify(levels)
+    blocks = blocks.to(torch.float32) if not blocks.is_floating_point() else blocks
+    return deblockify(blocks * _tile_table(table, blocks))
