@@ -46,7 +46,10 @@ def coefficients_to_pixels(
         if clamp:
             pixels = pixels.clamp(0, 255)
         if index > 0:
-            pixels = upsample_chroma(pixels, chroma_factor, upsampling)
+            # libjpeg upsamples only the real samples (replicating the last one at the
+            # edge), not the padding of the last block row/column
+            rows, cols = _ceil_div(height, chroma_factor[0]), _ceil_div(width, chroma_factor[1])
+            pixels = upsample_chroma(crop(pixels, rows, cols), chroma_factor, upsampling)
         if pixels.shape[-2] < height or pixels.shape[-1] < width:
             raise ValueError(
                 f"plane {index} covers {tuple(pixels.shape[-2:])} pixels, less than the image {height}x{width}"

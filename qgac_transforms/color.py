@@ -70,12 +70,16 @@ def upsample_chroma(plane: Tensor, factor: tuple[int, int], mode: str = "fancy")
     """Upsample ``(..., h, w)`` by ``factor = (vertical, horizontal)``.
 
     ``mode="nearest"`` replicates samples; ``mode="fancy"`` uses libjpeg's triangular
-    filter along each axis whose factor is 2 (other factors fall back to nearest, as
-    libjpeg does).
+    filter along each axis whose factor is 2. As in libjpeg (``jdsample.c``), factors
+    other than 1x2, 2x1 and 2x2, and horizontal doubling of planes at most 2 samples
+    wide, fall back to nearest. Edges are replicated, so pass the plane cropped to
+    its real (downsampled) size to match a decoder at the image border.
     """
     if mode not in ("fancy", "nearest"):
         raise ValueError(f"unknown upsampling mode {mode!r}")
     v, h = factor
+    if mode == "fancy" and ((v, h) not in ((1, 2), (2, 1), (2, 2)) or (h == 2 and plane.shape[-1] <= 2)):
+        mode = "nearest"
     x = plane
     for dim, f in ((-2, v), (-1, h)):
         if f == 1:

@@ -1,0 +1,71 @@
+"""Where coefficients become a corrected image: pad to whole MCUs, run QGAC, crop, decode."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .codec import coefficients_to_pixels
+from .dct import BLOCK, crop, pad_blocks
+from .jpeg_io import JPEGCoefficients
+from .model import QGAC
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@torch.no_grad()
+def correct_planes(
+    model: QGAC,
+    y: Tensor,
+    tables: Tensor,
+    chroma: Tensor | None,
+    chroma_factor: tuple[int, int],
+    height: int,
+    width: int,
+) -> Tensor:
+    """Correct a batch of dequantized coefficient planes and decode them to pixels.
+
+    ``y``: ``(B, 1, 8*rows, 8*cols)``; ``chroma``: ``(B, 2, ...)`` with the file's own
+    block grid (it need not be exactly ``1 / chroma_factor`` of Y's: both are padded
+    with edge blocks to a whole MCU first). Returns ``(B, C, height, width)`` floats
+    in ``[0, 255]``.
+    """
+    y_rows, y_cols = y.shape[-2] // BLOCK, y.shape[-1] // BLOCK
+    if chroma is None:
+        corrected = model(y, tables)
+    else:
+        v, h = chroma_factor
+        c_rows, c_cols = chroma.shape[-2] // BLOCK, chroma.shape[-1] // BLOCK
+        rows, cols = _ceil_to(max(y_rows, c_rows * v), v), _ceil_to(max(y_cols, c_cols * h), h)
+        y_padded = pad_blocks(y, rows, cols)
+        chroma_padded = pad_blocks(chroma, rows // v, cols // h)
+        corrected = model(y_padded, tables, chroma_padded, chroma_factor)
+        corrected = crop(corrected, y_rows * BLOCK, y_cols * BLOCK)
+    return coefficients_to_pixels(list(corrected.unbind(1)), height, width)
+
+
+def correct(
+    model: QGAC,
+    coefficients: JPEGCoefficients,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Artifact-corrected pixels ``(C, H, W)`` in ``[0, 255]`` (stored orientation) of one JPEG."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    planes, tables = coefficients.to_tensors(dtype=dtype, device=device)
+    chroma = None if coefficients.is_gray else torch.cat(planes[1:], dim=0)[None]
+    tables = tables[None] if not coefficients.is_gray else tables.expand(3, -1, -1)[None]
+    pixels = correct_planes(
+        model, planes[0][None], tables, chroma, coefficients.chroma_factor, coefficients.height, coefficients.width
+    )
+    return pixels[0]
+
+
+def decode(coefficients: JPEGCoefficients, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The uncorrected pixels ``(C, H, W)`` of a JPEG, decoded from its coefficients."""
+    planes, _ = coefficients.to_tensors(dtype=dtype)
+    return coefficients_to_pixels(
+        [p[0] for p in planes], coefficients.height, coefficients.width, coefficients.chroma_factor
+    )

@@ -1,0 +1,248 @@
+"""The QGAC network (paper section 3): Y network, colour network and the full model.
+
+All tensors are coefficient planes in image layout (see :mod:`qgac_transforms.dct`),
+dequantized (level x step), with tables as raw quantization steps ``(B, C, 8, 8)``.
+
+Where the paper and the author's later port (``m3l``) differ, this follows the paper;
+the few choices the paper leaves open follow the port and are noted where made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
+from .layers import RRDB, CFMConv, TransposedCFMConv, group_concat
+
+FREQUENCIES = BLOCK * BLOCK
+#: Quantization steps are divided by this before entering a filter manifold (paper: [0, 1]).
+TABLE_SCALE = 255.0
+
+
+class BlockNet(nn.Module):
+    """Paper Fig. 5: CFM (8x8 stride 8) -> RRDB -> transposed CFM, both CFMs fed the table."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, manifold_width: int) -> None:
+        super().__init__()
+        self.encode = CFMConv(in_channels, width, manifold_width)
+        self.encode_activation = nn.PReLU()
+        self.body = RRDB(width)
+        self.decode = TransposedCFMConv(width, out_channels, manifold_width)
+        self.decode_activation = nn.PReLU()
+
+    def forward(self, x: Tensor, table: Tensor) -> Tensor:
+        blocks = self.encode_activation(self.encode(x, table))
+        return self.decode_activation(self.decode(self.body(blocks), table))
+
+
+class FrequencyNet(nn.Module):
+    """Paper Fig. 6: frequency rearrangement, then per-frequency (64-group) convs and RRDB.
+
+    ``per_frequency`` channels are computed for every frequency (the paper: 4, i.e. an
+    RRDB of 256 channels in 64 groups).
+    """
+
+    def __init__(self, in_channels: int, per_frequency: int, out_channels: int) -> None:
+        super().__init__()
+        width = FREQUENCIES * per_frequency
+        self.expand = nn.Conv2d(FREQUENCIES * in_channels, width, 3, padding=1, groups=FREQUENCIES)
+        self.expand_activation = nn.PReLU()
+        self.body = RRDB(width, groups=FREQUENCIES)
+        self.reduce = nn.Conv2d(width, FREQUENCIES * out_channels, 3, padding=1, groups=FREQUENCIES)
+        self.reduce_activation = nn.PReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.expand_activation(self.expand(blocks_to_channels(x)))
+        return channels_to_blocks(self.reduce_activation(self.reduce(self.body(features))))
+
+
+class FusionNet(nn.Module):
+    """Paper Fig. 7: three per-frequency convolutions fuse the subnetworks into one residual."""
+
+    def __init__(self, in_channels: int, hidden: int) -> None:
+        super().__init__()
+        f = FREQUENCIES
+        self.layers = nn.Sequential(
+            nn.Conv2d(f * in_channels, f * hidden, 3, padding=1, groups=f),
+            nn.PReLU(),
+            nn.Conv2d(f * hidden, f * hidden, 3, padding=1, groups=f),
+            nn.PReLU(),
+            nn.Conv2d(f * hidden, f, 3, padding=1, groups=f),
+        )
+
+    def forward(self, parts: Sequence[Tensor]) -> Tensor:
+        stacked = group_concat([blocks_to_channels(p) for p in parts], FREQUENCIES)
+        return channels_to_blocks(self.layers(stacked))
+
+
+class YNetwork(nn.Module):
+    """Paper Fig. 8: BlockNet -> FrequencyNet -> BlockNet, all three fused into a residual."""
+
+    def __init__(self, block_width: int, features: int, per_frequency: int, manifold_width: int, fusion_width: int) -> None:
+        super().__init__()
+        self.block1 = BlockNet(1, block_width, features, manifold_width)
+        self.frequency = FrequencyNet(features, per_frequency, features)
+        self.block2 = BlockNet(features, block_width, features, manifold_width)
+        self.fusion = FusionNet(3 * features, fusion_width)
+
+    def forward(self, y: Tensor, table: Tensor) -> Tensor:
+        """Normalized Y coefficients ``(B, 1, H, W)`` -> normalized residual of the same shape."""
+        first = self.block1(y, table)
+        second = self.frequency(first)
+        third = self.block2(second, table)
+        return self.fusion([first, second, third])
+
+
+class LearnedUpsample(nn.Module):
+    """Learned 2x upsampling of block features along each axis the file subsampled.
+
+    The paper uses one 4x4 stride-2 transposed convolution for 4:2:0. To follow any
+    sampling factor (4:2:2, 4:4:0, 4:1:1) with one set of weights, this applies a
+    1-D 4-tap stride-2 transposed convolution per halving, vertical then horizontal.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.vertical = nn.ConvTranspose2d(channels, channels, (4, 1), stride=(2, 1), padding=(1, 0))
+        self.horizontal = nn.ConvTranspose2d(channels, channels, (1, 4), stride=(1, 2), padding=(0, 1))
+        self.activation = nn.PReLU()
+
+    def forward(self, x: Tensor, factor: tuple[int, int]) -> Tensor:
+        for axis_factor, layer in ((factor[0], self.vertical), (factor[1], self.horizontal)):
+            if axis_factor not in (1, 2, 4):
+                raise ValueError(f"unsupported chroma subsampling factor {factor}")
+            while axis_factor > 1:
+                x = layer(x)
+                axis_factor //= 2
+        return self.activation(x) if factor != (1, 1) else x
+
+
+class ColorNetwork(nn.Module):
+    """Paper Fig. 9: restores one chroma plane to luma resolution, guided by the restored Y."""
+
+    def __init__(self, width: int, manifold_width: int) -> None:
+        super().__init__()
+        self.encode = CFMConv(1, width, manifold_width)
+        self.encode_activation = nn.PReLU()
+        self.chroma_body = RRDB(width)
+        self.upsample = LearnedUpsample(width)
+        self.guide = CFMConv(1, width, manifold_width)
+        self.guide_activation = nn.PReLU()
+        self.body = RRDB(2 * width)
+        self.decode = TransposedCFMConv(2 * width, 1, manifold_width)
+
+    def forward(
+        self, chroma: Tensor, chroma_table: Tensor, y: Tensor, y_table: Tensor, factor: tuple[int, int]
+    ) -> Tensor:
+        """Normalized chroma ``(B, 1, H/v, W/h)`` and restored Y ``(B, 1, H, W)`` ->
+        normalized residual ``(B, 1, H, W)``."""
+        blocks = self.encode_activation(self.encode(chroma, chroma_table))
+        blocks = self.upsample(self.chroma_body(blocks), factor)
+        guide = self.guide_activation(self.guide(y, y_table))
+        return self.decode(self.body(torch.cat([blocks, guide], dim=1)), chroma_table)
+
+
+def upsample_coefficients(plane: Tensor, factor: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour upsampling of a coefficient plane, done in the pixel domain."""
+    if factor == (1, 1):
+        return plane
+    pixels = image_idct(plane).repeat_interleave(factor[0], dim=-2).repeat_interleave(factor[1], dim=-1)
+    return image_dct(pixels)
+
+
+class QGAC(nn.Module):
+    """The full QGAC model: the Y network, then (for colour) the colour network on Cb and Cr.
+
+    The constructor arguments are the whole configuration (see :mod:`.configs`);
+    ``coefficient_mean`` and ``coefficient_std`` are the per-channel (Y, Cb, Cr),
+    per-frequency (natural order) statistics used to normalize coefficients.
+    """
+
+    def __init__(
+        self,
+        block_width: int = 256,
+        features: int = 64,
+        per_frequency: int = 4,
+        manifold_width: int = 64,
+        fusion_width: int = 4,
+        color_width: int = 32,
+        color: bool = True,
+        coefficient_mean: Sequence[Sequence[float]] | None = None,
+        coefficient_std: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        mean = torch.zeros(3, FREQUENCIES) if coefficient_mean is None else torch.tensor(coefficient_mean)
+        std = torch.ones(3, FREQUENCIES) if coefficient_std is None else torch.tensor(coefficient_std)
+        if mean.shape != (3, FREQUENCIES) or std.shape != (3, FREQUENCIES):
+            raise ValueError("coefficient_mean and coefficient_std must be 3 x 64 (Y, Cb, Cr by frequency)")
+        if not bool((std > 0).all()):
+            raise ValueError("coefficient_std must be positive")
+        #: The constructor arguments: everything needed to rebuild this model.
+        self.config = dict(
+            block_width=block_width, features=features, per_frequency=per_frequency, manifold_width=manifold_width,
+            fusion_width=fusion_width, color_width=color_width, color=color,
+            coefficient_mean=mean.tolist(), coefficient_std=std.tolist(),
+        )
+        self.y_network = YNetwork(block_width, features, per_frequency, manifold_width, fusion_width)
+        self.color_network = ColorNetwork(color_width, manifold_width) if color else None
+        self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(torch.float32))
+        self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(torch.float32))
+
+    def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:
+        rows, cols = plane.shape[-2] // BLOCK, plane.shape[-1] // BLOCK
+        mean = self.coefficient_mean[channel].to(plane.dtype).repeat(rows, cols)
+        std = self.coefficient_std[channel].to(plane.dtype).repeat(rows, cols)
+        return mean, std
+
+    def normalize(self, plane: Tensor, channel: int) -> Tensor:
+        mean, std = self._tiled_stats(channel, plane)
+        return (plane - mean) / std
+
+    def correct_y(self, y: Tensor, y_table: Tensor) -> Tensor:
+        """Corrected Y coefficients; a zero residual returns ``y`` exactly."""
+        side = (y_table / TABLE_SCALE).to(y.dtype)[:, None]
+        residual = self.y_network(self.normalize(y, 0), side)
+        return y + residual * self._tiled_stats(0, y)[1]
+
+    def forward(
+        self,
+        y: Tensor,
+        tables: Tensor,
+        chroma: Tensor | None = None,
+        chroma_factor: tuple[int, int] = (2, 2),
+    ) -> Tensor:
+        """Correct one batch of coefficients.
+
+        ``y``: ``(B, 1, H, W)``; ``tables``: ``(B, 1 or 3, 8, 8)`` steps per component;
+        ``chroma``: ``(B, 2, H/v, W/h)`` with ``(v, h) = chroma_factor`` or ``None``
+        (grayscale). Returns ``(B, 1, H, W)`` or ``(B, 3, H, W)``: Y, Cb, Cr at full
+        resolution, dequantized.
+        """
+        y_table = tables[:, 0]
+        corrected_y = self.correct_y(y, y_table)
+        if chroma is None:
+            return corrected_y
+        if self.color_network is None:
+            raise ValueError("this model was built without a colour network (color=False)")
+        b, _, height, width = y.shape
+        v, h = chroma_factor
+        if chroma.shape[-2] * v != height or chroma.shape[-1] * h != width:
+            raise ValueError(
+                f"chroma {tuple(chroma.shape[-2:])} x factor {chroma_factor} does not cover Y {(height, width)}; "
+                "pad both to a whole MCU first (see qgac_transforms.correction)"
+            )
+        # Cb and Cr share one set of weights: run them as one batch of 2B planes.
+        planes = torch.cat([chroma[:, 0:1], chroma[:, 1:2]], dim=0)
+        chroma_tables = torch.cat([tables[:, 1], tables[:, 2]], dim=0)
+        side = (chroma_tables / TABLE_SCALE).to(y.dtype)[:, None]
+        y_side = (y_table / TABLE_SCALE).to(y.dtype)[:, None].repeat(2, 1, 1, 1)
+        normalized_y = self.normalize(corrected_y, 0).repeat(2, 1, 1, 1)
+        normalized = torch.cat([self.normalize(planes[:b], 1), self.normalize(planes[b:], 2)], dim=0)
+        residual = self.color_network(normalized, side, normalized_y, y_side, chroma_factor)
+        base = upsample_coefficients(planes, chroma_factor)
+        std = torch.cat([self._tiled_stats(1, base)[1].expand(b, 1, -1, -1), self._tiled_stats(2, base)[1].expand(b, 1, -1, -1)])
+        restored = base + residual * std
+        return torch.cat([corrected_y, restored[:b], restored[b:]], dim=1)

@@ -1,0 +1,167 @@
+"""Training data: random patches of a folder of photos, JPEG-compressed in memory.
+
+Each batch is compressed with Pillow (libjpeg) at random qualities and one chroma
+subsampling, read back with the library's own coefficient reader, and paired with
+the DCT of the uncompressed patch (the regression target).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from qgac_transforms.codec import pixels_to_coefficients
+from qgac_transforms.jpeg_io import read_coefficients
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+#: Pillow's ``subsampling`` argument -> (vertical, horizontal) chroma factor.
+SUBSAMPLINGS = {"4:4:4": (0, (1, 1)), "4:2:2": (1, (1, 2)), "4:2:0": (2, (2, 2))}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images found under {folder}")
+    return paths
+
+
+def split_images(paths: Sequence[Path], validation: int) -> tuple[list[Path], list[Path]]:
+    """A deterministic hold-out: every k-th image goes to validation."""
+    if validation <= 0:
+        return list(paths), []
+    step = max(1, len(paths) // validation)
+    held = set(paths[::step][:validation])
+    return [p for p in paths if p not in held], [p for p in paths if p in held]
+
+
+@dataclass
+class Batch:
+    """One training batch; all planes dequantized coefficients in image layout."""
+
+    y: torch.Tensor  # (B, 1, P, P)
+    chroma: torch.Tensor  # (B, 2, P/v, P/h)
+    tables: torch.Tensor  # (B, 3, 8, 8)
+    target: torch.Tensor  # (B, C, P, P) DCT of the original, full resolution
+    pixels: torch.Tensor  # (B, C, P, P) original pixels, [0, 255]
+    factor: tuple[int, int]
+    quality: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.y), move(self.chroma), move(self.tables), move(self.target), move(self.pixels),
+                     self.factor, self.quality)
+
+
+def compress(patch: np.ndarray, quality: int, subsampling: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(patch).save(buffer, "JPEG", quality=int(quality), subsampling=subsampling)
+    return buffer.getvalue()
+
+
+def make_sample(patch: np.ndarray, quality: int, subsampling: str) -> dict[str, torch.Tensor]:
+    """Compress one uint8 ``(P, P, C)`` patch and build the network input and target."""
+    coefficients = read_coefficients(compress(patch, quality, SUBSAMPLINGS[subsampling][0]))
+    planes, tables = coefficients.to_tensors()
+    pixels = torch.from_numpy(patch).permute(2, 0, 1).to(torch.float32)
+    target = torch.stack(pixels_to_coefficients(pixels, (1, 1)))
+    return {"y": planes[0], "chroma": torch.cat(planes[1:], dim=0), "tables": tables, "target": target, "pixels": pixels}
+
+
+class PatchStream(IterableDataset):
+    """An endless stream of batches of random compressed patches.
+
+    ``qualities`` is a list of qualities to draw from, or a ``(low, high)`` range
+    drawn uniformly when ``continuous``. Each batch uses one chroma subsampling,
+    drawn with ``subsampling_weights``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        patch_size: int = 64,
+        batch_size: int = 16,
+        qualities: Sequence[int] = tuple(range(10, 101, 10)),
+        continuous: bool = False,
+        subsampling_weights: dict[str, float] | None = None,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if patch_size % 16:
+            raise ValueError("patch size must be a multiple of 16 (one 4:2:0 MCU)")
+        self.paths = list(paths)
+        self.patch_size, self.batch_size = patch_size, batch_size
+        self.qualities, self.continuous = list(qualities), continuous
+        self.subsampling_weights = subsampling_weights or {"4:2:0": 0.7, "4:4:4": 0.15, "4:2:2": 0.15}
+        self.seed, self.rank = seed, rank
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def _image(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            with Image.open(path) as image:
+                self._cache[path] = np.asarray(image.convert("RGB"))
+        return self._cache[path]
+
+    def _patch(self, rng: random.Random) -> np.ndarray:
+        image = self._image(rng.choice(self.paths))
+        size = self.patch_size
+        height, width = image.shape[:2]
+        if height < size or width < size:
+            image = np.pad(image, ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0)), mode="reflect")
+            height, width = image.shape[:2]
+        top, left = rng.randrange(height - size + 1), rng.randrange(width - size + 1)
+        patch = image[top : top + size, left : left + size]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        if rng.random() < 0.5:
+            patch = patch[::-1]
+        return np.ascontiguousarray(patch)
+
+    def _quality(self, rng: random.Random) -> int:
+        if self.continuous:
+            return rng.randint(min(self.qualities), max(self.qualities))
+        return rng.choice(self.qualities)
+
+    def __iter__(self) -> Iterator[Batch]:
+        worker = get_worker_info()
+        worker_id = worker.id if worker else 0
+        rng = random.Random(self.seed * 1000003 + self.rank * 1009 + worker_id)
+        names, weights = zip(*self.subsampling_weights.items())
+        while True:
+            subsampling = rng.choices(names, weights)[0]
+            qualities = [self._quality(rng) for _ in range(self.batch_size)]
+            samples = [make_sample(self._patch(rng), q, subsampling) for q in qualities]
+            yield collate(samples, SUBSAMPLINGS[subsampling][1], qualities)
+
+
+def collate(samples: list[dict[str, torch.Tensor]], factor: tuple[int, int], qualities: Sequence[int]) -> Batch:
+    stack = lambda key: torch.stack([s[key] for s in samples])  # noqa: E731
+    return Batch(
+        y=stack("y"),
+        chroma=stack("chroma"),
+        tables=stack("tables"),
+        target=stack("target"),
+        pixels=stack("pixels"),
+        factor=factor,
+        quality=torch.tensor(list(qualities)),
+    )
+
+
+def validation_batches(paths: Sequence[Path], qualities: Sequence[int], patch_size: int = 256) -> list[Batch]:
+    """Fixed validation set: the central 4:2:0 patch of each held-out photo at each quality."""
+    patches = []
+    for path in paths:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+        height, width = array.shape[:2]
+        size = min(patch_size, (min(height, width) // 16) * 16)
+        top, left = (height - size) // 2, (width - size) // 2
+        patches.append(np.ascontiguousarray(array[top : top + size, left : left + size]))
+    return [collate([make_sample(p, q, "4:2:0")], (2, 2), [q]) for q in qualities for p in patches]

@@ -1,0 +1,80 @@
+"""Training objectives of QGAC (paper section 3.4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qgac_transforms.metrics import ssim
+
+
+def regression_loss(output: Tensor, target: Tensor, ssim_weight: float = 0.05) -> Tensor:
+    """Eq. 1: ``L1 - lambda * SSIM`` on pixels scaled to ``[0, 1]``."""
+    output, target = output / 255.0, target / 255.0
+    return F.l1_loss(output, target) - ssim_weight * ssim(output, target, data_range=1.0).mean()
+
+
+def relativistic_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic average GAN loss for the generator (Jolicoeur-Martineau, 2018)."""
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (
+        F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel))
+        + F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel))
+    )
+
+
+def relativistic_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic average GAN loss for the discriminator."""
+    return relativistic_generator_loss(fake_logits, real_logits)
+
+
+class TextureLoss(nn.Module):
+    """Eq. 2: L1 distance between features of a frozen network at one layer.
+
+    The paper uses conv5_3 of a MINC-trained VGG, which cannot be downloaded here;
+    any ``features`` module works (its output is the compared feature map).
+    Inputs are pixels in ``[0, 255]``; ``mean``/``std`` normalize them for the network.
+    """
+
+    def __init__(self, features: nn.Module, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
+        super().__init__()
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean)[:, None, None])
+        self.register_buffer("std", torch.tensor(std)[:, None, None])
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        prepare = lambda x: (x / 255.0 - self.mean) / self.std  # noqa: E731
+        return F.l1_loss(self.features(prepare(output)), self.features(prepare(target)))
+
+
+def gan_generator_loss(
+    output: Tensor, target: Tensor, real_logits: Tensor, fake_logits: Tensor, texture: TextureLoss,
+    gamma: float = 5e-3, nu: float = 1e-2,
+) -> Tensor:
+    """Eq. 3: texture loss + gamma * RaGAN loss + nu * L1 (pixels in [0, 255] scaled to [0, 1])."""
+    l1 = F.l1_loss(output / 255.0, target / 255.0)
+    return texture(output, target) + gamma * relativistic_generator_loss(real_logits, fake_logits) + nu * l1
+
+
+class DCGANDiscriminator(nn.Module):
+    """The DCGAN discriminator (Radford et al.): strided 4x4 convs, batch norm, LeakyReLU.
+
+    Ends in a global average so it takes any patch size that is a multiple of 16.
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 64, depth: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        channels = width
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
+                       nn.LeakyReLU(0.2, inplace=True)]
+            channels *= 2
+        layers.append(nn.Conv2d(channels, 1, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x / 127.5 - 1).mean(dim=(1, 2, 3))

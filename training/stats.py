@@ -1,0 +1,35 @@
+"""Per-frequency, per-channel normalization statistics of a folder of training images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from qgac_transforms.codec import pixels_to_coefficients
+from qgac_transforms.dct import blockify
+
+
+def coefficient_statistics(paths: Sequence[Path]) -> dict[str, list[list[float]]]:
+    """Mean and standard deviation of the DCT of level-shifted full-resolution YCbCr.
+
+    Returns ``{"mean": 3 x 64, "std": 3 x 64}`` (Y, Cb, Cr; natural frequency order),
+    accumulated in float64 over every block of every image.
+    """
+    total = torch.zeros(3, 64, dtype=torch.float64)
+    squares = torch.zeros(3, 64, dtype=torch.float64)
+    count = 0
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).to(torch.float64)
+        planes = pixels_to_coefficients(pixels, (1, 1))
+        blocks = torch.stack([blockify(p).reshape(-1, 64) for p in planes])  # (3, N, 64)
+        total += blocks.sum(dim=1)
+        squares += blocks.square().sum(dim=1)
+        count += blocks.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
+    return {"mean": mean.tolist(), "std": std.tolist()}
