@@ -9,7 +9,6 @@ plane of shape ``(..., H, W)`` whose 8x8 tiles each hold one block in natural
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +28,17 @@ ZIGZAG: tuple[int, ...] = tuple(
 )
 
 
-@lru_cache(maxsize=None)
-def _dct_matrix_cpu64() -> Tensor:
-    k = torch.arange(BLOCK, dtype=torch.float64)
-    basis = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / (2 * BLOCK))
-    scale = torch.full((BLOCK, 1), math.sqrt(2 / BLOCK), dtype=torch.float64)
-    scale[0] = math.sqrt(1 / BLOCK)
-    return basis * scale
+#: The orthonormal DCT-II matrix as plain floats. Kept as numbers, not a cached tensor:
+#: a tensor cached during tracing (torch.export, torch.compile) would be a fake tensor.
+_DCT_VALUES: tuple[tuple[float, ...], ...] = tuple(
+    tuple(math.sqrt((1 if k == 0 else 2) / BLOCK) * math.cos((2 * n + 1) * k * math.pi / (2 * BLOCK)) for n in range(BLOCK))
+    for k in range(BLOCK)
+)
 
 
 def dct_matrix(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     """The orthonormal 8-point DCT-II matrix; JPEG's 2-D DCT is ``D @ block @ D.T``."""
-    return _dct_matrix_cpu64().to(dtype=dtype, device=device)
+    return torch.tensor(_DCT_VALUES, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
 def _matrix_for(x: Tensor) -> Tensor:
@@ -131,10 +129,10 @@ def pad_to_multiple(x: Tensor, multiple_h: int, multiple_w: int, mode: str = "re
     ph, pw = -h % multiple_h, -w % multiple_w
     if not ph and not pw:
         return x
-    lead = x.shape[:-2]
-    flat = x.reshape(-1, 1, h, w)
     if mode == "replicate" and (h == 0 or w == 0):
         raise ValueError("cannot replicate-pad an empty plane")
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, 1, h, w)
     padded = F.pad(flat, (0, pw, 0, ph), mode=mode)
     return padded.reshape(*lead, h + ph, w + pw)
 

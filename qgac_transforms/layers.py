@@ -42,10 +42,12 @@ class CFMConv(nn.Module):
     batched matrix multiply, so a batch with a different table per sample is one op.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, side_channels: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, hidden: int = 64, side_channels: int = 1, side_size: int = BLOCK
+    ) -> None:
         super().__init__()
         self.out_channels = out_channels
-        self.manifold = FilterManifold(out_channels * in_channels, out_channels, hidden, side_channels)
+        self.manifold = FilterManifold(out_channels * in_channels, out_channels, hidden, side_channels, side_size)
 
     def forward(self, x: Tensor, side: Tensor) -> Tensor:
         kernels, bias = self.manifold(side)
@@ -59,10 +61,12 @@ class CFMConv(nn.Module):
 class TransposedCFMConv(nn.Module):
     """Transposed CFM: ``(B, in, h, w) -> (B, out, 8h, 8w)``, each position to one 8x8 tile."""
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, side_channels: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, hidden: int = 64, side_channels: int = 1, side_size: int = BLOCK
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.manifold = FilterManifold(in_channels * out_channels, out_channels, hidden, side_channels)
+        self.manifold = FilterManifold(in_channels * out_channels, out_channels, hidden, side_channels, side_size)
 
     def forward(self, x: Tensor, side: Tensor) -> Tensor:
         kernels, bias = self.manifold(side)

@@ -5,6 +5,42 @@ dequantized (level x step), with tables as raw quantization steps ``(B, C, 8, 8)
 
 Where the paper and the author's later port (``m3l``) differ, this follows the paper;
 the few choices the paper leaves open follow the port and are noted where made.
+
+Following the paper (section 3, Figs. 3-9):
+
+- CFM: a three-layer CNN from the 8x8 table to one kernel and bias per sample,
+  applied with stride 8, and its transposed form (:mod:`.layers`).
+- RRDB: 3 dense blocks of 5 3x3 convs, growth equal to width, PReLU after every
+  conv, 0.2 residual scaling at both levels; grouped (64 groups) in FrequencyNet.
+- Y network: BlockNet -> FrequencyNet -> BlockNet, a three-layer fusion of all
+  three, the result a residual in the normalized coefficient domain.
+- Colour network: chroma CFM, RRDB, learned upsampling, CFM of the restored Y,
+  concatenation, RRDB, transposed CFM; the residual is added to nearest-neighbour
+  upsampled input chroma; one set of weights for Cb and Cr.
+- Each chroma plane is processed with its own table (Cb with the Cb table, Cr with
+  the Cr table), as the paper describes. The port feeds the Cb table for Cr too.
+
+From the port, where the paper is silent or only shows a figure:
+
+- Filter manifold layers: ``Conv 8x8 -> PReLU -> Conv 1x1 -> PReLU``, then an 8x8
+  transposed conv for the kernel and a 1x1 conv for the bias.
+- BlockNet ends in PReLU and outputs ``features`` channels (the port: 64), so
+  FrequencyNet and the fusion net take ``features`` channels per frequency.
+- FrequencyNet's 3x3 grouped convs and the fusion widths (``fusion_width``
+  channels per frequency in the two hidden layers; the port: 4).
+- Tables are divided by 255 before a filter manifold.
+
+Our own choices, beyond both:
+
+- Learned upsampling (:class:`LearnedUpsample`) is separable, one 4-tap stride-2
+  transposed conv per halving and axis, so one set of weights follows any
+  sampling factor (4:2:0, 4:2:2, 4:4:0, 4:1:1; none for 4:4:4). The paper and the
+  port use one 4x4 stride-2 transposed conv, i.e. 4:2:0 only.
+- Normalization statistics are buffers of the model and part of its config, not a
+  global file.
+- Any size: the model itself needs whole MCUs; :mod:`.correction` pads the file's
+  block grids to them with edge blocks and crops after (the port crashes when luma
+  is not exactly twice the chroma grid).
 """
 
 from __future__ import annotations
@@ -174,8 +210,9 @@ class QGAC(nn.Module):
         coefficient_std: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
-        mean = torch.zeros(3, FREQUENCIES) if coefficient_mean is None else torch.tensor(coefficient_mean)
-        std = torch.ones(3, FREQUENCIES) if coefficient_std is None else torch.tensor(coefficient_std)
+        with torch.device("cpu"):  # checked here, so the model can also be built under torch.device("meta")
+            mean = torch.zeros(3, FREQUENCIES) if coefficient_mean is None else torch.tensor(coefficient_mean)
+            std = torch.ones(3, FREQUENCIES) if coefficient_std is None else torch.tensor(coefficient_std)
         if mean.shape != (3, FREQUENCIES) or std.shape != (3, FREQUENCIES):
             raise ValueError("coefficient_mean and coefficient_std must be 3 x 64 (Y, Cb, Cr by frequency)")
         if not bool((std > 0).all()):
@@ -228,7 +265,7 @@ class QGAC(nn.Module):
         if self.color_network is None:
             raise ValueError("this model was built without a colour network (color=False)")
         b, _, height, width = y.shape
-        v, h = chroma_factor
+        v, h = chroma_factor = (int(chroma_factor[0]), int(chroma_factor[1]))  # a list would miss the (1, 1) checks
         if chroma.shape[-2] * v != height or chroma.shape[-1] * h != width:
             raise ValueError(
                 f"chroma {tuple(chroma.shape[-2:])} x factor {chroma_factor} does not cover Y {(height, width)}; "
