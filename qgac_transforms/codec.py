@@ -79,11 +79,13 @@ def pixels_to_coefficients(image: Tensor, chroma_factor: tuple[int, int] = (2, 2
     planes = []
     for index in range(channels):
         factor = chroma_factor if index > 0 else (1, 1)
-        sample = components[..., index, :, :]
+        rows, cols = block_grid(height, width, factor)
+        # libjpeg's edge padding (jcsample.c, jcprepct.c): the right edge is replicated at
+        # full resolution out to the block grid before downsampling; the bottom edge only
+        # to a multiple of the factor, then the last downsampled row is replicated
+        sample = pad_to_multiple(components[..., index, :, :], factor[0], cols * BLOCK * factor[1])
         if index > 0:
             sample = downsample_chroma(sample, factor)
-        rows, cols = block_grid(height, width, factor)
         sample = pad_to_multiple(sample, BLOCK, BLOCK)
-        sample = crop(sample, rows * BLOCK, cols * BLOCK)
         planes.append(image_dct(sample - LEVEL_SHIFT))
     return planes

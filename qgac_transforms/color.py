@@ -34,6 +34,8 @@ def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
 
 def ycbcr_to_rgb(ycbcr: Tensor) -> Tensor:
     """JFIF YCbCr -> RGB on ``(..., 3, H, W)``; inverse of :func:`rgb_to_ycbcr`."""
+    if ycbcr.ndim < 3 or ycbcr.shape[-3] != 3:
+        raise ValueError(f"expected (..., 3, H, W), got shape {tuple(ycbcr.shape)}")
     centered = ycbcr - torch.tensor([0.0, 128.0, 128.0], dtype=ycbcr.dtype, device=ycbcr.device)[:, None, None]
     return _apply_matrix(centered, _YCBCR_TO_RGB, torch.zeros(3))
 

@@ -173,6 +173,8 @@ def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
             return _read_source_bytes(source.filename, name)
         raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
     if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase):
+            raise InvalidJPEGError(name, "file object must be opened in binary mode")
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
             raise InvalidJPEGError(name, "file object must be opened in binary mode")
@@ -189,6 +191,8 @@ class _FrameHeader:
     precision: int
     components: int
     app_markers: int
+    component_ids: bytes = b""
+    first_scan: int = 0  # offset of the first SOS marker
 
 
 def _scan_header(data: bytes, name: str) -> _FrameHeader:
@@ -218,14 +222,45 @@ def _scan_header(data: bytes, name: str) -> _FrameHeader:
             if length < 8:
                 raise InvalidJPEGError(name, "corrupt frame header")
             precision, _, _, components = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
-            frame = (marker, precision, components)
+            frame = (marker, precision, components, data[pos + 8 : pos + length : 3][:components])
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             app_markers += 1
         elif marker == 0xDA:
             if frame is None:
                 raise InvalidJPEGError(name, "scan before frame header")
-            return _FrameHeader(frame[0], frame[1], frame[2], app_markers)
+            return _FrameHeader(frame[0], frame[1], frame[2], app_markers, frame[3], pos - 2)
         pos += length
+
+
+def _check_scans_complete(data: bytes, name: str, header: _FrameHeader) -> None:
+    """Refuse a file whose scans do not carry every coefficient to full precision.
+
+    libjpeg silently accepts a progressive file cut at a scan boundary and closed
+    with EOI (the missing coefficients or bits stay zero); only the scan headers tell.
+    ``FF DA`` and ``FF D9`` cannot occur inside entropy-coded data, so scans are found
+    by search, stopping at the first image's EOI (an MPO file has more images).
+    """
+    missing = {component: set(range(64)) for component in header.component_ids}
+    scan = header.first_scan
+    while True:
+        (length,) = struct.unpack(">H", data[scan + 2 : scan + 4].rjust(2, b"\0"))
+        segment = data[scan + 4 : scan + 2 + length]
+        count = segment[0] if segment else 0
+        if count and len(segment) >= 4 + 2 * count:
+            first, last, approximation = segment[1 + 2 * count : 4 + 2 * count]
+            if approximation & 0x0F == 0:  # Al = 0: these coefficients are now complete
+                for component in segment[1 : 1 + 2 * count : 2]:
+                    missing.get(component, set()).difference_update(range(first, last + 1))
+        if not any(missing.values()):
+            return
+        following = data.find(b"\xff\xda", scan + 2)
+        if following < 0 or data.find(b"\xff\xd9", scan + 2, following) >= 0:
+            break
+        scan = following
+    index = next(i for i, component in enumerate(header.component_ids) if missing[component])
+    raise InvalidJPEGError(
+        name, f"truncated or incomplete file: the scans do not complete the coefficients of component {index}"
+    )
 
 
 def _strip_app_markers(data: bytes) -> bytes:
@@ -247,6 +282,7 @@ def _strip_app_markers(data: bytes) -> bytes:
 
 def _check_supported(data: bytes, name: str) -> tuple[_FrameHeader, Image.Image]:
     header = _scan_header(data, name)
+    _check_scans_complete(data, name, header)
     if header.marker in _SOF_LOSSLESS:
         raise InvalidJPEGError(name, "lossless JPEG is not supported (it has no DCT coefficients)")
     if header.marker in _SOF_ARITHMETIC:
