@@ -45,13 +45,18 @@ Our own choices, beyond both:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
 from .layers import RRDB, CFMConv, TransposedCFMConv, group_concat
+from .model_card import ModelCardInfo, render_card
 
 FREQUENCIES = BLOCK * BLOCK
 #: Quantization steps are divided by this before entering a filter manifold (paper: [0, 1]).
@@ -189,12 +194,24 @@ def upsample_coefficients(plane: Tensor, factor: tuple[int, int]) -> Tensor:
     return image_dct(pixels)
 
 
-class QGAC(nn.Module):
+class QGAC(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="qgac-transforms",
+    license="mit",
+    pipeline_tag="image-to-image",
+    tags=["jpeg", "jpeg-artifact-correction", "image-restoration", "qgac"],
+    paper_url="https://arxiv.org/abs/2004.09320",
+):
     """The full QGAC model: the Y network, then (for colour) the colour network on Cb and Cr.
 
     The constructor arguments are the whole configuration (see :mod:`.configs`);
     ``coefficient_mean`` and ``coefficient_std`` are the per-channel (Y, Cb, Cr),
     per-frequency (natural order) statistics used to normalize coefficients.
+
+    ``save_pretrained``, ``push_to_hub`` and ``from_pretrained`` come from
+    :class:`huggingface_hub.PyTorchModelHubMixin`; the folder format, strict loading and
+    the Hub download are in :mod:`.hub`.
     """
 
     def __init__(
@@ -227,6 +244,44 @@ class QGAC(nn.Module):
         self.color_network = ColorNetwork(color_width, manifold_width) if color else None
         self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(torch.float32))
         self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(torch.float32))
+
+    # ------------------------------------------------------------ Hub integration
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .hub import write_folder  # noqa: PLC0415 - .hub imports this module
+
+        write_folder(self, save_directory)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> QGAC:
+        """Load a saved folder or a Hub repo id strictly (see :mod:`.hub`); eval mode, on ``map_location``."""
+        from .hub import load_folder, resolve  # noqa: PLC0415 - .hub imports this module
+
+        folder = resolve(
+            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token, force_download=force_download,
+        )
+        return load_folder(folder, map_location=map_location, model_class=cls)
+
+    def generate_model_card(
+        self, *args: Any, card: ModelCardInfo | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> ModelCard:
+        """The model card written by ``save_pretrained(..., model_card_kwargs={"card": ...})``."""
+        info = ModelCardInfo.coerce(card if card is not None else {"model_name": type(self).__name__})
+        mixin = self._hub_mixin_info
+        return render_card(
+            info, mixin.model_card_data, parameters=sum(p.numel() for p in self.parameters()),
+            repo_url=mixin.repo_url, paper_url=mixin.paper_url,
+        )
 
     def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:
         rows, cols = plane.shape[-2] // BLOCK, plane.shape[-1] // BLOCK

@@ -1,0 +1,497 @@
+"""Saving, strict loading, Hub download, offline fallback and upload of pretrained QGAC models.
+
+Hub behaviour is tested against :class:`hub_server.LocalHub`, a real HTTP server on
+127.0.0.1 that ``huggingface_hub`` talks to through ``HF_ENDPOINT`` (its constants,
+which the library reads at import, are patched per test).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard, constants
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from hub_server import LocalHub
+from qgac_transforms import hub
+from qgac_transforms.hub import (
+    CONFIG_NAME,
+    DEFAULT_MODEL,
+    DEFAULT_REVISION,
+    FOLDER_FILES,
+    WEIGHTS_NAME,
+    InvalidWeightsError,
+    WeightsNotFoundError,
+    load_model,
+    save_model,
+)
+from qgac_transforms.model import QGAC
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Small enough that building, saving and hashing take milliseconds.
+MINI = dict(block_width=8, features=4, per_frequency=1, manifold_width=4, fusion_width=1, color_width=4)
+CARD = {
+    "model_name": "qgac-mini",
+    "repo_id": "tests/qgac-mini",
+    "configuration": "mini",
+    "training_data": "synthetic test images (CC0)",
+    "datasets": ["tests/synthetic"],
+    "steps": {"y": 10, "color": 5},
+    "wall_clock_seconds": 4000.0,
+    "evaluation_protocol": "Pillow libjpeg 4:2:0; PSNR on RGB; SSIM Gaussian 11x11.",
+    "evaluation": [
+        {"dataset": "synthetic", "quality": 10, "jpeg_psnr": 25.0, "corrected_psnr": 26.5, "jpeg_ssim": 0.7,
+         "images": 3},
+        {"dataset": "synthetic", "quality": 50, "jpeg_psnr": 31.25, "corrected_psnr": 32.0, "jpeg_ssim": 0.9,
+         "images": 3},
+    ],
+}
+
+
+def mini_model(seed: int = 0, **overrides) -> QGAC:
+    torch.manual_seed(seed)
+    mean = torch.randn(3, 64).tolist()
+    std = (torch.rand(3, 64) + 0.5).tolist()
+    return QGAC(**{**MINI, "coefficient_mean": mean, "coefficient_std": std, **overrides})
+
+
+def assert_same_weights(a: QGAC, b: QGAC) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key].cpu(), sb[key].cpu()), key
+
+
+def saved(tmp_path: Path, model: QGAC | None = None, name: str = "qgac-mini", **card) -> Path:
+    return save_model(model or mini_model(), tmp_path / name, card={**CARD, **card})
+
+
+def rewrite(folder: Path, *, state: dict | None = None, config: dict | None = None) -> None:
+    """Replace the weights and/or config keys, keeping the recorded hash consistent."""
+    if state is not None:
+        save_file(state, str(folder / WEIGHTS_NAME))
+    values = json.loads((folder / CONFIG_NAME).read_text())
+    values.update(config or {})
+    values["weights_sha256"] = hub.sha256_file(folder / WEIGHTS_NAME)
+    (folder / CONFIG_NAME).write_text(json.dumps(values))
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_cache():
+    hub.clear_cache()
+    yield
+    hub.clear_cache()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """An empty Hub cache, also the default one, so no test reads the user's cache."""
+    path = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def local_hub(monkeypatch, cache_dir):
+    """A running :class:`LocalHub`, with ``huggingface_hub`` pointed at it and online."""
+    with LocalHub() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def downloads(server: LocalHub) -> int:
+    """File contents sent: GETs of resolve URLs and of the CDN."""
+    return server.count("GET", "/resolve/") + server.count("GET", "/cdn/")
+
+
+# --------------------------------------------------------------------- saving and local folders
+def test_save_and_load_folder_round_trip(tmp_path):
+    model = mini_model()
+    folder = saved(tmp_path, model)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FOLDER_FILES)
+    loaded = load_model(folder)
+    assert not loaded.training
+    assert loaded.config == model.config
+    assert_same_weights(loaded, model)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["format_version"] == hub.FORMAT_VERSION
+    assert config["qgac_transforms_version"] == hub.__version__
+    assert config["weights_sha256"] == hub.sha256_file(folder / WEIGHTS_NAME)
+
+
+def test_loaded_model_computes_the_same_correction(tmp_path):
+    model = mini_model().eval()
+    loaded = load_model(saved(tmp_path, model))
+    assert all(p.requires_grad for p in loaded.parameters())
+    torch.manual_seed(1)
+    y, chroma, tables = torch.randn(1, 1, 16, 16) * 50, torch.randn(1, 2, 8, 8) * 20, torch.rand(1, 3, 8, 8) * 40 + 1
+    with torch.no_grad():
+        assert torch.equal(loaded(y, tables, chroma), model(y, tables, chroma))
+
+
+def test_save_pretrained_and_from_pretrained_are_the_mixin_methods(tmp_path):
+    model = mini_model(color=False)
+    model.save_pretrained(tmp_path / "m")
+    loaded = QGAC.from_pretrained(tmp_path / "m")
+    assert loaded.color_network is None
+    assert_same_weights(loaded, model)
+
+
+def test_model_card_metadata_and_results(tmp_path):
+    folder = saved(tmp_path)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "qgac-transforms"
+    assert card.data.license == "mit"
+    assert card.data.pipeline_tag == "image-to-image"
+    assert {"jpeg", "qgac", "pytorch_model_hub_mixin"} <= set(card.data.tags)
+    assert card.data.datasets == ["tests/synthetic"]
+    assert card.data.metrics == ["psnr", "ssim"]
+    assert "| Dataset | Quality | JPEG PSNR | Corrected PSNR | JPEG SSIM | images |" in card.text
+    assert "| synthetic | 10 | 25.00 | 26.50 | 0.7000 | 3 |" in card.text
+    assert 'load_model("tests/qgac-mini")' in card.text
+    assert "| y | 10 |" in card.text and "1 h 07 min" in card.text
+    assert CARD["evaluation_protocol"] in card.text
+    # save_model always rewrites the card; a second export replaces the first one's results.
+    save_model(mini_model(), folder, card={"model_name": "again"})
+    again = ModelCard.load(folder / "README.md").text
+    assert "No evaluation results yet" in again and 'load_model("qgac-transforms/again")' in again
+
+
+def test_card_rejects_unknown_fields_and_results_without_protocol(tmp_path):
+    with pytest.raises(ValueError, match="unknown model card fields"):
+        save_model(mini_model(), tmp_path / "a", card={"model_name": "x", "wall_clock": 3})
+    with pytest.raises(ValueError, match="evaluation_protocol"):
+        save_model(mini_model(), tmp_path / "b", card={"model_name": "x", "evaluation": CARD["evaluation"]})
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
+)
+def test_device_argument_places_the_model(tmp_path, device):
+    model = mini_model().eval()
+    loaded = load_model(saved(tmp_path, model), device=torch.device(device))
+    assert all(t.device.type == device for t in [*loaded.parameters(), *loaded.buffers()])
+    y, tables = torch.randn(1, 1, 16, 16) * 50, torch.rand(1, 1, 8, 8) * 40 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(y.to(device), tables.to(device)).cpu(), model(y, tables))
+
+
+def test_each_call_returns_an_independent_model(tmp_path):
+    folder = saved(tmp_path)
+    first, second = load_model(folder), load_model(folder)
+    with torch.no_grad():
+        next(first.parameters()).add_(1.0)
+    assert not torch.equal(next(first.parameters()), next(second.parameters()))
+
+
+# --------------------------------------------------------------------- strict loading
+def test_missing_key_is_an_error(tmp_path):
+    folder = saved(tmp_path)
+    state = load_file(folder / WEIGHTS_NAME)
+    dropped = sorted(state)[0]
+    del state[dropped]
+    rewrite(folder, state=state)
+    with pytest.raises(InvalidWeightsError, match=f"missing keys {dropped}") as error:
+        load_model(folder)
+    assert error.value.source == str(folder / WEIGHTS_NAME)
+
+
+def test_unexpected_key_is_an_error(tmp_path):
+    folder = saved(tmp_path)
+    rewrite(folder, state={**load_file(folder / WEIGHTS_NAME), "extra.weight": torch.zeros(2)})
+    with pytest.raises(InvalidWeightsError, match="unexpected keys extra.weight"):
+        load_model(folder)
+
+
+def test_wrong_shape_is_an_error(tmp_path):
+    folder = saved(tmp_path)
+    rewrite(folder, config={"block_width": 12})
+    with pytest.raises(InvalidWeightsError, match="wrong shapes: .* is \\(8, .* in the file, \\(12, "):
+        load_model(folder)
+
+
+def test_statistics_that_differ_from_the_config_are_an_error(tmp_path):
+    folder = saved(tmp_path)
+    state = load_file(folder / WEIGHTS_NAME)
+    state["coefficient_std"] = state["coefficient_std"] * 2
+    rewrite(folder, state=state)
+    with pytest.raises(InvalidWeightsError, match="coefficient_std differs from config.json"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format_version": 2}, "format_version 2 .* reads format_version 1 only \\(upgrade qgac-transforms\\)"),
+        ({"format_version": "1"}, "format_version '1'"),
+        ({"format_version": True}, "format_version True"),
+        ({"new_argument": 3}, "unknown configuration keys \\['new_argument'\\]"),
+        ({"block_width": -1}, "cannot build QGAC"),
+    ],
+)
+def test_incompatible_config_is_an_error(tmp_path, change, message):
+    folder = saved(tmp_path)
+    rewrite(folder, config=change)
+    with pytest.raises(InvalidWeightsError, match=message):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("key", ["format_version", "weights_sha256"])
+def test_config_without_format_metadata_is_an_error(tmp_path, key):
+    folder = saved(tmp_path)
+    values = json.loads((folder / CONFIG_NAME).read_text())
+    del values[key]
+    (folder / CONFIG_NAME).write_text(json.dumps(values))
+    with pytest.raises(InvalidWeightsError, match=key):
+        load_model(folder)
+
+
+def test_missing_or_unreadable_files_are_errors(tmp_path):
+    folder = saved(tmp_path)
+    (folder / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(InvalidWeightsError, match="not valid JSON"):
+        load_model(folder)
+    (folder / CONFIG_NAME).unlink()
+    with pytest.raises(InvalidWeightsError, match="config.json: missing"):
+        load_model(folder)
+
+
+def test_truncated_weights_are_detected(tmp_path):
+    folder = saved(tmp_path)
+    data = (folder / WEIGHTS_NAME).read_bytes()
+    (folder / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidWeightsError, match="truncated, corrupted or was modified"):
+        load_model(folder)
+    # Even with a matching hash (a config rewritten by hand), safetensors refuses the file.
+    rewrite(folder)
+    with pytest.raises(InvalidWeightsError, match="not a readable safetensors file"):
+        load_model(folder)
+
+
+@settings(deadline=None, max_examples=10)
+@given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_changed_byte_is_detected(position, flip):
+    with tempfile.TemporaryDirectory() as directory:
+        folder = save_model(mini_model(), Path(directory) / "m")
+        data = bytearray((folder / WEIGHTS_NAME).read_bytes())
+        data[int(position * len(data))] ^= flip
+        (folder / WEIGHTS_NAME).write_bytes(bytes(data))
+        with pytest.raises(InvalidWeightsError, match="SHA-256"):
+            load_model(folder)
+
+
+@settings(deadline=None, max_examples=5)
+@given(
+    widths=st.tuples(st.integers(2, 8), st.integers(1, 4), st.integers(1, 2), st.integers(1, 4), st.integers(1, 2)),
+    color=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_round_trip_property(widths, color, seed):
+    block, features, per_frequency, manifold, fusion = widths
+    model = mini_model(
+        seed, block_width=block, features=features, per_frequency=per_frequency, manifold_width=manifold,
+        fusion_width=fusion, color=color,
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        loaded = load_model(directory)
+    assert loaded.config == model.config
+    assert_same_weights(loaded, model)
+
+
+# --------------------------------------------------------------------- the Hub
+def test_first_download_then_cache_hit(tmp_path, local_hub, cache_dir):
+    model = mini_model()
+    local_hub.publish_folder("tests/qgac-mini", saved(tmp_path, model))
+    assert_same_weights(load_model("tests/qgac-mini", cache_dir=cache_dir), model)
+    assert downloads(local_hub) == 2  # config.json and model.safetensors, once each
+    assert (cache_dir / "models--tests--qgac-mini" / "refs" / "main").is_file()
+    requests = len(local_hub.requests)
+    load_model("tests/qgac-mini", cache_dir=cache_dir)
+    assert len(local_hub.requests) == requests  # resolved once per process
+    hub.clear_cache()
+    assert_same_weights(load_model("tests/qgac-mini", cache_dir=cache_dir), model)
+    assert downloads(local_hub) == 2  # a branch is re-checked with HEAD requests, nothing re-downloaded
+
+
+def test_revision_pins_the_weights(tmp_path, local_hub, cache_dir):
+    old, new = mini_model(1), mini_model(2)
+    first = local_hub.publish_folder("tests/qgac-mini", saved(tmp_path, old, name="old"))
+    local_hub.publish_folder("tests/qgac-mini", saved(tmp_path, new, name="new"))
+    assert_same_weights(load_model("tests/qgac-mini", cache_dir=cache_dir), new)
+    assert_same_weights(load_model("tests/qgac-mini", revision=first, cache_dir=cache_dir), old)
+    hub.clear_cache()
+    requests = len(local_hub.requests)
+    assert_same_weights(load_model("tests/qgac-mini", revision=first, cache_dir=cache_dir), old)
+    assert len(local_hub.requests) == requests  # a cached commit needs no request at all
+
+
+def test_default_model_is_pinned_to_default_revision(tmp_path, local_hub, cache_dir):
+    pinned, later = mini_model(3), mini_model(4)
+    local_hub.publish_folder(DEFAULT_MODEL, saved(tmp_path, pinned, name="pinned"), commit=DEFAULT_REVISION)
+    local_hub.publish_folder(DEFAULT_MODEL, saved(tmp_path, later, name="later"))
+    assert_same_weights(load_model(), pinned)
+    assert_same_weights(load_model(DEFAULT_MODEL, revision="main"), later)
+    assert local_hub.count("HEAD", f"/resolve/{DEFAULT_REVISION}/") >= 1
+
+
+def test_offline_with_warm_cache(tmp_path, local_hub, cache_dir, monkeypatch):
+    model = mini_model()
+    local_hub.publish_folder("tests/qgac-mini", saved(tmp_path, model))
+    load_model("tests/qgac-mini", cache_dir=cache_dir)
+    hub.clear_cache()
+    requests = len(local_hub.requests)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_same_weights(load_model("tests/qgac-mini", cache_dir=cache_dir), model)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert_same_weights(load_model("tests/qgac-mini", cache_dir=cache_dir, local_files_only=True), model)
+    assert len(local_hub.requests) == requests
+
+
+def test_offline_cold_cache_uses_the_embedded_default(local_hub, cache_dir, offline):
+    model = load_model()
+    assert_same_weights(model, hub.load_folder(hub.embedded_folder()))
+    assert len(local_hub.requests) == 0
+
+
+def test_offline_cold_cache_other_names_say_what_was_tried(local_hub, cache_dir, offline):
+    with pytest.raises(WeightsNotFoundError) as error:
+        load_model("tests/elsewhere", revision="v1", cache_dir=cache_dir)
+    message = str(error.value)
+    for part in ("'tests/elsewhere'", "'v1'", local_hub.url, str(cache_dir), "offline mode on", "LocalEntryNotFoundError"):
+        assert part in message
+    # The default at another revision is not the embedded copy either.
+    with pytest.raises(WeightsNotFoundError, match="could not be reached"):
+        load_model(DEFAULT_MODEL, revision="main")
+
+
+def test_local_files_only_cold_cache_uses_the_embedded_default(local_hub, cache_dir):
+    assert_same_weights(load_model(local_files_only=True), hub.load_folder(hub.embedded_folder()))
+    assert len(local_hub.requests) == 0
+
+
+def test_unreachable_hub_falls_back_at_once(cache_dir, monkeypatch):
+    with LocalHub() as server:
+        closed = server.url  # nothing listens here once the server is closed
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert_same_weights(load_model(), hub.load_folder(hub.embedded_folder()))
+
+
+def test_repo_that_does_not_exist(local_hub, cache_dir):
+    with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError") as error:
+        load_model("tests/no-such-repo", cache_dir=cache_dir)
+    assert "tests/no-such-repo" in str(error.value) and local_hub.url in str(error.value)
+
+
+def test_revision_that_does_not_exist(tmp_path, local_hub, cache_dir):
+    local_hub.publish_folder("tests/qgac-mini", saved(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="RevisionNotFoundError"):
+        load_model("tests/qgac-mini", revision="v9", cache_dir=cache_dir)
+
+
+def test_missing_default_repo_is_an_error_not_a_fallback(local_hub, cache_dir):
+    with pytest.raises(WeightsNotFoundError, match="used only when the Hub cannot be reached"):
+        load_model()
+
+
+def test_invalid_name_is_an_error(cache_dir):
+    with pytest.raises(WeightsNotFoundError, match="not a folder"):
+        load_model("no/such/folder/anywhere")
+
+
+def test_pickle_weights_are_never_downloaded(tmp_path, local_hub, cache_dir):
+    folder = saved(tmp_path)
+    files = {CONFIG_NAME: (folder / CONFIG_NAME).read_bytes(), "pytorch_model.bin": b"\x80\x04pickle"}
+    local_hub.publish("tests/pickled", files)
+    with pytest.raises(WeightsNotFoundError, match="EntryNotFoundError"):
+        load_model("tests/pickled", cache_dir=cache_dir)
+    assert local_hub.count(contains="pytorch_model.bin") == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "tampered"])
+def test_damaged_weights_served_by_the_hub_are_detected(tmp_path, local_hub, cache_dir, damage):
+    folder = saved(tmp_path)
+    data = bytearray((folder / WEIGHTS_NAME).read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) - 100]
+    else:
+        data[-5] ^= 0x40
+    (folder / WEIGHTS_NAME).write_bytes(bytes(data))
+    local_hub.publish_folder("tests/damaged", folder)
+    with pytest.raises(InvalidWeightsError, match="differs from .* recorded in config.json"):
+        load_model("tests/damaged", cache_dir=cache_dir)
+
+
+# --------------------------------------------------------------------- publishing
+def test_push_to_hub_then_load(local_hub, cache_dir):
+    model = mini_model(5)
+    model.push_to_hub("tests/pushed", token="hf_test", model_card_kwargs={"card": CARD})
+    assert sorted(local_hub.files("tests/pushed")) == sorted(FOLDER_FILES)
+    commits = [r for r in local_hub.requests if r.method == "POST" and "/commit/" in r.path]
+    assert commits and commits[-1].headers["authorization"] == "Bearer hf_test"
+    assert_same_weights(load_model("tests/pushed", cache_dir=cache_dir), model)
+    assert b"library_name: qgac-transforms" in local_hub.files("tests/pushed")["README.md"]
+
+
+def test_upload_command_publishes_a_saved_folder(tmp_path, local_hub, cache_dir, capsys):
+    model = mini_model(6)
+    folder = saved(tmp_path, model)
+    (folder / "notes.txt").write_text("not part of the model")
+    assert hub.main(["upload", str(folder), "tests/uploaded"]) == 0
+    assert "at commit" in capsys.readouterr().out
+    assert sorted(local_hub.files("tests/uploaded")) == sorted(FOLDER_FILES)
+    assert_same_weights(load_model("tests/uploaded", cache_dir=cache_dir), model)
+
+
+def test_upload_refuses_a_folder_that_does_not_load(tmp_path, local_hub, capsys):
+    folder = saved(tmp_path)
+    (folder / WEIGHTS_NAME).write_bytes(b"broken")
+    assert hub.main(["upload", str(folder), "tests/uploaded"]) == 1
+    assert "SHA-256" in capsys.readouterr().err
+    assert "tests/uploaded" not in local_hub.repos
+
+
+def test_embed_copies_a_folder_into_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
+    folder = saved(tmp_path)
+    target = hub.embed(folder)
+    assert target == tmp_path / "weights" / "qgac-mini"
+    for name in FOLDER_FILES:
+        assert (target / name).read_bytes() == (folder / name).read_bytes()
+
+
+# --------------------------------------------------------------------- the shipped default
+def test_embedded_default_is_the_published_folder():
+    embedded, published = hub.embedded_folder(), ROOT / "hub" / DEFAULT_MODEL.split("/")[1]
+    for name in FOLDER_FILES:
+        assert (embedded / name).read_bytes() == (published / name).read_bytes(), name
+    model = hub.load_folder(embedded)
+    assert model.config["color"] and not model.training
+
+
+def test_wheel_package_data_covers_the_embedded_files():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["qgac_transforms"]
+    package = ROOT / "qgac_transforms"
+    for path in hub.embedded_folder().iterdir():
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
