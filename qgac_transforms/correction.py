@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -46,6 +48,33 @@ def correct_planes(
     return coefficients_to_pixels(list(corrected.unbind(1)), height, width)
 
 
+class ModelInputs(NamedTuple):
+    """What :func:`correct_planes` takes after the model: one batch of dequantized planes.
+
+    ``y``: ``(B, 1, 8*rows, 8*cols)``; ``tables``: ``(B, 3, 8, 8)`` raw steps (a
+    grayscale image repeats its table); ``chroma``: ``(B, 2, ...)`` or ``None``.
+    """
+
+    y: Tensor
+    tables: Tensor
+    chroma: Tensor | None
+    chroma_factor: tuple[int, int]
+    height: int
+    width: int
+
+
+def model_inputs(
+    coefficients: JPEGCoefficients, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> ModelInputs:
+    """A batch of one JPEG's planes and tables, as :func:`correct_planes` takes them."""
+    planes, tables = coefficients.to_tensors(dtype=dtype, device=device)
+    chroma = None if coefficients.is_gray else torch.cat(planes[1:], dim=0)[None]
+    tables = tables[None] if not coefficients.is_gray else tables.expand(3, -1, -1)[None]
+    return ModelInputs(
+        planes[0][None], tables, chroma, coefficients.chroma_factor, coefficients.height, coefficients.width
+    )
+
+
 def correct(
     model: QGAC,
     coefficients: JPEGCoefficients,
@@ -54,13 +83,7 @@ def correct(
 ) -> Tensor:
     """Artifact-corrected pixels ``(C, H, W)`` in ``[0, 255]`` (stored orientation) of one JPEG."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    planes, tables = coefficients.to_tensors(dtype=dtype, device=device)
-    chroma = None if coefficients.is_gray else torch.cat(planes[1:], dim=0)[None]
-    tables = tables[None] if not coefficients.is_gray else tables.expand(3, -1, -1)[None]
-    pixels = correct_planes(
-        model, planes[0][None], tables, chroma, coefficients.chroma_factor, coefficients.height, coefficients.width
-    )
-    return pixels[0]
+    return correct_planes(model, *model_inputs(coefficients, device, dtype))[0]
 
 
 def decode(coefficients: JPEGCoefficients, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -1,0 +1,263 @@
+"""``qgac correct INPUT... [-o OUTPUT]``: correct JPEG artifacts in files, folders and globs.
+
+Each output is written upright: the EXIF orientation is applied to the pixels and the
+tag removed from the EXIF that is written (so every viewer shows the same picture);
+the rest of the EXIF and the ICC profile are kept. Outputs go next to their input as
+``NAME_qgac.EXT`` unless ``-o`` names a folder (or, for a single input, a file);
+files found in a folder keep their path relative to it. Existing files, the input
+included, are never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Extensions that promise a JPEG: such a file that cannot be read is a failure, not a skip.
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo")
+#: Extensions ``--format keep`` keeps; anything else (``.mpo``, none) becomes ``.jpg``.
+KEEP_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+OUTPUT_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
+_SOI = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    #: the folder argument the file was found in (outputs keep their path under it), or None
+    root: Path | None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: PLC0415 - keep `qgac --help` light
+
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="JPEG files, folders (searched recursively) or globs"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path,
+        help="output folder (or output file for a single input); default: next to each input as NAME_qgac.EXT",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=("png", "jpeg", "keep"), default="png",
+        help="output format: png (lossless, default), jpeg, or keep (the input's: JPEG, same extension)",
+    )  # fmt: skip
+    parser.add_argument("--quality", type=_quality, default=95, metavar="Q", help="JPEG output quality (default 95)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs, the inputs themselves included"
+    )
+    parser.add_argument(
+        "--weights", help="model: Hub repo id or saved model folder (default: the package's default model)"
+    )
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--tile", type=_non_negative, default=DEFAULT_TILE, metavar="PIXELS",
+        help=f"tile size in pixels for bounded memory; 0 runs each image whole (default {DEFAULT_TILE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=_non_negative, default=DEFAULT_OVERLAP, metavar="PIXELS",
+        help=f"context around each tile in pixels (default {DEFAULT_OVERLAP})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--strength-quality", type=_quality, default=None, metavar="Q", dest="quality_override",
+        help="correct as if the file had libjpeg quality Q (lower: stronger)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--blend", type=_fraction, default=1.0, metavar="ALPHA",
+        help="mix ALPHA of the corrected image with 1-ALPHA of the plain decode (default 1)",
+    )  # fmt: skip
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be in 1..100, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _looks_like_jpeg(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(3) == _SOI
+
+
+def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Expand files, folders (recursively, except the folder ``exclude``) and globs into jobs;
+    returns ``(jobs, failures)``."""
+    jobs: list[Job] = []
+    failures: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, root: Path | None) -> None:
+        resolved = path.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            jobs.append(Job(path, root))
+
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            for folder, subfolders, names in os.walk(path):
+                # an output folder inside an input folder holds results, not inputs
+                subfolders[:] = sorted(name for name in subfolders if (Path(folder) / name).resolve() != exclude)
+                for name in sorted(names):
+                    add(Path(folder) / name, path)
+        elif path.is_file():
+            add(path, None)
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                failures.append((text, "no file matches this pattern"))
+            for match in matches:
+                if Path(match).is_file():
+                    add(Path(match), None)
+        else:
+            failures.append((text, "no such file or folder"))
+    return jobs, failures
+
+
+def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
+    """Where ``job``'s result goes (see the module docstring)."""
+    source = job.source
+    if args.format == "keep":
+        suffix = source.suffix if source.suffix.lower() in KEEP_SUFFIXES else ".jpg"
+    else:
+        suffix = OUTPUT_SUFFIX[args.format]
+    if args.output is None:
+        return source.with_name(f"{source.stem}_qgac{suffix}")
+    if single_file and not args.output.is_dir() and args.output.suffix:
+        return args.output
+    relative = source.relative_to(job.root) if job.root is not None else Path(source.name)
+    return args.output / relative.with_suffix(suffix)
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) -> None:  # noqa: ANN001
+    """Write atomically: a failed save leaves no partial file (and the input intact)."""
+    options = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
+    if image.info.get("exif"):
+        options["exif"] = image.info["exif"]
+    if destination.suffix.lower() == ".png":
+        file_format = "PNG"
+    else:
+        file_format = "JPEG"
+        options["quality"] = args.quality
+        if subsampling in ("4:4:4", "4:2:2", "4:2:0"):
+            options["subsampling"] = subsampling
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "xb") as file:  # a plain new file: the user's umask applies
+            image.save(file, file_format, **options)
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -> None:  # noqa: ANN001
+    """Correct one JPEG and write it; raises ``InvalidJPEGError``/``OSError`` on failure."""
+    from PIL import Image, ImageOps  # noqa: PLC0415
+
+    from ..functional import correct_jpeg, to_pil  # noqa: PLC0415
+    from ..jpeg_io import read_coefficients  # noqa: PLC0415
+
+    coefficients = read_coefficients(job.source)
+    image = to_pil(correct_jpeg(
+        model, coefficients, tile=args.tile or None, overlap=args.overlap,
+        quality_override=args.quality_override, blend=args.blend,
+    ))  # fmt: skip
+    with Image.open(job.source) as original:
+        image.info.update(original.info)
+    _save(ImageOps.exif_transpose(image), destination, args, coefficients.subsampling)
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _error(message: str) -> int:
+    print(f"qgac correct: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    exclude = args.output.resolve() if args.output is not None and args.output.is_dir() else None
+    jobs, failures = collect(args.inputs, exclude)
+    single_file = len(args.inputs) == 1 and len(jobs) == 1 and jobs[0].root is None
+    if args.output is not None and args.output.is_file() and not single_file:
+        return _error(f"-o {args.output} is a file, but there are several inputs: give a folder")
+
+    todo: list[tuple[Job, Path]] = []
+    planned: set[Path] = set()
+    for job in jobs:
+        known_jpeg = job.source.suffix.lower() in JPEG_SUFFIXES
+        try:
+            is_jpeg = _looks_like_jpeg(job.source)
+        except OSError as error:
+            failures.append((str(job.source), f"cannot read file ({error.strerror or error})"))
+            continue
+        if not is_jpeg and not known_jpeg:
+            print(f"skipping {job.source}: not a JPEG file", file=sys.stderr)
+            continue
+        destination = output_path(job, args, single_file)
+        if destination.resolve() in planned:
+            failures.append((str(job.source), f"another input is also written to {destination}"))
+        elif destination.exists() and not args.overwrite:
+            what = "it is the input itself" if destination.resolve() == job.source.resolve() else "it exists"
+            failures.append((str(job.source), f"not writing {destination}: {what} (pass --overwrite)"))
+        else:
+            planned.add(destination.resolve())
+            todo.append((job, destination))
+
+    if todo:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        from ..functional import load_cached_model  # noqa: PLC0415
+        from ..jpeg_io import InvalidJPEGError  # noqa: PLC0415
+
+        device = args.device
+        try:
+            import torch  # noqa: PLC0415
+
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            torch.device(device)
+            model = load_cached_model(args.weights, device)
+        except (OSError, ValueError, RuntimeError) as error:
+            return _error(f"cannot load the model {args.weights or '(default)'} on {device}: {error}")
+        progress = tqdm(todo, unit="file", disable=len(todo) <= 1, file=sys.stderr, dynamic_ncols=True)
+        for job, destination in progress:
+            try:
+                correct_file(model, job, destination, args)
+            except (InvalidJPEGError, OSError, ValueError) as error:
+                reason = error.reason if isinstance(error, InvalidJPEGError) else str(error)
+                failures.append((str(job.source), reason))
+                progress.write(f"failed: {job.source}: {reason}", file=sys.stderr)
+
+    if failures:
+        print(f"qgac correct: {len(failures)} input(s) failed:", file=sys.stderr)
+        for source, reason in failures:
+            print(f"  {source}: {reason}", file=sys.stderr)
+        return 1
+    return 0

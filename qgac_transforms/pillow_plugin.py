@@ -1,0 +1,189 @@
+"""Pillow hook: JPEGs opened with ``Image.open`` carry their DCT coefficients, or come out corrected.
+
+Nothing happens on import. After :func:`register_jpeg_opener`, every JPEG (and MPO
+phone photo) that Pillow opens is an instance of a subclass of Pillow's own
+``JpegImageFile``/``MpoImageFile`` with
+
+* ``image.dct_coefficients``: the :class:`~qgac_transforms.jpeg_io.JPEGCoefficients`
+  of the current frame, read on first access;
+* ``image.qgac_jpeg_bytes``: the bytes of the current frame's JPEG stream, read
+  lazily and captured by ``load()`` before Pillow closes the file, so both stay
+  available after ``load()``.
+
+With ``correct=True``, ``load()`` replaces the decoded pixels with QGAC-corrected ones
+(same mode, size and ``info``; stored orientation, as Pillow always gives), so code
+that only calls ``Image.open`` gets corrected images. ``draft()`` (which
+``thumbnail()`` uses to decode at reduced size) is disabled then, since correction
+needs the whole image. JPEGs QGAC cannot read (CMYK, 12-bit, ...) keep Pillow's
+pixels, with a warning. Images derived from a hooked one (``copy``, ``convert``,
+``crop``) are plain Pillow images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import IO, Any
+
+from PIL import Image, JpegImagePlugin, MpoImagePlugin
+
+from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+
+@dataclass(frozen=True)
+class _Correction:
+    """What ``correct=True`` runs in ``load()`` (options as in :class:`.transforms.JPEGArtifactCorrection`)."""
+
+    weights: Any
+    device: str | None
+    tile: int | None
+    overlap: int
+    quality_override: int | None
+    blend: float
+
+    def __call__(self, coefficients: JPEGCoefficients) -> Image.Image:
+        from . import functional  # noqa: PLC0415 - the model code is needed only once an image loads
+
+        model = functional.load_cached_model(self.weights, self.device)
+        pixels = functional.correct_jpeg(
+            model, coefficients, tile=self.tile, overlap=self.overlap,
+            quality_override=self.quality_override, blend=self.blend,
+        )  # fmt: skip
+        return functional.to_pil(pixels)
+
+
+class _CoefficientsMixin:
+    """Adds lazily read coefficients, and optionally corrected pixels, to a Pillow JPEG image."""
+
+    _qgac_file: bytes | None = None
+    _qgac_cache: dict[int, JPEGCoefficients] | None = None
+    _qgac_correction: _Correction | None = None
+    _qgac_corrected_frame: int | None = None
+
+    def _qgac_read_file(self) -> bytes:
+        for fp in (getattr(self, "fp", None), getattr(self, "_fp", None)):  # MPO keeps its file in _fp
+            if hasattr(fp, "read") and not getattr(fp, "closed", False):
+                position = fp.tell()
+                try:
+                    fp.seek(0)
+                    return fp.read()
+                finally:
+                    fp.seek(position)
+        filename = getattr(self, "filename", "")
+        if filename:
+            try:
+                with open(filename, "rb") as file:
+                    return file.read()
+            except OSError as error:
+                reason = f"cannot read file ({error.strerror or error})"
+                raise InvalidJPEGError(os.fsdecode(filename), reason) from error
+        raise InvalidJPEGError("<PIL image>", "the image's file is closed and it has no filename")
+
+    @property
+    def qgac_jpeg_bytes(self) -> bytes:
+        """The JPEG stream of the current frame (a whole file for ordinary JPEGs)."""
+        if self._qgac_file is None:
+            self._qgac_file = self._qgac_read_file()
+        offset = getattr(self, "offset", 0) if isinstance(self, MpoImagePlugin.MpoImageFile) else 0
+        return self._qgac_file[offset:] if offset else self._qgac_file
+
+    @property
+    def dct_coefficients(self) -> JPEGCoefficients:
+        """The current frame's DCT coefficients and quantization tables, read on first access."""
+        if self._qgac_cache is None:
+            self._qgac_cache = {}
+        frame = self.tell()  # type: ignore[attr-defined]
+        if frame not in self._qgac_cache:
+            self._qgac_cache[frame] = read_coefficients(self)  # type: ignore[arg-type]
+        return self._qgac_cache[frame]
+
+    def load(self) -> Any:
+        if self.tile and self._qgac_file is None:  # type: ignore[attr-defined]
+            try:
+                self.qgac_jpeg_bytes  # noqa: B018 - capture the file before Pillow closes it
+            except InvalidJPEGError:
+                pass  # Pillow can still decode; dct_coefficients will say why it cannot
+        access = super().load()  # type: ignore[misc]
+        frame = self.tell()  # type: ignore[attr-defined]
+        if self._qgac_correction is None or self._qgac_corrected_frame == frame:
+            return access
+        self._qgac_corrected_frame = frame
+        try:
+            corrected = self._qgac_correction(self.dct_coefficients)
+        except InvalidJPEGError as error:
+            message = f"QGAC cannot correct {error.source} ({error.reason}); keeping Pillow's pixels"
+            warnings.warn(message, stacklevel=2)
+            return access
+        if corrected.mode != self.mode:  # type: ignore[attr-defined]
+            corrected = corrected.convert(self.mode)  # type: ignore[attr-defined]
+        self.im = corrected.im  # type: ignore[attr-defined]
+        return Image.Image.load(self)  # type: ignore[arg-type]
+
+    def draft(self, mode: str | None, size: tuple[int, int] | None) -> Any:
+        if self._qgac_correction is not None:
+            return None
+        return super().draft(mode, size)  # type: ignore[misc]
+
+
+class QGACJpegImageFile(_CoefficientsMixin, JpegImagePlugin.JpegImageFile):
+    """Pillow's JPEG image with :class:`_CoefficientsMixin`."""
+
+
+class QGACMpoImageFile(_CoefficientsMixin, MpoImagePlugin.MpoImageFile):
+    """Pillow's MPO image (phone photos) with :class:`_CoefficientsMixin`."""
+
+
+_SUBCLASSES = {
+    JpegImagePlugin.JpegImageFile: QGACJpegImageFile,
+    MpoImagePlugin.MpoImageFile: QGACMpoImageFile,
+}
+
+#: Pillow's own ``(factory, accept)`` for "JPEG" while the hook is registered.
+_original: tuple[Any, Any] | None = None
+_correction: _Correction | None = None
+
+
+def _factory(fp: IO[bytes], filename: str | bytes | None = None) -> Image.Image:
+    assert _original is not None
+    image = _original[0](fp, filename)
+    subclass = _SUBCLASSES.get(type(image))
+    if subclass is not None:
+        image.__class__ = subclass
+        image._qgac_correction = _correction  # type: ignore[attr-defined]
+    return image
+
+
+def register_jpeg_opener(
+    correct: bool = False,
+    *,
+    weights: Any = None,
+    device: str | None = None,
+    tile: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    quality_override: int | None = None,
+    blend: float = 1.0,
+) -> None:
+    """Make ``Image.open`` return JPEGs that carry their coefficients (and, with
+    ``correct=True``, corrected pixels; the other arguments are those of
+    :class:`~qgac_transforms.transforms.JPEGArtifactCorrection`).
+
+    Calling it again changes the settings for images opened afterwards.
+    """
+    global _original, _correction
+    if not 0.0 <= blend <= 1.0:
+        raise ValueError(f"blend must be in [0, 1], got {blend}")
+    format_id = JpegImagePlugin.JpegImageFile.format
+    if _original is None:
+        _original = Image.OPEN[format_id]
+    _correction = _Correction(weights, device, tile, overlap, quality_override, blend) if correct else None
+    Image.OPEN[format_id] = (_factory, _original[1])
+
+
+def unregister_jpeg_opener() -> None:
+    """Give Pillow its own JPEG opener back (images opened before keep their extras)."""
+    global _original, _correction
+    if _original is not None:
+        Image.OPEN[JpegImagePlugin.JpegImageFile.format] = _original
+    _original, _correction = None, None

@@ -1,0 +1,157 @@
+"""``qgac correct`` and ``qgac info`` end to end on generated files: outputs, skips, failures, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageOps
+from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+
+from qgac_transforms import cli
+from qgac_transforms import functional as F
+from qgac_transforms.jpeg_io import read_coefficients
+
+
+@pytest.fixture
+def qgac(capsys):
+    """Run ``qgac ARGS...`` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exit_:  # argparse: --help and usage errors
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """in/a.jpg (EXIF orientation 6, ICC), in/sub/b.jpeg, in/sub/gray.jpg, in/c.png, in/notes.txt, in/broken.jpg."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (root / "a.jpg").write_bytes(save_jpeg(textured_image(0, 32, 48), quality=30, exif=exif, icc_profile=b"icc!"))
+    (root / "sub" / "b.jpeg").write_bytes(save_jpeg(textured_image(1, 24, 40), quality=50, subsampling=0))
+    (root / "sub" / "gray.jpg").write_bytes(save_jpeg(textured_image(2, 24, 24, "L"), quality=50))
+    textured_image(3, 16, 16).save(root / "c.png")
+    (root / "notes.txt").write_text("not an image")
+    good = (root / "a.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def corrected(model, path):
+    return F.correct_jpeg(model, read_coefficients(path)).round().to(torch.uint8)
+
+
+def test_folder_with_a_corrupt_file(qgac, photos, tiny_weights, tiny_model, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    code, _, err = qgac("correct", photos, "-o", out, "--weights", tiny_weights)
+    assert code == 1
+    assert "broken.jpg" in err and "c.png: not a JPEG" in err and "notes.txt: not a JPEG" in err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "sub/b.png", "sub/gray.png"]
+    # EXIF orientation applied to the pixels and removed from the EXIF; ICC profile kept
+    a = Image.open(out / "a.png")
+    assert a.size == (32, 48) and a.info.get("icc_profile") == b"icc!" and 0x0112 not in a.getexif()
+    assert torch.equal(to_tensor(a), torch.rot90(corrected(tiny_model, photos / "a.jpg"), -1, (1, 2)))
+    assert Image.open(out / "sub" / "gray.png").mode == "L"
+
+
+def test_mixed_inputs_next_to_their_sources(qgac, photos, tiny_weights):  # noqa: F811
+    code, _, _ = qgac("correct", photos / "a.jpg", photos / "sub", str(photos / "*.png"), "--weights", tiny_weights)
+    assert code == 0
+    assert (photos / "a_qgac.png").is_file() and (photos / "sub" / "b_qgac.png").is_file()
+    assert (photos / "sub" / "gray_qgac.png").is_file() and not (photos / "c_qgac.png").exists()
+
+
+def test_glob_and_missing_inputs(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+    code, _, err = qgac("correct", str(photos / "**" / "*.jpeg"), photos / "nope.jpg", str(photos / "*.gif"),
+                        "-o", tmp_path / "out", "--weights", tiny_weights)  # fmt: skip
+    assert code == 1 and "nope.jpg: no such file" in err and "*.gif: no file matches" in err
+    assert (tmp_path / "out" / "b.png").is_file()
+
+
+def test_jpeg_output_and_single_output_file(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+    target = tmp_path / "result.jpg"
+    code, _, _ = qgac("correct", photos / "sub" / "b.jpeg", "-o", target, "--format", "jpeg", "--quality", "90",
+                      "--weights", tiny_weights)  # fmt: skip
+    assert code == 0
+    info = read_coefficients(target)
+    assert info.subsampling == "4:4:4" and (info.width, info.height) == (40, 24)
+    from qgac_transforms.quantization import estimate_quality
+
+    assert estimate_quality(info.tables[0]) == 90
+
+
+def test_never_overwrites_without_permission(qgac, photos, tiny_weights):  # noqa: F811
+    source = photos / "sub" / "b.jpeg"
+    before = source.read_bytes()
+    code, _, err = qgac("correct", source, "-o", photos / "sub", "--format", "keep", "--weights", tiny_weights)
+    assert code == 1 and "input itself" in err and source.read_bytes() == before
+    code, _, _ = qgac("correct", source, "-o", photos / "sub", "--format", "keep", "--overwrite",
+                      "--weights", tiny_weights)  # fmt: skip
+    assert code == 0 and source.read_bytes() != before
+    assert qgac("correct", photos / "a.jpg", "--weights", tiny_weights)[0] == 0
+    code, _, err = qgac("correct", photos / "a.jpg", "--weights", tiny_weights)
+    assert code == 1 and "exists" in err
+
+
+def test_tiles_and_strength_options(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+    outputs = {}
+    for name, options in {"whole": ["--tile", "0"], "tiled": ["--tile", "16"], "soft": ["--blend", "0"]}.items():
+        target = tmp_path / f"{name}.png"
+        assert qgac("correct", photos / "sub" / "b.jpeg", "-o", target, *options, "--weights", tiny_weights)[0] == 0
+        outputs[name] = to_tensor(Image.open(target)).int()
+    assert (outputs["whole"] - outputs["tiled"]).abs().max() <= 1
+    plain = to_tensor(ImageOps.exif_transpose(Image.open(photos / "sub" / "b.jpeg"))).int()
+    assert (outputs["soft"] - plain).abs().max() <= 3  # blend 0: the plain decode
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["correct", "--help"], ["info", "--help"]])
+def test_help(qgac, argv):
+    code, out, _ = qgac(*argv)
+    assert code == 0 and "usage: qgac" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["correct"], ["correct", "x.jpg", "--quality", "0"], ["correct", "x.jpg", "--format", "gif"],
+     ["correct", "x.jpg", "--blend", "2"], ["info"], ["frobnicate"]],
+)
+def test_usage_errors_exit_2(qgac, argv):
+    assert qgac(*argv)[0] == 2
+
+
+def test_bad_weights_is_a_usage_error(qgac, photos, tmp_path):
+    code, _, err = qgac("correct", photos / "a.jpg", "--weights", tmp_path, "--device", "cpu")
+    assert code == 2 and "cannot load the model" in err
+
+
+def test_info(qgac, photos):
+    code, out, err = qgac("info", photos / "a.jpg", photos / "sub" / "gray.jpg", photos / "broken.jpg")
+    assert code == 1 and "broken.jpg" in err
+    assert "size:        48x32" in out and "subsampling: 4:2:0" in out and "orientation: 6" in out
+    assert "quality (Y): 30 (libjpeg table)" in out and "components:  1 (grayscale)" in out
+    code, out, _ = qgac("info", photos / "sub" / "b.jpeg", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["subsampling"] == "4:4:4" and info["tables"][0]["quality"] == 50
+    assert info["tables"][0]["table"] == F.quality_to_table(50).tolist()
+    code, out, _ = qgac("info", photos / "sub" / "b.jpeg", "--tables", "grid")
+    assert code == 0 and " ".join(f"{v:3d}" for v in F.quality_to_table(50)[0].tolist()) in out
+
+
+def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tiny_weights):  # noqa: F811
+    (photos / "broken.jpg").unlink()
+    for _ in range(2):
+        code, _, _ = qgac("correct", photos, "-o", photos / "out", "--format", "jpeg", "--overwrite",
+                          "--weights", tiny_weights)  # fmt: skip
+        assert code == 0
+    assert not list((photos / "out").rglob("out"))
+    assert sorted(p.name for p in (photos / "out").rglob("*.jpg")) == ["a.jpg", "b.jpg", "gray.jpg"]

@@ -1,0 +1,133 @@
+"""The Pillow hook: coefficients on opened JPEGs (before and after load, MPO, EXIF), correct=True, undo."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps, JpegImagePlugin, MpoImagePlugin
+from surface_fixtures import save_jpeg, textured_image, tiny_model, to_tensor  # noqa: F401
+
+from qgac_transforms import functional as F
+from qgac_transforms import pillow_plugin
+from qgac_transforms.jpeg_io import read_coefficients
+
+
+@pytest.fixture
+def hook():
+    """Registers with the given options; always gives Pillow its opener back."""
+    yield pillow_plugin.register_jpeg_opener
+    pillow_plugin.unregister_jpeg_opener()
+
+
+@pytest.fixture(scope="module")
+def rotated_jpeg():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return save_jpeg(textured_image(0, 32, 48), quality=40, exif=exif)
+
+
+def same_coefficients(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a.blocks, b.blocks)) and len(a.blocks) == len(b.blocks)
+
+
+def test_import_registers_nothing():
+    # this module imported the plugin at collection time; only register_jpeg_opener() may hook
+    assert Image.OPEN["JPEG"][0] is JpegImagePlugin.jpeg_factory
+    code = "import sys, qgac_transforms; assert not {'torch', 'torchvision', 'PIL'} & set(sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_coefficients_before_and_after_load(hook, rotated_jpeg, tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(rotated_jpeg)
+    hook()
+    expected = read_coefficients(rotated_jpeg)
+    before = Image.open(path)
+    assert isinstance(before, JpegImagePlugin.JpegImageFile) and before.format == "JPEG"
+    assert same_coefficients(before.dct_coefficients, expected)
+    after = Image.open(path)
+    after.load()
+    assert after.fp is None  # Pillow closed the file
+    path.unlink()  # the bytes were captured by load()
+    assert same_coefficients(after.dct_coefficients, expected)
+    assert after.qgac_jpeg_bytes == rotated_jpeg
+    assert after.dct_coefficients.orientation == 6
+    assert ImageOps.exif_transpose(after).size == (32, 48)
+
+
+def test_file_object_closed_after_load(hook, rotated_jpeg):
+    hook()
+    buffer = io.BytesIO(rotated_jpeg)
+    image = Image.open(buffer)
+    image.load()
+    buffer.close()
+    assert same_coefficients(image.dct_coefficients, read_coefficients(rotated_jpeg))
+
+
+def test_mpo_frames(hook, tmp_path):
+    first, second = textured_image(1, 24, 40), textured_image(2, 24, 40)
+    path = tmp_path / "phone.mpo"
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=50)
+    hook()
+    image = Image.open(path)
+    assert isinstance(image, MpoImagePlugin.MpoImageFile) and image.n_frames == 2
+    image.load()
+    assert same_coefficients(image.dct_coefficients, read_coefficients(save_jpeg(first, quality=50)))
+    image.seek(1)
+    assert same_coefficients(image.dct_coefficients, read_coefficients(save_jpeg(second, quality=50)))
+    image.seek(0)
+    assert same_coefficients(image.dct_coefficients, read_coefficients(save_jpeg(first, quality=50)))
+
+
+def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(rotated_jpeg)
+    plain = Image.open(path)
+    plain.load()
+    expected = F.correct_jpeg(tiny_model, read_coefficients(rotated_jpeg)).round().to(torch.uint8)
+    hook(correct=True, weights=tiny_model)
+    image = Image.open(path)
+    assert image.mode == plain.mode and image.size == plain.size
+    pixels = to_tensor(image)  # np.asarray loads the image
+    assert torch.equal(pixels, expected) and not torch.equal(pixels, to_tensor(plain))
+    # stored orientation, EXIF kept: exif_transpose turns the corrected pixels upright
+    upright = ImageOps.exif_transpose(image)
+    assert torch.equal(to_tensor(upright), torch.rot90(expected, -1, (1, 2)))
+    assert same_coefficients(image.dct_coefficients, read_coefficients(rotated_jpeg))
+
+
+def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):  # noqa: F811
+    data = save_jpeg(textured_image(3, 64, 64, "L"), quality=30)
+    hook(correct=True, weights=tiny_model)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.mode == "L"
+    thumbnail = Image.open(io.BytesIO(data))
+    thumbnail.thumbnail((16, 16))  # draft() is disabled, so the full image is corrected, then reduced
+    assert thumbnail.size == (16, 16)
+
+
+def test_correct_true_keeps_pillow_pixels_for_unsupported_jpegs(hook, tiny_model):  # noqa: F811
+    buffer = io.BytesIO()
+    Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(buffer, "JPEG")
+    hook(correct=True, weights=tiny_model)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    with pytest.warns(UserWarning, match="CMYK"):
+        image.load()
+    assert image.mode == "CMYK"
+
+
+def test_unregister_restores_pillow(hook, rotated_jpeg):
+    original = Image.OPEN["JPEG"]
+    hook()
+    hook()  # registering twice must not lose the original
+    opened = Image.open(io.BytesIO(rotated_jpeg))
+    pillow_plugin.unregister_jpeg_opener()
+    assert Image.OPEN["JPEG"] == original
+    assert type(Image.open(io.BytesIO(rotated_jpeg))) is JpegImagePlugin.JpegImageFile
+    assert opened.dct_coefficients.width == 48  # images opened before keep their extras

@@ -1,0 +1,285 @@
+"""JPEGArtifactCorrection and the functional kernels: every input type, its output type, strength, workers."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from qgac_transforms import functional as F
+from qgac_transforms.correction import decode
+from qgac_transforms.jpeg_io import InvalidJPEGError, read_coefficients
+from qgac_transforms.transforms import JPEGArtifactCorrection
+
+QUALITY = 30
+
+
+@pytest.fixture(scope="module")
+def jpeg():
+    """A colour 4:2:0 JPEG with EXIF and an ICC profile, as bytes."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return save_jpeg(textured_image(0, 40, 56), quality=QUALITY, exif=exif, icc_profile=b"not-a-real-icc")
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, jpeg):  # noqa: F811
+    """The corrected uint8 pixels every JPEG input must give."""
+    pixels = F.correct_jpeg(tiny_model, read_coefficients(jpeg))
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+# --------------------------------------------------------------------------- JPEG inputs
+
+
+def test_pillow_jpeg_in_pillow_out(tiny_model, jpeg, expected):  # noqa: F811
+    image = Image.open(io.BytesIO(jpeg))
+    out = JPEGArtifactCorrection(tiny_model)(image)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
+    assert torch.equal(to_tensor(out), expected)
+    assert out.info["exif"] == image.info["exif"] and out.info["icc_profile"] == b"not-a-real-icc"
+    assert out.getexif()[0x0112] == 6  # stored orientation, tag kept: exif_transpose works as on the input
+
+
+def test_loaded_pillow_jpeg_from_a_path(tiny_model, jpeg, expected, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    image = Image.open(path)
+    image.load()  # closes the file; the transform reads it again by name
+    assert torch.equal(to_tensor(JPEGArtifactCorrection(tiny_model)(image)), expected)
+
+
+def test_grayscale_stays_grayscale(tiny_model):  # noqa: F811
+    data = save_jpeg(textured_image(1, 24, 40, "L"), quality=QUALITY)
+    out = JPEGArtifactCorrection(tiny_model)(Image.open(io.BytesIO(data)))
+    assert out.mode == "L" and out.size == (40, 24)
+
+
+@pytest.mark.parametrize("kind", ["str", "path", "bytes", "bytearray"])
+def test_path_or_bytes_in_pillow_out(tiny_model, jpeg, expected, tmp_path, kind):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    source = {"str": str(path), "path": path, "bytes": jpeg, "bytearray": bytearray(jpeg)}[kind]
+    out = JPEGArtifactCorrection(tiny_model)(source)
+    assert isinstance(out, Image.Image)
+    assert torch.equal(to_tensor(out), expected)
+    assert out.getexif()[0x0112] == 6
+
+
+def test_coefficients_in_uint8_image_out(tiny_model, jpeg, expected):  # noqa: F811
+    out = JPEGArtifactCorrection(tiny_model)(read_coefficients(jpeg))
+    assert type(out) is tv_tensors.Image and out.dtype == torch.uint8
+    assert torch.equal(out.as_subclass(torch.Tensor), expected)
+
+
+def test_not_a_jpeg_path_names_the_file(tiny_model, tmp_path):  # noqa: F811
+    path = tmp_path / "picture.png"
+    textured_image(0, 16, 16).save(path)
+    with pytest.raises(InvalidJPEGError, match="picture.png"):
+        JPEGArtifactCorrection(tiny_model)(str(path))
+
+
+# --------------------------------------------------------------------------- decoded pixels
+
+
+def test_decoded_pixels_give_the_jpeg_result(tiny_model):  # noqa: F811
+    """Re-encoding decoded pixels with the file's tables recovers its coefficients (4:4:4 and gray exactly)."""
+    for mode in ("L", "RGB"):
+        data = save_jpeg(textured_image(2, 48, 64, mode), quality=QUALITY, subsampling=0)
+        from_file = F.correct_jpeg(tiny_model, read_coefficients(data))
+        from_pixels = F.correct_pixels(tiny_model, to_tensor(decoded(data)), quality=QUALITY, subsampling="4:4:4")
+        assert (from_file - from_pixels).abs().max() <= 1.0
+
+
+def test_uint8_tensor(tiny_model, jpeg):  # noqa: F811
+    pixels = to_tensor(decoded(jpeg))
+    out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
+    assert type(out) is torch.Tensor and out.dtype == torch.uint8 and out.shape == pixels.shape
+    assert not torch.equal(out, pixels)
+
+
+def test_float_tensor_keeps_range_and_dtype(tiny_model, jpeg):  # noqa: F811
+    pixels = to_tensor(decoded(jpeg)).to(torch.float64) / 255
+    out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
+    assert out.dtype == torch.float64 and 0 <= out.min() and out.max() <= 1
+    as_uint8 = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(to_tensor(decoded(jpeg)))
+    assert (out * 255 - as_uint8).abs().max() <= 0.5 + 1e-6
+
+
+def test_tv_tensor_keeps_its_class(tiny_model, jpeg):  # noqa: F811
+    image = tv_tensors.Image(to_tensor(decoded(jpeg)))
+    out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image)
+    assert type(out) is tv_tensors.Image and out.dtype == torch.uint8
+
+
+def test_batch_is_one_batch_and_matches_single_images(tiny_model, jpeg, monkeypatch):  # noqa: F811
+    first = to_tensor(decoded(jpeg))
+    second = to_tensor(decoded(save_jpeg(textured_image(9, 40, 56), quality=QUALITY)))
+    batch = torch.stack([first, second])
+    transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
+    singles = [transform(first), transform(second)]
+    sizes = []
+    original = F.correct_planes_tiled
+
+    def spy(model, inputs, *args):
+        sizes.append(inputs.y.shape[0])
+        return original(model, inputs, *args)
+
+    monkeypatch.setattr(F, "correct_planes_tiled", spy)
+    out = transform(batch)
+    assert sizes == [2]  # one pass of the model for the whole batch
+    assert out.shape == batch.shape and out.dtype == torch.uint8
+    for index, single in enumerate(singles):
+        assert (out[index].int() - single.int()).abs().max() <= 1
+
+
+def test_non_jpeg_pillow_image(tiny_model, jpeg):  # noqa: F811
+    image = Image.fromarray(np.asarray(decoded(jpeg)))  # no format: decoded pixels
+    out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
+    gray = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image.convert("L"))
+    assert gray.mode == "L"
+    with pytest.raises(ValueError, match="RGBA"):
+        JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image.convert("RGBA"))
+
+
+def test_tables_argument_equals_quality(tiny_model, jpeg):  # noqa: F811
+    pixels = to_tensor(decoded(jpeg))
+    by_quality = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
+    tables = torch.stack([F.quality_to_table(QUALITY), F.quality_to_table(QUALITY, chroma=True)])
+    assert torch.equal(JPEGArtifactCorrection(tiny_model, tables=tables)(pixels), by_quality)
+
+
+@settings(deadline=None, max_examples=6)
+@given(quality=st.integers(10, 90), seed=st.integers(0, 100), gray=st.booleans())
+def test_blind_quality_estimate(quality, seed, gray):
+    data = save_jpeg(textured_image(seed, 96, 128, "L" if gray else "RGB"), quality=quality)
+    assert F.estimate_quality_from_pixels(to_tensor(decoded(data)).float()) == quality
+
+
+def test_blind_mode_uses_the_estimate(tiny_model, jpeg):  # noqa: F811
+    pixels = to_tensor(decoded(save_jpeg(textured_image(4, 64, 80), quality=QUALITY)))
+    blind = JPEGArtifactCorrection(tiny_model)(pixels)
+    assert torch.equal(blind, JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels))
+
+
+def test_blind_mode_refuses_flat_images(tiny_model):  # noqa: F811
+    with pytest.raises(ValueError, match="quality="):
+        JPEGArtifactCorrection(tiny_model)(torch.full((3, 32, 32), 128, dtype=torch.uint8))
+
+
+def test_bad_pixel_inputs(tiny_model):  # noqa: F811
+    transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
+    with pytest.raises(ValueError, match="1 or 3"):
+        transform(torch.zeros(2, 16, 16, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        transform(torch.zeros(3, 16, 16, dtype=torch.int32))
+
+
+# --------------------------------------------------------------------------- strength
+
+
+def test_blend_moves_between_decode_and_correction(tiny_model, jpeg):  # noqa: F811
+    coefficients = read_coefficients(jpeg)
+    full = F.correct_jpeg(tiny_model, coefficients)
+    none = F.correct_jpeg(tiny_model, coefficients, blend=0.0)
+    half = F.correct_jpeg(tiny_model, coefficients, blend=0.5)
+    assert torch.allclose(none, decode(coefficients))
+    assert torch.allclose(half, (full + none) / 2, atol=1e-3)
+    assert (full - none).abs().max() > 1
+
+
+def test_quality_override_changes_the_side_input_only(tiny_model, jpeg):  # noqa: F811
+    coefficients = read_coefficients(jpeg)
+    plain = F.correct_jpeg(tiny_model, coefficients)
+    assert torch.equal(F.correct_jpeg(tiny_model, coefficients, quality_override=QUALITY), plain)
+    assert not torch.equal(F.correct_jpeg(tiny_model, coefficients, quality_override=5), plain)
+    transform = JPEGArtifactCorrection(tiny_model, quality_override=5)
+    assert torch.equal(transform(coefficients).as_subclass(torch.Tensor), F.correct_jpeg(
+        tiny_model, coefficients, quality_override=5).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(blend=1.5), dict(quality=0), dict(quality_override=101), dict(quality=50, tables=torch.ones(8, 8)),
+     dict(tile=0), dict(subsampling="4:3:1"), dict(tables=torch.ones(4, 4))],
+)
+def test_bad_options_fail_at_construction(options):
+    with pytest.raises(ValueError):
+        JPEGArtifactCorrection(**options)
+
+
+# --------------------------------------------------------------------------- torchvision integration
+
+
+def test_lazy_package_exports():
+    import qgac_transforms
+
+    assert qgac_transforms.JPEGArtifactCorrection is JPEGArtifactCorrection
+    assert qgac_transforms.functional is F
+    with pytest.raises(AttributeError):
+        qgac_transforms.no_such_name  # noqa: B018
+
+
+def test_sample_passthrough(tiny_model, jpeg, expected):  # noqa: F811
+    boxes = tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(40, 56))
+    image, label, name, out_boxes = JPEGArtifactCorrection(tiny_model)(
+        (Image.open(io.BytesIO(jpeg)), 3, "photo.jpg", boxes)
+    )
+    assert torch.equal(to_tensor(image), expected)
+    assert label == 3 and name == "photo.jpg" and out_boxes is boxes
+
+
+def test_compose(tiny_weights, jpeg, expected):  # noqa: F811
+    pipeline = v2.Compose(
+        [JPEGArtifactCorrection(tiny_weights), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
+    )
+    out = pipeline(Image.open(io.BytesIO(jpeg)))
+    assert out.dtype == torch.float32 and torch.allclose(out * 255, expected.float())
+
+
+def test_weights_load_lazily_once(tiny_model, tmp_path, jpeg):  # noqa: F811
+    folder = tmp_path / "later"
+    transform = JPEGArtifactCorrection(folder)  # nothing there yet: construction must not load
+    tiny_model.save_pretrained(folder)
+    first = transform(read_coefficients(jpeg))
+    assert transform.model() is JPEGArtifactCorrection(str(folder)).model()
+    state = pickle.dumps(transform)
+    assert len(state) < 4096  # the model is not pickled
+    assert torch.equal(pickle.loads(state)(read_coefficients(jpeg)), first)
+
+
+class _JPEGs(Dataset):
+    def __init__(self, items, transform):
+        self.items, self.transform = items, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return v2.functional.pil_to_tensor(self.transform(self.items[index])), index
+
+
+def test_dataloader_with_two_workers(tiny_weights, tiny_model, jpeg, expected):  # noqa: F811
+    other = save_jpeg(textured_image(7, 40, 56), quality=60)
+    dataset = _JPEGs([jpeg, other, jpeg, other], JPEGArtifactCorrection(tiny_weights))
+    batches = list(DataLoader(dataset, batch_size=2, num_workers=2))
+    images = torch.cat([images for images, _ in batches])
+    assert torch.equal(images[0], expected) and torch.equal(images[2], expected)
+    assert torch.equal(images[1], to_tensor(JPEGArtifactCorrection(tiny_model)(other)))
