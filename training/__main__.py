@@ -1,4 +1,7 @@
-"""Command line of the training package: ``python -m training {stats,train} ...``."""
+"""Command line of the training package: ``python -m training {stats,train,interpolate,export} ...``.
+
+Exit codes: 0 done (or stopped by a signal, checkpoint kept), 2 bad options or data.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +12,28 @@ import sys
 import typing
 from pathlib import Path
 
-from .data import list_images, split_images
+from .data import DatasetError, list_images, split_images
 from .stats import coefficient_statistics
 from .trainer import TrainConfig, Trainer, configure_logging
+
+
+#: Extra spellings of option flags. ``torchrun`` rejects ``--run`` after the script name
+#: (argparse reads it as an ambiguous abbreviation of its own ``--run-path``).
+FLAG_ALIASES = {"run": ["--run-dir"]}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
+        flags = ["--" + field.name.replace("_", "-"), *FLAG_ALIASES.get(field.name, [])]
         hint = hints[field.name]
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None)
         elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, type=int, nargs="+", default=None)
+            parser.add_argument(*flags, type=typing.get_args(hint)[0], nargs="+", default=None)
         else:
             scalar = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-            parser.add_argument(flag, type=scalar, default=None)
+            parser.add_argument(*flags, type=scalar, default=None)
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -39,12 +47,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             values[field.name] = given
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise SystemExit(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     return TrainConfig(**values)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     stats = commands.add_parser("stats", help="compute normalization statistics of the training images")
@@ -56,16 +65,70 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config-file", help="JSON file of options (flags override it)")
     _add_config_flags(train)
 
-    args = parser.parse_args(argv)
-    if args.command == "stats":
-        paths, _ = split_images(list_images(args.data), args.validation_images)
-        Path(args.out).write_text(json.dumps(coefficient_statistics(paths)))
-        print(f"statistics of {len(paths)} images -> {args.out}")
-        return 0
-    config = build_config(args)
-    trainer = Trainer(config)
-    configure_logging(Path(config.run), trainer.rank)
-    trainer.train()
+    blend = commands.add_parser("interpolate", help="blend regression and GAN weights (network interpolation)")
+    blend.add_argument("--regression", required=True, help="regression model: checkpoint .pt or exported folder")
+    blend.add_argument("--gan", required=True, help="GAN model: checkpoint .pt or exported folder")
+    blend.add_argument("--alpha", type=float, default=0.7, help="weight of the GAN model (paper: 0.7)")
+    blend.add_argument("--out", required=True, help="folder to write the blended model to (Hub layout)")
+    blend.add_argument("--name", help="model name in the card (default: the folder name)")
+
+    export = commands.add_parser("export", help="write a run's weights in the Hub layout")
+    export.add_argument("--run", required=True, help="run folder holding checkpoint-<stage>.pt")
+    export.add_argument("--stage", default="color", choices=("y", "color", "gan"),
+                        help="stage whose checkpoint to export ('y' exports a grayscale-only model)")
+    export.add_argument("--name", required=True, help="model name: the folder under --hub-dir")
+    export.add_argument("--hub-dir", default="hub", help="folder of Hub model folders")
+    export.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<name>)")
+    export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
+    export.add_argument("--embed", action="store_true",
+                        help="also write the model into qgac_transforms/weights/<name>/ (shipped in the wheel)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except _UsageError as error:
+        print(f"python -m training {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+class _UsageError(Exception):
+    """Bad options, data or input files (as opposed to a failure while training)."""
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "stats":
+            paths, _ = split_images(list_images(args.data), args.validation_images)
+            Path(args.out).write_text(json.dumps(coefficient_statistics(paths)))
+            print(f"statistics of {len(paths)} images -> {args.out}")
+            return 0
+        if args.command == "interpolate":
+            from .export import interpolate  # noqa: PLC0415
+
+            written = interpolate(args.regression, args.gan, args.alpha, args.out, name=args.name)
+            print(f"alpha {args.alpha}: {args.regression} + {args.gan} -> {written}")
+            return 0
+        if args.command == "export":
+            from .export import export_run  # noqa: PLC0415
+
+            folders = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
+                                 repo_id=args.repo_id)
+            for folder in folders:
+                print(f"exported {args.run} stage {args.stage} -> {folder}")
+            return 0
+        config = build_config(args)
+        trainer = Trainer(config)
+        configure_logging(Path(config.run), trainer.rank)
+        trainer.build()
+    except (ValueError, OSError) as error:
+        raise _UsageError(str(error)) from error
+    try:
+        trainer.train()
+    except DatasetError as error:
+        raise _UsageError(str(error)) from error
     return 0
 
 

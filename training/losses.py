@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -48,6 +52,50 @@ class TextureLoss(nn.Module):
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         prepare = lambda x: (x / 255.0 - self.mean) / self.std  # noqa: E731
         return F.l1_loss(self.features(prepare(output)), self.features(prepare(target)))
+
+
+def vgg16_conv5_3() -> nn.Module:
+    """VGG-16 up to conv5_3, before its ReLU (the pre-activation features of ESRGAN), randomly initialised.
+
+    The same layers, with the same state-dict keys (``0.weight`` ... ``28.bias``), as
+    ``torchvision.models.vgg16(weights=None).features[:29]``, without building the
+    classifier. This is the architecture of the paper's MINC network; without trained
+    weights (a safetensors file of this module's state dict) the texture term is only
+    a placeholder.
+    """
+    from torchvision.models.vgg import cfgs, make_layers  # noqa: PLC0415 - only the GAN stage needs torchvision
+
+    return make_layers(cfgs["D"])[:29]
+
+
+def load_texture_network(spec: str, weights: str | Path | None = None) -> nn.Module:
+    """Build the feature network named ``"module.path:callable"`` and load ``weights`` into it.
+
+    The callable takes no arguments and returns an ``nn.Module`` whose output is the
+    compared feature map; ``weights`` is a safetensors file of that module's state dict.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"texture network {spec!r}: expected 'module.path:callable'")
+    try:
+        factory: Callable[[], nn.Module] = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"texture network {spec!r}: cannot import it ({error})") from error
+    try:
+        network = factory()
+    except TypeError as error:
+        raise ValueError(f"texture network {spec!r}: cannot call it without arguments ({error})") from error
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"texture network {spec!r}: returned {type(network).__name__}, not an nn.Module")
+    if weights is not None:
+        from safetensors import SafetensorError  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        try:
+            network.load_state_dict(load_file(str(weights)))
+        except (OSError, RuntimeError, SafetensorError) as error:
+            raise ValueError(f"{weights}: cannot load texture network weights for {spec!r} ({error})") from error
+    return network
 
 
 def gan_generator_loss(

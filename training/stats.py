@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from qgac_transforms.codec import pixels_to_coefficients
 from qgac_transforms.dct import blockify
+
+from .data import read_rgb
 
 
 def coefficient_statistics(paths: Sequence[Path]) -> dict[str, list[list[float]]]:
@@ -23,8 +23,7 @@ def coefficient_statistics(paths: Sequence[Path]) -> dict[str, list[list[float]]
     squares = torch.zeros(3, 64, dtype=torch.float64)
     count = 0
     for path in paths:
-        with Image.open(path) as image:
-            pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).to(torch.float64)
+        pixels = torch.tensor(read_rgb(path), dtype=torch.float64).permute(2, 0, 1)
         planes = pixels_to_coefficients(pixels, (1, 1))
         blocks = torch.stack([blockify(p).reshape(-1, 64) for p in planes])  # (3, N, 64)
         total += blocks.sum(dim=1)

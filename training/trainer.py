@@ -26,9 +26,24 @@ from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
 from .data import Batch, PatchStream, list_images, split_images, validation_batches
-from .losses import regression_loss
+from .losses import (
+    DCGANDiscriminator,
+    TextureLoss,
+    gan_generator_loss,
+    load_texture_network,
+    regression_loss,
+    relativistic_discriminator_loss,
+)
 
 STAGES = ("y", "color", "gan")
+#: The paper's schedule of each stage (section 4.1), used for options left unset.
+PAPER_SCHEDULES: dict[str, dict[str, Any]] = {
+    "y": dict(steps=400_000, lr=1e-3, schedule="step"),  # halved every 100k batches
+    "color": dict(steps=100_000, lr=1e-3, schedule="cosine"),  # to 1e-6
+    "gan": dict(steps=100_000, lr=1e-4, schedule="cosine"),  # to 1e-6
+}
+#: Order of the shares in ``TrainConfig.subsampling_weights``.
+SUBSAMPLING_ORDER = ("4:2:0", "4:2:2", "4:4:4")
 log = logging.getLogger("training")
 
 
@@ -40,18 +55,24 @@ class TrainConfig:
     run: str = "runs/small"
     stage: str = "y"
     model: str = "small"
-    init: str | None = None  # checkpoint or exported folder to start from (stage 2, 3)
+    init: str | None = None  # checkpoint (.pt) or exported folder to start from (stages color, gan)
     stats: str | None = None  # JSON from `python -m training stats`
-    steps: int = 20000
+    steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
+    stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
     batch_size: int = 16
     patch_size: int = 64
     qualities: list[int] = field(default_factory=lambda: list(range(10, 101, 10)))
-    continuous_quality: bool = False
-    lr: float = 1e-3
+    continuous_quality: bool = False  # draw integers in [min, max] of qualities instead
+    subsampling_weights: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # 4:2:0, 4:2:2, 4:4:4
+    lr: float | None = None  # None: the paper's for the stage
     min_lr: float = 1e-6
-    schedule: str = "step"  # "step" (halve every lr_step) or "cosine"
+    schedule: str | None = None  # "step" (halve every lr_step) or "cosine" (lr -> min_lr); None: the paper's
     lr_step: int = 100_000
-    ssim_weight: float = 0.05
+    ssim_weight: float = 0.05  # lambda of Eq. 1
+    adversarial_weight: float = 5e-3  # gamma of Eq. 3
+    l1_weight: float = 1e-2  # nu of Eq. 3
+    texture_network: str = "training.losses:vgg16_conv5_3"  # "module:callable" -> nn.Module
+    texture_weights: str | None = None  # safetensors state dict of the texture network
     workers: int = 2
     validation_images: int = 6
     validate_every: int = 500
@@ -63,8 +84,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        for name, value in PAPER_SCHEDULES[self.stage].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.schedule not in ("step", "cosine"):
             raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if self.stage != "y" and not self.init:
+            raise ValueError(f"stage {self.stage!r} starts from the previous stage's weights: give --init "
+                             "(a checkpoint .pt or an exported model folder)")
+        weights = self.subsampling_weights
+        if len(weights) != len(SUBSAMPLING_ORDER) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"subsampling_weights are {len(SUBSAMPLING_ORDER)} shares, not negative and not all "
+                             f"zero ({', '.join(SUBSAMPLING_ORDER)}), got {weights}")
+
+    @property
+    def subsampling_shares(self) -> dict[str, float]:
+        """The chroma subsampling shares by name (``"4:2:0"``, ...), as :class:`~training.data.PatchStream` takes them."""
+        return {name: share for name, share in zip(SUBSAMPLING_ORDER, self.subsampling_weights) if share > 0}
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -81,11 +117,27 @@ def stage_parameters(model: QGAC, stage: str) -> list[nn.Parameter]:
     return [p for p in trained.parameters() if p.requires_grad]
 
 
+def load_qgac(source: str | Path) -> QGAC:
+    """A QGAC model from a training checkpoint (``*.pt``) or an exported folder or Hub id."""
+    if str(source).endswith(".pt"):
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        model = QGAC(**state["model_config"])
+        model.load_state_dict(state["model"])
+        return model
+    from qgac_transforms.hub import load_model  # noqa: PLC0415 - only exported models need the Hub
+
+    return load_model(str(source))
+
+
 def predict_pixels(model: nn.Module, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model on a batch and return (output pixels, target pixels), unclamped."""
+    """Run the model on a batch and return (output pixels, target pixels), unclamped.
+
+    Stage ``y`` sees only the Y plane (the grayscale path of ``QGAC.forward``); the
+    other stages decode the corrected Y, Cb, Cr to RGB. Going through ``model(...)``
+    keeps DistributedDataParallel's gradient synchronisation in the loop.
+    """
     if stage == "y":
-        inner: QGAC = model.module if isinstance(model, DistributedDataParallel) else model
-        corrected = inner.correct_y(batch.y, batch.tables[:, 0])
+        corrected = model(batch.y, batch.tables)
         return image_idct(corrected) + LEVEL_SHIFT, image_idct(batch.target[:, :1]) + LEVEL_SHIFT
     corrected = model(batch.y, batch.tables, batch.chroma, batch.factor)
     height, width = batch.pixels.shape[-2:]
@@ -114,8 +166,14 @@ def validate(model: QGAC, batches: list[Batch], stage: str, device: torch.device
     return {f"q{q}": sum(v) / len(v) for q, v in sorted(gains.items())}
 
 
+def _leave_signals_to_main(_worker_id: int) -> None:
+    """Loader workers ignore SIGINT/SIGTERM: the main process stops after its step and ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Trainer:
-    """One resumable training run of one stage."""
+    """One resumable training run of one stage; under ``torchrun``, one process of it."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -136,48 +194,60 @@ class Trainer:
         self.checkpoint_path = self.run_dir / f"checkpoint-{config.stage}.pt"
         self.stop_requested = False
         self.is_main = self.rank == 0
+        self.built = False
 
     # ----------------------------------------------------------------- setup
     def build(self) -> None:
+        """Model, optimizers, data and validation set; the run's checkpoint if it has one."""
         config = self.config
+        train_paths, held_out = split_images(list_images(config.data), config.validation_images)
         torch.manual_seed(config.seed + self.rank)
         random.seed(config.seed + self.rank)
-        self.model = self._initial_model().to(self.device)
+        self.model = self._initial_model().to(self.device).train()
+        if config.stage != "y" and self.model.color_network is None:
+            raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
         self.parameters = stage_parameters(self.model, config.stage)
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         self.scheduler = build_scheduler(self.optimizer, config)
+        self.discriminator: DCGANDiscriminator | None = None
+        if config.stage == "gan":
+            self.discriminator = DCGANDiscriminator().to(self.device)
+            self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr)
+            self.discriminator_scheduler = build_scheduler(self.discriminator_optimizer, config)
+            self.texture = TextureLoss(load_texture_network(config.texture_network, config.texture_weights))
+            self.texture.to(self.device)
+            if config.texture_weights is None and self.is_main:
+                log.warning("texture network %s has no trained weights (--texture-weights): the texture "
+                            "term is only a placeholder", config.texture_network)
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
         if self.checkpoint_path.exists():
             self._load_checkpoint()
         self.network: nn.Module = self.model
+        self.discriminator_network: nn.Module | None = self.discriminator
         if self.distributed:
-            self.network = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=config.stage != "gan",
-            )
-        images = list_images(config.data)
-        train_paths, held_out = split_images(images, config.validation_images)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # The learned chroma upsampling layers a batch uses depend on its subsampling,
+            # which differs between steps and processes: let DDP look for unused ones.
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids,
+                                                   find_unused_parameters=config.stage != "y")
+            if self.discriminator is not None:
+                self.discriminator_network = DistributedDataParallel(self.discriminator, device_ids=device_ids)
         self.validation = validation_batches(held_out, [10, 50]) if self.is_main and held_out else []
         stream = PatchStream(
             train_paths, config.patch_size, config.batch_size, config.qualities, config.continuous_quality,
-            seed=config.seed + self.step, rank=self.rank,
+            config.subsampling_shares, seed=config.seed, rank=self.rank, start_step=self.step,
         )
         self.loader = DataLoader(stream, batch_size=None, num_workers=config.workers,
-                                 persistent_workers=config.workers > 0, pin_memory=self.device.type == "cuda")
+                                 persistent_workers=config.workers > 0, pin_memory=self.device.type == "cuda",
+                                 worker_init_fn=_leave_signals_to_main if config.workers > 0 else None)
+        self.built = True
 
     def _initial_model(self) -> QGAC:
         config = self.config
-        if config.init and config.init.endswith(".pt"):
-            state = torch.load(config.init, map_location="cpu", weights_only=True)
-            model = QGAC(**state["model_config"])
-            model.load_state_dict(state["model"])
-            return model
         if config.init:
-            from qgac_transforms.hub import load_model  # noqa: PLC0415 - only stages 2 and 3 need it
-
-            return load_model(config.init)
+            return load_qgac(config.init)
         overrides: dict[str, Any] = {}
         if config.stats:
             stats = json.loads(Path(config.stats).read_text())
@@ -186,7 +256,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "model_config": self.model.config,
             "optimizer": self.optimizer.state_dict(),
@@ -198,8 +268,14 @@ class Trainer:
             "python_rng": random.getstate(),
             "config": asdict(self.config),
         }
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
+            state["discriminator_scheduler"] = self.discriminator_scheduler.state_dict()
+        return state
 
     def save_checkpoint(self) -> None:
+        """Write the run's state atomically (a temporary file renamed over the last checkpoint)."""
         if not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,22 +286,98 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        trained_with = state["config"].get("schedule")
+        if trained_with != self.config.schedule:
+            raise ValueError(f"{self.checkpoint_path} was trained with the {trained_with!r} schedule, not "
+                             f"{self.config.schedule!r}: keep it, or start a new run folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+            self.discriminator_scheduler.load_state_dict(state["discriminator_scheduler"])
         self.step, self.elapsed, self.history = state["step"], state["elapsed"], state["history"]
+        for scheduler in self._schedulers():
+            self._follow_config(scheduler)
         torch.set_rng_state(state["torch_rng"].cpu())
         random.setstate(_as_random_state(state["python_rng"]))
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    def _follow_config(self, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Let a resumed schedule take this run's ``steps``, ``min_lr`` and ``lr_step``.
+
+        Cosine annealing is computed step by step from the current rate, so a new end
+        continues smoothly from where the run is and still reaches ``min_lr`` there.
+        """
+        config = self.config
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            if (scheduler.T_max, scheduler.eta_min) != (config.steps, config.min_lr) and config.steps > self.step:
+                log.info("cosine schedule now ends at step %d with %g (was %d with %g)",
+                         config.steps, config.min_lr, scheduler.T_max, scheduler.eta_min)
+                scheduler.T_max, scheduler.eta_min = config.steps, config.min_lr
+        elif isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
+            scheduler.step_size = config.lr_step
+
+    # ----------------------------------------------------------------- steps
+    def regression_step(self, batch: Batch) -> dict[str, float]:
+        """One Adam step on Eq. 1 (stages y and color)."""
+        output, target = predict_pixels(self.network, batch, self.config.stage)
+        loss = regression_loss(output, target, self.config.ssim_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def gan_step(self, batch: Batch) -> dict[str, float]:
+        """One generator step on Eq. 3, then one discriminator step on the RaGAN loss."""
+        config = self.config
+        assert self.discriminator is not None and self.discriminator_network is not None
+        output, target = predict_pixels(self.network, batch, "gan")
+        # The generator step goes through the bare discriminator, frozen: only the
+        # discriminator's own step below takes part in its gradient synchronisation.
+        self.discriminator.requires_grad_(False)
+        with torch.no_grad():
+            real_logits = self.discriminator(target)
+        fake_logits = self.discriminator(output)
+        loss = gan_generator_loss(output, target, real_logits, fake_logits, self.texture,
+                                  config.adversarial_weight, config.l1_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.discriminator.requires_grad_(True)
+        real_logits = self.discriminator_network(target)
+        fake_logits = self.discriminator_network(output.detach())
+        discriminator_loss = relativistic_discriminator_loss(real_logits, fake_logits)
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        discriminator_loss.backward()
+        self.discriminator_optimizer.step()
+        return {"loss": loss.item(), "d_loss": discriminator_loss.item()}
+
+    def _schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        return [self.scheduler] + ([self.discriminator_scheduler] if self.discriminator is not None else [])
 
     # ----------------------------------------------------------------- loop
     def _request_stop(self, signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping after this step", signum)
         self.stop_requested = True
 
+    def _should_stop(self) -> bool:
+        """A signal on any process, or ``stop_at``, stops every process after the same step."""
+        stop = self.stop_requested
+        if self.distributed:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        stop_at = self.config.stop_at
+        return stop or self.step >= self.config.steps or (stop_at is not None and self.step >= stop_at)
+
     def train(self) -> None:
-        self.build()
+        """Train until ``steps`` or ``stop_at``, or a signal; always ends with a checkpoint."""
+        if not self.built:
+            self.build()
         config = self.config
+        train_step = self.gan_step if config.stage == "gan" else self.regression_step
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_save = time.monotonic()
         start_step, start_elapsed = self.step, self.elapsed
@@ -234,22 +386,19 @@ class Trainer:
         batches = iter(self.loader)
         tick = time.monotonic()
         try:
-            while self.step < config.steps and not self.stop_requested:
-                batch = next(batches).to(self.device)
-                output, target = predict_pixels(self.network, batch, config.stage)
-                loss = regression_loss(output, target, config.ssim_weight)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.scheduler.step()
+            while not self._should_stop():
+                losses = train_step(next(batches).to(self.device))
+                for scheduler in self._schedulers():
+                    scheduler.step()
                 self.step += 1
                 now = time.monotonic()
                 self.elapsed += now - tick
                 tick = now
-                rate = (self.step - start_step) * config.batch_size / max(self.elapsed - start_elapsed, 1e-9)
+                patches = (self.step - start_step) * config.batch_size * self.world_size
+                rate = patches / max(self.elapsed - start_elapsed, 1e-9)
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
-                                     patches_per_s=f"{rate:.1f}")
+                progress.set_postfix(**{k: f"{v:.4f}" for k, v in losses.items()},
+                                     lr=f"{self.scheduler.get_last_lr()[0]:.1e}", patches_per_s=f"{rate:.1f}")
                 if self.is_main and self.validation and self.step % config.validate_every == 0:
                     self._validate()
                 if now - last_save > config.checkpoint_minutes * 60:
@@ -260,8 +409,9 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.save_checkpoint()
-            if self.distributed:
-                dist.barrier()
+        if self.distributed:
+            dist.barrier()
+            dist.destroy_process_group()
 
     def _validate(self) -> None:
         gains = validate(self.model, self.validation, self.config.stage, self.device)
@@ -276,6 +426,7 @@ def _as_random_state(state: Any) -> tuple:
 
 
 def configure_logging(run_dir: Path, rank: int) -> None:
+    """Rank 0 logs to ``<run>/train.log``; the other ranks only report warnings, to stderr."""
     run_dir.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")] if rank == 0 else []
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,

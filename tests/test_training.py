@@ -1,0 +1,478 @@
+"""The training package: data stream, losses, stages, checkpoints, signals, DDP, export.
+
+Everything runs on the ``tiny`` configuration with 32-pixel patches in batches of 2,
+on small generated photos; the subprocess tests (signals, 2-process gloo DDP) start
+their own Python interpreters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from qgac_transforms import hub
+from qgac_transforms.codec import coefficients_to_pixels
+from qgac_transforms.configs import build_model
+from qgac_transforms.correction import correct
+from qgac_transforms.evaluation import evaluate_dataset
+from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.quantization import quality_to_table
+from training.__main__ import build_parser, main
+from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
+from training.export import export_run, interpolate, read_evaluations
+from training.losses import (
+    DCGANDiscriminator,
+    TextureLoss,
+    load_texture_network,
+    regression_loss,
+    relativistic_discriminator_loss,
+    relativistic_generator_loss,
+    vgg16_conv5_3,
+)
+from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, load_qgac
+
+REPO = Path(__file__).resolve().parents[1]
+PATCH = 32
+
+
+def tiny_features() -> nn.Module:
+    """A two-layer feature network for the texture loss (importable as ``test_training:tiny_features``)."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, make_image) -> Path:
+    """Five small photo-like PNGs (72 x 88), one of which is held out for validation."""
+    folder = tmp_path_factory.mktemp("photos")
+    for index in range(5):
+        make_image(index, 72, 88, smooth=True).save(folder / f"photo{index}.png")
+    return folder
+
+
+def tiny_config(run: Path, data: Path, **overrides) -> TrainConfig:
+    options = dict(data=str(data), run=str(run), model="tiny", steps=6, batch_size=2, patch_size=PATCH, workers=0,
+                   validation_images=1, validate_every=3, threads=1, schedule="cosine", lr=1e-3,
+                   texture_network="torch.nn:Identity")
+    return TrainConfig(**{**options, **overrides})
+
+
+def save_init(model: nn.Module, path: Path) -> Path:
+    """A minimal checkpoint usable as ``init`` (the keys every checkpoint has for the model)."""
+    torch.save({"model": model.state_dict(), "model_config": model.config}, path)
+    return path
+
+
+def train(config: TrainConfig) -> Trainer:
+    trainer = Trainer(config)
+    trainer.train()
+    return trainer
+
+
+def tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@settings(deadline=None, max_examples=12)
+@given(seed=st.integers(0, 10_000), quality=st.integers(1, 100), subsampling=st.sampled_from(sorted(SUBSAMPLINGS)))
+def test_make_sample_target_decodes_to_the_patch(seed, quality, subsampling):
+    patch = np.random.default_rng(seed).integers(0, 256, (PATCH, PATCH, 3), dtype=np.uint8)
+    sample = make_sample(patch, quality, subsampling)
+    v, h = SUBSAMPLINGS[subsampling][1]
+    assert sample["y"].shape == (1, PATCH, PATCH)
+    assert sample["chroma"].shape == (2, PATCH // v, PATCH // h)
+    assert torch.equal(sample["tables"][0], quality_to_table(quality).float())
+    assert torch.equal(sample["tables"][1], quality_to_table(quality, chroma=True).float())
+    decoded = coefficients_to_pixels(list(sample["target"]), PATCH, PATCH, clamp=False)
+    assert torch.allclose(decoded, torch.from_numpy(patch).permute(2, 0, 1).float(), atol=1e-3)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_drawn_qualities_respect_the_list_or_range(photos, continuous):
+    qualities = [23, 57] if continuous else [10, 30, 90]
+    stream = PatchStream(list_images(photos), 16, 8, qualities, continuous)
+    drawn = torch.cat([stream.batch(step).quality for step in range(6)]).tolist()
+    if continuous:
+        assert all(23 <= q <= 57 for q in drawn) and len(set(drawn)) > 5
+    else:
+        assert set(drawn) <= set(qualities) and len(set(drawn)) > 1
+    batch = stream.batch(0)
+    for quality, table in zip(batch.quality.tolist(), batch.tables):
+        assert torch.equal(table[0], quality_to_table(quality).float())
+
+
+@pytest.mark.parametrize("name", sorted(SUBSAMPLINGS))
+def test_subsampling_weights_pick_the_factor(photos, name):
+    stream = PatchStream(list_images(photos), 16, 1, subsampling_weights={name: 1.0})
+    v, h = SUBSAMPLINGS[name][1]
+    for step in range(3):
+        batch = stream.batch(step)
+        assert batch.factor == (v, h)
+        assert batch.chroma.shape == (1, 2, 16 // v, 16 // h)
+
+
+def test_subsampling_weights_set_the_shares(photos):
+    stream = PatchStream(list_images(photos), 16, 1, qualities=[50],
+                         subsampling_weights={"4:2:0": 0.75, "4:4:4": 0.25})
+    factors = [stream.batch(step).factor for step in range(80)]
+    share = factors.count((2, 2)) / len(factors)
+    assert set(factors) == {(2, 2), (1, 1)} and 0.55 < share < 0.92
+
+
+def test_stream_depends_only_on_seed_rank_and_step(photos):
+    paths = list_images(photos)
+    whole = PatchStream(paths, 16, 2, seed=3)
+    resumed = PatchStream(paths, 16, 2, seed=3, start_step=4)
+    expected = [whole.batch(step) for step in range(4, 8)]
+    for got, want in zip(iter(resumed), expected):
+        assert torch.equal(got.target, want.target) and torch.equal(got.y, want.y) and got.factor == want.factor
+    other_rank = PatchStream(paths, 16, 2, seed=3, rank=1).batch(4)
+    assert not torch.equal(other_rank.target, expected[0].target)
+
+
+def test_loader_with_two_workers_yields_the_same_stream(photos):
+    stream = PatchStream(list_images(photos), 16, 2, seed=1, start_step=2)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == 4:
+            break
+    for step, batch in enumerate(batches, start=2):
+        assert torch.equal(batch.y, stream.batch(step).y)
+
+
+def test_bad_data_folders_are_named(tmp_path, capsys):
+    with pytest.raises(DatasetError, match="not a folder"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="no images found") as error:
+        list_images(tmp_path)
+    assert error.value.path == str(tmp_path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")
+    with pytest.raises(DatasetError, match="held out for validation"):
+        split_images(list_images(tmp_path), 1)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    stream = PatchStream(list_images(tmp_path), 16, 8)
+    with pytest.raises(DatasetError, match="broken.png: cannot read image"):
+        [stream.batch(step) for step in range(4)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--data", str(empty), "--run", str(tmp_path / "run")]) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 1000), weight=st.sampled_from([0.0, 0.05, 0.5]))
+def test_regression_loss_of_identical_images_is_minus_lambda(seed, weight):
+    image = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(seed)) * 255
+    assert regression_loss(image, image, weight).item() == pytest.approx(-weight, abs=1e-5)
+    assert regression_loss(image, (image + 20).clamp(0, 255), weight) > regression_loss(image, image, weight)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 1000), shift=st.floats(0.1, 3.0))
+def test_relativistic_losses(seed, shift):
+    generator = torch.Generator().manual_seed(seed)
+    real, fake = torch.randn(6, generator=generator), torch.randn(6, generator=generator)
+    # the discriminator's loss is the generator's with the roles of real and fake swapped
+    assert torch.equal(relativistic_discriminator_loss(real, fake), relativistic_generator_loss(fake, real))
+    # indistinguishable logits: both players at log 2
+    same = torch.full((6,), 0.3)
+    assert relativistic_generator_loss(same, same).item() == pytest.approx(math.log(2))
+    assert relativistic_discriminator_loss(same, same).item() == pytest.approx(math.log(2))
+    # only differences count: a common offset changes nothing
+    assert torch.allclose(relativistic_generator_loss(real + shift, fake + shift), relativistic_generator_loss(real, fake))
+    # fakes that look more real help the generator and hurt the discriminator
+    assert relativistic_generator_loss(real, fake + shift) < relativistic_generator_loss(real, fake)
+    assert relativistic_discriminator_loss(real, fake + shift) > relativistic_discriminator_loss(real, fake)
+
+
+def test_texture_loss_with_a_tiny_network():
+    texture = TextureLoss(tiny_features())
+    target = torch.rand(2, 3, 16, 16) * 255
+    output = (target + torch.randn_like(target) * 10).requires_grad_(True)
+    assert texture(target, target).item() == 0.0
+    loss = texture(output, target)
+    loss.backward()
+    assert loss.item() > 0 and output.grad is not None and output.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in texture.features.parameters())
+
+
+def test_texture_network_option(tmp_path):
+    assert isinstance(load_texture_network("torch.nn:Identity"), nn.Identity)
+    source = tiny_features()
+    from safetensors.torch import save_file
+
+    save_file(source.state_dict(), tmp_path / "features.safetensors")
+    loaded = load_texture_network("test_training:tiny_features", tmp_path / "features.safetensors")
+    assert tensors_equal(loaded.state_dict(), source.state_dict())
+    save_file({"other": torch.zeros(1)}, tmp_path / "wrong.safetensors")
+    with pytest.raises(ValueError, match="wrong.safetensors"):
+        load_texture_network("test_training:tiny_features", tmp_path / "wrong.safetensors")
+    for spec in ("no_colon", "no.such.module:thing", "torch.nn:NoSuchLayer", "torch.nn:Linear", "math:pi"):
+        with pytest.raises(ValueError, match="texture network"):
+            load_texture_network(spec)
+
+
+def test_default_texture_network_is_vgg16_up_to_conv5_3():
+    features = vgg16_conv5_3()
+    assert isinstance(features[-1], nn.Conv2d) and features[-1].out_channels == 512
+    assert sum(isinstance(layer, nn.Conv2d) for layer in features) == 13
+    assert features(torch.zeros(1, 3, 32, 32)).shape == (1, 512, 2, 2)
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_discriminator_takes_any_patch_size(size):
+    assert DCGANDiscriminator()(torch.rand(3, 3, size, size) * 255).shape == (3,)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_paper_schedules_are_the_defaults():
+    for stage, schedule in PAPER_SCHEDULES.items():
+        config = TrainConfig(stage=stage, init=None if stage == "y" else "x.pt")
+        assert (config.steps, config.lr, config.schedule) == (schedule["steps"], schedule["lr"], schedule["schedule"])
+    assert TrainConfig(stage="gan", init="x.pt", lr=3e-4).lr == 3e-4
+    with pytest.raises(ValueError, match="--init"):
+        TrainConfig(stage="color")
+    for weights in ([1.0], [0.0, 0.0, 0.0], [1.0, -0.5, 0.5]):
+        with pytest.raises(ValueError, match="subsampling_weights"):
+            TrainConfig(subsampling_weights=weights)
+
+
+def test_config_file_then_flags(tmp_path):
+    from training.__main__ import build_config
+
+    (tmp_path / "c.json").write_text(json.dumps({"stage": "color", "init": "a.pt", "steps": 50, "lr": 2e-3}))
+    args = build_parser().parse_args(["train", "--config-file", str(tmp_path / "c.json"), "--steps", "70",
+                                      "--run-dir", "somewhere", "--subsampling-weights", "1", "0", "0"])
+    config = build_config(args)
+    assert (config.stage, config.steps, config.lr, config.run) == ("color", 70, 2e-3, "somewhere")
+    assert config.subsampling_shares == {"4:2:0": 1.0}
+    (tmp_path / "bad.json").write_text(json.dumps({"stepz": 5}))
+    assert main(["train", "--config-file", str(tmp_path / "bad.json")]) == 2
+
+
+# --------------------------------------------------------------------------- stages and checkpoints
+
+
+def test_optimizer_steps_lower_the_loss(tmp_path, photos):
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, lr=3e-3))
+    trainer.build()
+    batch = next(iter(trainer.loader))
+    losses = [trainer.regression_step(batch)["loss"] for _ in range(12)]
+    assert losses[-1] < losses[0]
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos):
+    straight = train(tiny_config(tmp_path / "straight", photos))
+    first = train(tiny_config(tmp_path / "sliced", photos, stop_at=3))
+    assert torch.load(first.checkpoint_path, weights_only=True)["step"] == 3
+    resumed = train(tiny_config(tmp_path / "sliced", photos))
+    assert resumed.step == straight.step == 6
+    assert tensors_equal(resumed.model.state_dict(), straight.model.state_dict())
+    a, b = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
+    assert resumed.scheduler.state_dict() == straight.scheduler.state_dict()
+    assert [r["step"] for r in resumed.history] == [3, 6]
+    # the next step's loss is the same too
+    batch = straight.loader.dataset.batch(6)
+    assert resumed.regression_step(batch) == straight.regression_step(batch)
+
+
+def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
+    train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validation_images=0))
+    resumed = train(tiny_config(tmp_path, photos, steps=8, validation_images=0))
+    assert resumed.step == 8 and resumed.scheduler.T_max == 8
+    assert resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match="'cosine' schedule"):
+        Trainer(tiny_config(tmp_path, photos, steps=10, schedule="step")).build()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, photos) -> Path:
+    """A run folder with stage y and stage color checkpoints (3 steps each)."""
+    run = tmp_path_factory.mktemp("run")
+    train(tiny_config(run, photos, steps=3))
+    train(tiny_config(run, photos, steps=3, stage="color", init=str(run / "checkpoint-y.pt")))
+    return run
+
+
+def test_color_stage_keeps_the_y_network_bit_identical(trained_run):
+    y_state = torch.load(trained_run / "checkpoint-y.pt", weights_only=True)["model"]
+    color_state = torch.load(trained_run / "checkpoint-color.pt", weights_only=True)["model"]
+    y_keys = [k for k in y_state if not k.startswith("color_network.")]
+    assert all(torch.equal(y_state[k], color_state[k]) for k in y_keys)
+    assert any(not torch.equal(y_state[k], color_state[k]) for k in y_state if k.startswith("color_network."))
+
+
+def test_gan_stage_trains_both_networks_and_resumes(tmp_path, photos):
+    init = save_init(build_model("tiny"), tmp_path / "init.pt")
+    options = dict(stage="gan", init=str(init), texture_network="test_training:tiny_features")
+    trainer = train(tiny_config(tmp_path / "run", photos, stop_at=2, **options))
+    state = torch.load(trainer.checkpoint_path, weights_only=True)
+    assert {"model", "model_config", "optimizer", "scheduler", "step", "elapsed", "history", "torch_rng",
+            "python_rng", "config", "discriminator", "discriminator_optimizer", "discriminator_scheduler"} <= set(state)
+    start = torch.load(init, weights_only=True)["model"]
+    for part in ("y_network.", "color_network."):
+        assert any(not torch.equal(start[k], state["model"][k]) for k in start if k.startswith(part))
+    resumed = train(tiny_config(tmp_path / "run", photos, stop_at=3, **options))
+    assert resumed.step == 3
+    assert resumed.discriminator_scheduler.last_epoch == 3
+    assert not tensors_equal(resumed.discriminator.state_dict(), state["discriminator"])
+
+
+# --------------------------------------------------------------------------- interpolation and export
+
+
+def test_interpolation_blends_the_weights(tmp_path):
+    torch.manual_seed(1)
+    regression, gan = build_model("tiny"), build_model("tiny")
+    sources = save_init(regression, tmp_path / "r.pt"), save_init(gan, tmp_path / "g.pt")
+    for alpha in (0.0, 0.7, 1.0):
+        folder = interpolate(*sources, alpha, tmp_path / f"blend-{alpha}")
+        blended = hub.load_model(folder).state_dict()
+        for key, value in regression.state_dict().items():
+            expected = (1 - alpha) * value + alpha * gan.state_dict()[key]
+            assert torch.allclose(blended[key], expected, atol=1e-6), key
+        assert f"alpha = {alpha:g}" in (folder / "README.md").read_text()
+    save_init(build_model("tiny", color=False), tmp_path / "gray.pt")
+    with pytest.raises(ValueError, match="different configurations"):
+        interpolate(sources[0], tmp_path / "gray.pt", 0.5, tmp_path / "bad")
+    assert main(["interpolate", "--regression", str(sources[0]), "--gan", str(sources[1]), "--alpha", "2",
+                 "--out", str(tmp_path / "x")]) == 2
+
+
+def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_image, make_jpeg, monkeypatch):
+    benchmark = tmp_path / "bench"
+    benchmark.mkdir()
+    make_image(7, 40, 56, smooth=True).save(benchmark / "a.png")
+    checkpoint = torch.load(trained_run / "checkpoint-color.pt", weights_only=True)
+    trained = load_qgac(trained_run / "checkpoint-color.pt").eval()
+    report = evaluate_dataset(trained, benchmark, (10, 50), progress=False)
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "embedded")
+    folders = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
+    assert folders == [tmp_path / "hub" / "qgac-test", tmp_path / "embedded" / "qgac-test"]
+    assert {p.name for p in folders[0].iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    card = (folders[0] / "README.md").read_text()
+    assert "| y | 3 |" in card and "| color | 3 |" in card and "Wall-clock time" in card
+    assert "`" + Path(checkpoint["config"]["data"]).name + "`" in card
+    rows, _ = read_evaluations([tmp_path / "eval.json"])
+    assert f"{rows[0]['corrected_psnr']:.2f}" in card and "PSNR gain (dB)" in card
+    # the same weights, bit for bit, and so the same corrections (up to the float
+    # rounding of CPU kernels, which need not be bitwise reproducible)
+    jpeg = read_coefficients(make_jpeg(make_image(3, 40, 48, smooth=True), quality=20))
+    for folder in folders:
+        loaded = hub.load_model(folder)
+        assert tensors_equal(loaded.state_dict(), trained.state_dict())
+        assert torch.allclose(correct(loaded, jpeg), correct(trained, jpeg), atol=1e-3)
+    gray_folder = export_run(trained_run, "y", "qgac-gray", tmp_path / "hub")[0]
+    gray = hub.load_model(gray_folder)
+    assert gray.color_network is None
+    assert gray.state_dict().keys() < trained.state_dict().keys()
+    assert all(torch.equal(value, trained.state_dict()[key]) for key, value in gray.state_dict().items())
+    gray_jpeg = read_coefficients(make_jpeg(make_image(4, 40, 48, mode="L"), quality=30))
+    assert torch.allclose(correct(gray, gray_jpeg), correct(trained, gray_jpeg), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _train_flags(run: Path, data: Path, steps: int, workers: int = 0) -> list[str]:
+    return ["train", "--data", str(data), "--run-dir", str(run), "--model", "tiny", "--steps", str(steps),
+            "--batch-size", "2", "--patch-size", str(PATCH), "--workers", str(workers), "--validation-images", "0",
+            "--threads", "1"]
+
+
+def _step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True)["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and /proc")
+@pytest.mark.parametrize("how", ["SIGTERM to the process", "SIGINT to the process group"])
+def test_signal_stops_gracefully_and_the_run_resumes(tmp_path, photos, how):
+    run = tmp_path / "run"
+    workers = 1 if "group" in how else 0
+    flags = _train_flags(run, photos, 100_000, workers) + ["--checkpoint-minutes", "0"]
+    checkpoint, output = run / "checkpoint-y.pt", tmp_path / "stderr.txt"
+    with output.open("w") as stderr:
+        process = subprocess.Popen(_command("-m", "training", *flags), cwd=REPO, env=_environment(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.exists(), output.read_text()[-3000:]
+        if "group" in how:
+            # Ctrl-C reaches the loader worker too: it must keep serving the main process
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            assert children, "no loader worker process"
+            for child in children:
+                os.kill(int(child), signal.SIGINT)
+            target = _step(checkpoint) + 3
+            while process.poll() is None and _step(checkpoint) < target and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert process.poll() is None and _step(checkpoint) >= target, output.read_text()[-3000:]
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, output.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    step = _step(checkpoint)
+    assert 1 <= step < 100_000
+    assert (run / "train.log").read_text().count("stopping after this step") == 1  # the main process only
+    assert not list(run.glob("*.tmp"))
+    resumed = Trainer(tiny_config(run, photos, steps=100_000, stop_at=step + 2, validation_images=0, schedule="step"))
+    resumed.build()
+    assert resumed.step == step
+    resumed.train()
+    assert _step(checkpoint) == step + 2
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run_finishes(tmp_path, photos):
+    run = tmp_path / "run"
+    flags = _train_flags(run, photos, 3) + ["--validation-images", "1", "--validate-every", "3"]
+    result = subprocess.run(
+        _command("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training", *flags),
+        cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-y.pt", "train.log"]
+    assert torch.load(run / "checkpoint-y.pt", weights_only=True)["step"] == 3
+    log = (run / "train.log").read_text()
+    assert log.count("checkpoint step 3") == 1 and log.count("validation") == 1

@@ -1,0 +1,194 @@
+"""From a finished run to a published model folder: export, network interpolation, model card.
+
+``export_run`` writes a run's stage checkpoint in the Hub layout (``config.json``,
+``model.safetensors``, ``README.md``) with :func:`qgac_transforms.hub.save_model`; the
+card states the training data (and the licences in its ``MANIFEST.tsv``), the steps and
+wall-clock time of every stage (read from the run's checkpoints) and the evaluation
+table of ``qgac eval --json`` reports. ``interpolate`` blends regression and GAN
+weights (ESRGAN's network interpolation, used by the paper with alpha = 0.7).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qgac_transforms import hub
+from qgac_transforms.model import QGAC
+from qgac_transforms.model_card import ModelCardInfo
+
+from .data import DatasetError, list_images
+from .trainer import STAGES, load_qgac
+
+#: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
+MANIFEST_NAME = "MANIFEST.tsv"
+
+
+@dataclass
+class StageRecord:
+    """What a run's checkpoint of one stage says about its training."""
+
+    stage: str
+    step: int
+    elapsed: float
+    config: dict[str, Any]
+    validation: dict[str, Any] | None  # the last validation record, if any
+
+
+def read_stage(checkpoint: str | Path) -> StageRecord:
+    """The training facts of one checkpoint (its weights are not needed here)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    history = state.get("history") or []
+    return StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
+                       history[-1] if history else None)
+
+
+def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
+    """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``."""
+    stages = STAGES[: STAGES.index(last_stage) + 1]
+    return [read_stage(Path(run) / f"checkpoint-{s}.pt") for s in stages if (Path(run) / f"checkpoint-{s}.pt").exists()]
+
+
+def dataset_description(folder: str | Path, held_out: int) -> str:
+    """One Markdown paragraph on a training folder: name, image counts and, from its
+    ``MANIFEST.tsv``, the source packages and licences (a nested list)."""
+    folder = Path(folder)
+    try:
+        count = len(list_images(folder))
+    except DatasetError:
+        return f"`{folder}` (not found when exporting)"
+    text = f"the folder `{folder.name}` ({count} images; {held_out} held out for validation)"
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return text
+    with manifest.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file, delimiter="\t"))
+    sources = Counter((row.get("package", "?"), row.get("license", "?")) for row in rows)
+    lines = [f"{text}. Sources, from its `{MANIFEST_NAME}` (images, package, licence):"]
+    lines += [f"  - {n}: {package}, {license_}" for (package, license_), n in sorted(sources.items())]
+    return "\n".join(lines)
+
+
+def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], str]:
+    """Model-card rows and the protocol text of ``qgac eval --json`` reports."""
+    rows: list[dict[str, Any]] = []
+    protocols: list[str] = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
+            dataset = Path(report["dataset"]).name
+            results = report["results"]
+            protocol = report["protocol"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a `qgac eval --json` report ({error!r})") from error
+        if protocol not in protocols:
+            protocols.append(protocol)
+        for result in results:
+            jpeg, corrected = result["jpeg"], result["corrected"]
+            rows.append({
+                "dataset": dataset, "quality": result["quality"],
+                "jpeg_psnr": jpeg["psnr"], "corrected_psnr": corrected["psnr"],
+                "PSNR gain (dB)": f"{corrected['psnr'] - jpeg['psnr']:+.2f}",
+                "jpeg_psnrb": jpeg["psnrb"], "corrected_psnrb": corrected["psnrb"],
+                "jpeg_ssim": jpeg["ssim"], "corrected_ssim": corrected["ssim"],
+                "images": result["n_images"],
+            })
+    return rows, " ".join(protocols)
+
+
+def _training_notes(stages: Sequence[StageRecord]) -> str:
+    """A table of each stage's schedule and time, and the texture-network caveat of the GAN stage."""
+    if not stages:
+        return ""
+    lines = [
+        "Trained with this repository's `python -m training` (see `training/README.md`):",
+        "",
+        "| Stage | Steps | Batch | Patch | Schedule | Wall-clock (h) | Validation PSNR gain (dB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for record in stages:
+        c = record.config
+        schedule = (f"cosine {c['lr']:g} -> {c['min_lr']:g}" if c["schedule"] == "cosine"
+                    else f"step {c['lr']:g}, halved every {c['lr_step']}")
+        gains = ", ".join(f"{k} {v:+.2f}" for k, v in (record.validation or {}).items() if k.startswith("q"))
+        lines.append(f"| {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | {schedule} | "
+                     f"{record.elapsed / 3600:.2f} | {gains} |")
+    gan = next((r for r in stages if r.stage == "gan"), None)
+    if gan is not None and not gan.config.get("texture_weights"):
+        lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "
+                      "weights: its texture term was only a placeholder (the paper's MINC network is not available)."]
+    return "\n".join(lines)
+
+
+def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str | Path] = (),
+             notes: str = "", repo_id: str | None = None) -> ModelCardInfo:
+    """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
+    :data:`~qgac_transforms.hub.DEFAULT_MODEL`)."""
+    evaluation, protocol = read_evaluations(eval_json)
+    first = stages[0].config if stages else None
+    training_data = dataset_description(first["data"], first["validation_images"]) if first else ""
+    return ModelCardInfo(
+        model_name=name,
+        repo_id=repo_id or f"{hub.DEFAULT_MODEL.split('/')[0]}/{name}",
+        configuration=first["model"] if first else None,
+        training_data=training_data,
+        steps={r.stage: r.step for r in stages},
+        wall_clock_seconds=sum(r.elapsed for r in stages) if stages else None,
+        evaluation_protocol=protocol,
+        evaluation=evaluation,
+        notes="\n\n".join(n for n in (notes, _training_notes(stages)) if n),
+    )
+
+
+def gray_model(model: QGAC) -> QGAC:
+    """The Y network of ``model`` alone (``color=False``): what stage 1 has trained."""
+    gray = QGAC(**{**model.config, "color": False})
+    gray.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("color_network.")})
+    return gray
+
+
+def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
+               eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None) -> list[Path]:
+    """Write ``run``'s ``checkpoint-<stage>.pt`` to ``hub_dir/name`` (and the package's weights if ``embed``)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    checkpoint = Path(run) / f"checkpoint-{stage}.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint of stage {stage!r} in this run")
+    model = load_qgac(checkpoint)
+    if stage == "y":
+        model = gray_model(model)
+    card = card_for(name, run_stages(run, stage), eval_json, repo_id=repo_id)
+    folder = hub.save_model(model, Path(hub_dir) / name, card=card)
+    return [folder, hub.embed(folder, name)] if embed else [folder]
+
+
+def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str | Path,
+                name: str | None = None) -> Path:
+    """Blend weights as ``(1 - alpha) * regression + alpha * gan`` and save the result to ``out``.
+
+    Both sources are checkpoints (``.pt``) or exported folders of the same configuration.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    first, second = load_qgac(regression), load_qgac(gan)
+    if first.config != second.config:
+        differ = sorted(k for k in first.config if first.config[k] != second.config.get(k))
+        raise ValueError(f"{regression} and {gan} have different configurations ({', '.join(differ)})")
+    blended = QGAC(**first.config)
+    other = second.state_dict()
+    blended.load_state_dict({
+        key: torch.lerp(value, other[key], alpha) if value.is_floating_point() else value
+        for key, value in first.state_dict().items()
+    })
+    stages = run_stages(Path(gan).parent, "gan") if str(gan).endswith(".pt") else []
+    notes = (f"Network interpolation (ESRGAN): (1 - alpha) x regression weights `{regression}` + alpha x GAN "
+             f"weights `{gan}`, alpha = {alpha:g}.")
+    return hub.save_model(blended, out, card=card_for(name or Path(out).name, stages, notes=notes))
