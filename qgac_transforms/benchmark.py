@@ -1,0 +1,350 @@
+"""Speed and memory of reading, the network and correction, on generated images.
+
+Every timing is the median of ``repeats`` runs after one untimed warm-up, with torch's
+intra-op threads set explicitly; the report carries a description of the machine.
+Peak memory is the RSS high-water mark of a fresh process, so nothing measured before
+(or by the image generator) counts towards it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image, features
+
+from .configs import build_model
+from .correction import correct, model_inputs
+from .evaluation import compress
+from .jpeg_io import read_coefficients
+from .model import QGAC
+
+#: (height, width) of the read benchmark: a small image and a 12-megapixel photo.
+READ_SIZES = ((512, 512), (3000, 4000))
+NETWORK_CONFIGS = ("tiny", "small", "medium")
+MEMORY_MEGAPIXELS = 24.0
+#: Size corrected whole when no tiling module is available, to keep memory reasonable.
+UNTILED_MEGAPIXELS = 4.0
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory and library versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        ram = float("nan")
+    turbo = features.version("libjpeg_turbo")
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gib": round(ram, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pillow": PIL.__version__,
+        "libjpeg": f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}",
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> Image.Image:
+    """A photo-like RGB image (smooth colour waves, edges and mild noise) of any size, built in uint8."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    for c in range(3):
+        fx, fy, phase = rng.uniform(0.005, 0.05, size=2).tolist() + [rng.uniform(0, 6.28)]
+        wave = 128 + 70 * np.sin(x * fx + y * fy + phase) + 40 * np.sign(np.sin(x * fy * 0.3 + phase))
+        image[..., c] = np.clip(wave, 0, 255).astype(np.uint8)
+    image += rng.integers(0, 12, size=(height, width, 1), dtype=np.uint8)
+    return Image.fromarray(image, "RGB")
+
+
+def synthetic_jpeg(height: int, width: int, quality: int = 50, seed: int = 0) -> bytes:
+    """JPEG bytes (Pillow, 4:2:0) of :func:`synthetic_image`."""
+    return compress(synthetic_image(height, width, seed), quality)
+
+
+def median_seconds(function: Callable[[], Any], repeats: int, synchronize: bool = False) -> float:
+    """Median wall time of ``repeats`` calls after one untimed warm-up call."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+
+    def timed() -> float:
+        start = time.perf_counter()
+        function()
+        if synchronize:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    timed()
+    return statistics.median(timed() for _ in range(repeats))
+
+
+def _megapixels(height: int, width: int) -> float:
+    return height * width / 1e6
+
+
+def bench_read(sizes: Sequence[tuple[int, int]] = READ_SIZES, repeats: int = 5) -> list[dict[str, Any]]:
+    """:func:`read_coefficients` against Pillow's open + load (pixels) of the same 4:2:0 file."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for height, width in sizes:
+            path = Path(folder) / f"{width}x{height}.jpg"
+            path.write_bytes(synthetic_jpeg(height, width))
+
+            def pillow_decode() -> None:
+                with Image.open(path) as image:
+                    image.load()
+
+            coefficients_s = median_seconds(lambda: read_coefficients(path), repeats)
+            pillow_s = median_seconds(pillow_decode, repeats)
+            rows.append(
+                {
+                    "width": width,
+                    "height": height,
+                    "megapixels": _megapixels(height, width),
+                    "subsampling": "4:2:0",
+                    "read_coefficients_s": coefficients_s,
+                    "pillow_decode_s": pillow_s,
+                    "ratio": coefficients_s / pillow_s,
+                }
+            )
+    return rows
+
+
+def bench_network(
+    configs: Sequence[str] = NETWORK_CONFIGS, size: int = 512, repeats: int = 5, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Forward time of freshly initialised networks on one ``size`` x ``size`` colour JPEG's coefficients."""
+    inputs = model_inputs(read_coefficients(synthetic_jpeg(size, size)), device)
+    rows = []
+    for name in configs:
+        model = build_model(name).to(device).eval()
+
+        def forward() -> None:
+            with torch.inference_mode():
+                model(inputs.y, inputs.tables, inputs.chroma, inputs.chroma_factor)
+
+        seconds = median_seconds(forward, repeats, synchronize=device.startswith("cuda"))
+        rows.append(
+            {
+                "config": name,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "width": size,
+                "height": size,
+                "forward_s": seconds,
+                "megapixels_per_s": _megapixels(size, size) / seconds,
+            }
+        )
+        del model
+    return rows
+
+
+def _load(weights: str | None, device: str) -> QGAC:
+    from .hub import load_model  # the Hub client is only needed here
+
+    return load_model(weights, device=device)
+
+
+def _weights_label(weights: str | None) -> str:
+    from .hub import DEFAULT_MODEL
+
+    return weights if weights is not None else f"{DEFAULT_MODEL} (default)"
+
+
+def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """Correction of a ``size`` x ``size`` colour JPEG (bytes in, pixels out) with pretrained weights."""
+    model = _load(weights, device)
+    data = synthetic_jpeg(size, size)
+
+    def run() -> None:
+        correct(model, read_coefficients(data), device=device).cpu()
+
+    seconds = median_seconds(run, repeats)
+    return {
+        "weights": _weights_label(weights),
+        "width": size,
+        "height": size,
+        "seconds": seconds,
+        "megapixels_per_s": _megapixels(size, size) / seconds,
+    }
+
+
+def _tiling() -> Any:
+    """The tiling module, or ``None`` when this installation has none."""
+    try:
+        from . import tiling
+    except ImportError:
+        return None
+    return tiling if hasattr(tiling, "correct_tiled") else None
+
+
+def _rss_high_water_mib() -> float:
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def peak_memory_here(path: str, weights: str | None, tiled: bool, threads: int) -> dict[str, Any]:
+    """Correct one file in this process and report its RSS high-water marks (run in a fresh process)."""
+    torch.set_num_threads(threads)
+    model = _load(weights, "cpu")
+    loaded = _rss_high_water_mib()
+    coefficients = read_coefficients(path)
+    read = _rss_high_water_mib()
+    start = time.perf_counter()
+    if tiled:
+        tiling = _tiling()
+        tiling.correct_tiled(model, coefficients, tile=tiling.DEFAULT_TILE, overlap=tiling.DEFAULT_OVERLAP)
+    else:
+        correct(model, coefficients)
+    return {
+        "seconds": time.perf_counter() - start,
+        "model_rss_mib": loaded,
+        "read_rss_mib": read,
+        "peak_rss_mib": _rss_high_water_mib(),
+    }
+
+
+def bench_peak_memory(
+    megapixels: float = MEMORY_MEGAPIXELS, weights: str | None = None, threads: int = 1
+) -> dict[str, Any]:
+    """Peak RSS of correcting a ``megapixels`` colour JPEG (3:2) with pretrained weights, in a fresh process.
+
+    Tiled (:func:`qgac_transforms.tiling.correct_tiled` with its default tile) when the
+    tiling module exists; otherwise whole, at no more than :data:`UNTILED_MEGAPIXELS`.
+    RSS high-water marks: ``model_rss_mib`` after imports and loading the model,
+    ``read_rss_mib`` after reading the coefficients too, ``peak_rss_mib`` after the
+    correction (the whole run). ``seconds`` times the correction alone.
+    """
+    tiling = _tiling()
+    note = None
+    if tiling is None and megapixels > UNTILED_MEGAPIXELS:
+        note = f"no tiling module: corrected whole at {UNTILED_MEGAPIXELS} MP instead of {megapixels} MP"
+        megapixels = UNTILED_MEGAPIXELS
+    height = max(16, round((megapixels * 1e6 / 1.5) ** 0.5))
+    width = max(16, round(height * 1.5))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "large.jpg"
+        path.write_bytes(synthetic_jpeg(height, width))
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        code = (
+            "import json, sys; from qgac_transforms.benchmark import peak_memory_here; "
+            "print(json.dumps(peak_memory_here(*json.loads(sys.argv[1]))))"
+        )
+        arguments = json.dumps([str(path), weights, tiling is not None, threads])
+        child = subprocess.run(
+            [sys.executable, "-c", code, arguments], capture_output=True, text=True, env=env, check=False
+        )
+    if child.returncode != 0:
+        raise RuntimeError(f"peak-memory subprocess failed ({child.returncode}): {child.stderr.strip()[-2000:]}")
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    return {
+        "weights": _weights_label(weights),
+        "width": width,
+        "height": height,
+        "megapixels": _megapixels(height, width),
+        "tiled": tiling is not None,
+        "tile": tiling.DEFAULT_TILE if tiling is not None else None,
+        "overlap": tiling.DEFAULT_OVERLAP if tiling is not None else None,
+        **measured,
+        "note": note,
+    }
+
+
+def run_benchmark(
+    *,
+    threads: int | None = None,
+    repeats: int = 5,
+    read_sizes: Sequence[tuple[int, int]] = READ_SIZES,
+    configs: Sequence[str] = NETWORK_CONFIGS,
+    network_size: int = 512,
+    end_to_end_size: int = 512,
+    memory_megapixels: float | None = MEMORY_MEGAPIXELS,
+    weights: str | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Every benchmark, with ``threads`` intra-op threads (default: all usable cores).
+
+    ``memory_megapixels=None`` skips the peak-memory run. Returns a JSON-ready report.
+    """
+    description = machine()
+    threads = threads or description["usable_cores"] or 1
+    torch.set_num_threads(threads)
+    report: dict[str, Any] = {"machine": description, "threads": threads, "repeats": repeats, "device": device}
+    log("reading coefficients vs Pillow decode")
+    report["read"] = bench_read(read_sizes, repeats)
+    log(f"network forward: {', '.join(configs)}")
+    report["network"] = bench_network(configs, network_size, repeats, device)
+    log("end-to-end correction")
+    report["end_to_end"] = bench_end_to_end(weights, end_to_end_size, repeats, device)
+    if memory_megapixels is not None:
+        log(f"peak memory at {memory_megapixels} MP (fresh process)")
+        report["peak_memory"] = bench_peak_memory(memory_megapixels, weights, threads)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The benchmark report as plain-text tables."""
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} cores, {m['ram_gib']} GiB RAM; "
+        f"torch {m['torch']}, Pillow {m['pillow']} ({m['libjpeg']}); torch threads {report['threads']}, "
+        f"median of {report['repeats']} runs, device {report['device']}",
+        "",
+        "| image (4:2:0) | read_coefficients | Pillow open+load | ratio |",
+        "|---|---|---|---|",
+    ]
+    for r in report["read"]:
+        lines.append(
+            f"| {r['width']}x{r['height']} ({r['megapixels']:.1f} MP) | {1e3 * r['read_coefficients_s']:.1f} ms "
+            f"| {1e3 * r['pillow_decode_s']:.1f} ms | {r['ratio']:.2f} |"
+        )
+    lines += ["", "| config | parameters | forward | MP/s |", "|---|---|---|---|"]
+    for r in report["network"]:
+        lines.append(
+            f"| {r['config']} ({r['width']}x{r['height']}) | {r['parameters'] / 1e6:.2f} M "
+            f"| {r['forward_s']:.3f} s | {r['megapixels_per_s']:.3f} |"
+        )
+    e = report["end_to_end"]
+    lines += [
+        "",
+        f"End to end ({e['weights']}, {e['width']}x{e['height']} colour JPEG bytes to pixels): "
+        f"{e['seconds']:.3f} s, {e['megapixels_per_s']:.3f} MP/s",
+    ]
+    p = report.get("peak_memory")
+    if p is not None:
+        how = f"tiled {p['tile']} px, overlap {p['overlap']} px" if p["tiled"] else "whole image"
+        lines.append(
+            f"Peak memory ({p['width']}x{p['height']}, {p['megapixels']:.1f} MP, {how}): "
+            f"peak RSS {p['peak_rss_mib']:.0f} MiB (after loading the model {p['model_rss_mib']:.0f} MiB, "
+            f"after reading the coefficients {p['read_rss_mib']:.0f} MiB); correction {p['seconds']:.1f} s"
+            + (f"; {p['note']}" if p["note"] else "")
+        )
+    return "\n".join(lines)

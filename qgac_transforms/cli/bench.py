@@ -1,0 +1,47 @@
+"""``qgac bench``: read, network and end-to-end speed and peak memory on generated images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads (default: all usable cores)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per measurement; the median is reported (default 5)")
+    parser.add_argument("--paper", action="store_true", help="also time the paper-size network (259M parameters; slow)")
+    parser.add_argument("--weights", help="model for the end-to-end and memory runs (default: the package's default model)")
+    parser.add_argument("--device", default="cpu", help="torch device for the network and end-to-end runs (default cpu)")
+    parser.add_argument(
+        "--memory-megapixels", type=float, default=24.0, metavar="MP",
+        help="size of the peak-memory run (default 24; 0 skips it)",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..benchmark import NETWORK_CONFIGS, format_report, run_benchmark
+
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1) or args.memory_megapixels < 0:
+        print("qgac bench: --repeats and --threads must be at least 1, --memory-megapixels 0 or more", file=sys.stderr)
+        return 2
+    try:
+        report = run_benchmark(
+            threads=args.threads,
+            repeats=args.repeats,
+            configs=(*NETWORK_CONFIGS, "paper") if args.paper else NETWORK_CONFIGS,
+            memory_megapixels=args.memory_megapixels or None,
+            weights=args.weights,
+            device=args.device,
+            log=lambda message: print(f"qgac bench: {message}", file=sys.stderr, flush=True),
+        )
+    except (OSError, ValueError) as error:  # weights not found or invalid
+        print(f"qgac bench: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0

@@ -1,0 +1,55 @@
+"""``qgac eval --dataset DIR``: PSNR / PSNR-B / SSIM of JPEG inputs and their corrections.
+
+The protocol (encoder, 4:2:0, rounding, metric definitions) is that of
+:mod:`qgac_transforms.evaluation`, stated in full in the JSON ``protocol`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path, metavar="DIR", help="folder of lossless ground-truth images")
+    parser.add_argument(
+        "--quality", type=int, nargs="+", default=[10, 20, 30], metavar="Q",
+        help="JPEG qualities to compress at (default 10 20 30)",
+    )  # fmt: skip
+    parser.add_argument("--weights", help="model: Hub repo id or saved model folder (default: the package's default model)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the full report (per image too) as JSON")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--ssim-window", choices=("gaussian", "uniform8"), default="gaussian",
+        help="SSIM window: gaussian 11x11 sigma 1.5 (default, as MATLAB) or uniform8 (the QGAC paper's torchjpeg)",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation import evaluate_dataset, format_table
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"qgac eval: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        report = evaluate_dataset(
+            args.weights, args.dataset, args.quality, device=device, ssim_window=args.ssim_window, progress=None
+        )
+    except (OSError, ValueError) as error:  # no such folder, no images, bad quality, weights not found or invalid
+        print(f"qgac eval: {error}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    for failure in report["failures"]:
+        print(f"qgac eval: {failure['error']}", file=sys.stderr)
+    return 1 if report["failures"] else 0

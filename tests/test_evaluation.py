@@ -1,0 +1,151 @@
+"""``qgac eval``: the protocol on a generated two-image dataset with a tiny random model."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+
+from qgac_transforms.cli import evaluate as cli_evaluate
+from qgac_transforms.configs import build_model
+from qgac_transforms.correction import correct
+from qgac_transforms.evaluation import evaluate_dataset, format_table
+from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.metrics import psnr_b
+
+QUALITIES = [10, 50]
+METRIC_KEYS = {"psnr", "psnrb", "ssim"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dataset")
+    textured_image(1, 40, 56, "RGB").save(folder / "colour.png")
+    textured_image(2, 37, 45, "L").save(folder / "gray.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, dataset):
+    return evaluate_dataset(tiny_model, dataset, QUALITIES, progress=False)
+
+
+def _compress(image: Image.Image, quality: int) -> bytes:
+    """The paper's protocol written out independently: 4:2:0 for colour, gray as gray."""
+    return save_jpeg(image, quality=quality, **({"subsampling": 2} if image.mode == "RGB" else {}))
+
+
+def _check_schema(report):
+    assert isinstance(report["dataset"], str) and isinstance(report["weights"], str)
+    assert isinstance(report["protocol"], str)
+    assert [r["quality"] for r in report["results"]] == QUALITIES
+    for result in report["results"]:
+        assert {"quality", "n_images", "jpeg", "corrected", "seconds_per_image"} <= set(result)
+        assert type(result["quality"]) is int and result["n_images"] == 2
+        assert type(result["seconds_per_image"]) is float and result["seconds_per_image"] > 0
+        for side in ("jpeg", "corrected"):
+            assert set(result[side]) == METRIC_KEYS
+            assert all(type(v) is float and np.isfinite(v) for v in result[side].values())
+
+
+def _independent_jpeg_metrics(path, quality):
+    """Pillow compress/decode and scikit-image metrics, written without the library."""
+    original = Image.open(path)
+    decoded_image = Image.open(io.BytesIO(_compress(original, quality)))
+    decoded, reference = np.array(decoded_image), np.array(original)
+    assert decoded.shape == reference.shape and decoded.dtype == np.uint8
+    axis = 2 if reference.ndim == 3 else None
+    return {
+        "psnr": peak_signal_noise_ratio(reference, decoded, data_range=255),
+        "psnrb": float(psnr_b(to_tensor(decoded_image).double(), to_tensor(original).double())),
+        "ssim": structural_similarity(
+            decoded.astype(np.float64), reference.astype(np.float64), channel_axis=axis, gaussian_weights=True,
+            sigma=1.5, use_sample_covariance=False, data_range=255,
+        ),  # fmt: skip
+    }
+
+
+def test_report_schema_and_protocol(report, dataset):
+    _check_schema(report)
+    assert report["dataset"] == str(dataset)
+    assert report["failures"] == []
+    for words in ("Pillow", "4:2:0", "uint8", "Gaussian window 11x11 sigma 1.5", "PSNR-B", "per channel"):
+        assert words in report["protocol"]
+    table = format_table(report)
+    assert "JPEG" in table and f"{report['results'][0]['jpeg']['psnr']:.2f}" in table
+
+
+def test_jpeg_metrics_match_independent_computation(report, dataset):
+    for result in report["results"]:
+        rows = {row["image"]: row for row in result["per_image"]}
+        assert {row["mode"] for row in rows.values()} == {"RGB", "L"}
+        expected = {name: _independent_jpeg_metrics(dataset / name, result["quality"]) for name in rows}
+        for name, row in rows.items():
+            for key in METRIC_KEYS:
+                assert row["jpeg"][key] == pytest.approx(expected[name][key], abs=1e-4), (name, key)
+        for key in METRIC_KEYS:
+            mean = np.mean([expected[name][key] for name in rows])
+            assert result["jpeg"][key] == pytest.approx(mean, abs=1e-4)
+
+
+def test_corrected_output_is_rounded_to_uint8(report, dataset, tiny_model):
+    result = report["results"][0]
+    for row in result["per_image"]:
+        original = Image.open(dataset / row["image"])
+        corrected = correct(tiny_model, read_coefficients(_compress(original, result["quality"]))).double()
+        reference = to_tensor(original).double()
+        rounded = corrected.round().clamp(0, 255)
+        expected = 10 * np.log10(255**2 / float((rounded - reference).square().mean()))
+        assert row["corrected"]["psnr"] == pytest.approx(expected, abs=1e-6)
+        unrounded = 10 * np.log10(255**2 / float((corrected - reference).square().mean()))
+        assert row["corrected"]["psnr"] != pytest.approx(unrounded, abs=1e-9)
+
+
+def _run_cli(argv):
+    parser = argparse.ArgumentParser()
+    cli_evaluate.add_arguments(parser)
+    return cli_evaluate.run(parser.parse_args(argv))
+
+
+def test_cli_writes_json_and_reports_failures(tmp_path, dataset, tiny_weights, capsys):
+    out = tmp_path / "out" / "report.json"
+    assert _run_cli(["--dataset", str(dataset), "--quality", "10", "50", "--weights", tiny_weights,
+                     "--json", str(out), "--device", "cpu", "--threads", "1"]) == 0  # fmt: skip
+    written = json.loads(out.read_text())
+    _check_schema(written)
+    assert written["weights"] == tiny_weights
+    assert "QGAC" in capsys.readouterr().out
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    textured_image(3, 24, 24, "RGB").save(broken / "good.png")
+    (broken / "bad.png").write_bytes(b"not a png")
+    assert _run_cli(["--dataset", str(broken), "--quality", "30", "--weights", tiny_weights, "--device", "cpu"]) == 1
+    assert "bad.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "/nonexistent/folder"], "not a directory"),
+        (["--quality", "0"], "quality"),
+        (["--threads", "0"], "--threads"),
+    ],
+)
+def test_cli_usage_errors(argv, message, dataset, tiny_weights, capsys):
+    base = ["--dataset", str(dataset), "--weights", tiny_weights, "--device", "cpu"]
+    assert _run_cli(base + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_folder_is_a_usage_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images"):
+        evaluate_dataset(build_model("tiny"), tmp_path, [10], progress=False)
