@@ -43,7 +43,8 @@ from training.losses import (
     relativistic_generator_loss,
     vgg16_conv5_3,
 )
-from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, load_qgac
+from training.prepare import downscale_folder
+from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, cosine_rate, load_qgac
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 32
@@ -308,6 +309,39 @@ def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     assert resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6)
     with pytest.raises(ValueError, match="'cosine' schedule"):
         Trainer(tiny_config(tmp_path, photos, steps=10, schedule="step")).build()
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.floats(1e-6, 1e-2), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+def test_cosine_rate_falls_from_start_to_end(end, scale, a, b):
+    start = end * (1 + 100 * scale)
+    assert cosine_rate(start, end, 0) == pytest.approx(start) and cosine_rate(start, end, 1) == pytest.approx(end)
+    low, high = sorted((a, b))
+    assert end <= cosine_rate(start, end, high) <= cosine_rate(start, end, low) <= start
+
+
+def test_time_budget_ends_the_stage_at_the_final_rate(tmp_path, photos):
+    budget_s = 0.5
+    trainer = train(tiny_config(tmp_path, photos, steps=100_000, max_minutes=budget_s / 60, validation_images=0,
+                                min_lr=1e-5))
+    assert 0 < trainer.step < 100_000 and trainer.elapsed >= budget_s
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert torch.load(trainer.checkpoint_path, weights_only=True)["step"] == trainer.step
+    with pytest.raises(ValueError, match="max_minutes"):
+        tiny_config(tmp_path, photos, max_minutes=1, schedule="step")
+
+
+def test_prepare_downscales_losslessly_and_keeps_the_manifest(tmp_path, photos):
+    (photos / "MANIFEST.tsv").write_text("file\tpackage\tlicense\n")
+    try:
+        written = downscale_folder(photos, tmp_path / "half", factor=2)
+    finally:
+        (photos / "MANIFEST.tsv").unlink()
+    assert [p.stem for p in written] == [p.stem for p in list_images(photos)]
+    assert (tmp_path / "half" / "MANIFEST.tsv").is_file()
+    with Image.open(written[0]) as small, Image.open(list_images(photos)[0]) as large:
+        expected = large.convert("RGB").resize((large.width // 2, large.height // 2), Image.Resampling.LANCZOS)
+        assert small.format == "WEBP" and np.array_equal(np.asarray(small.convert("RGB")), np.asarray(expected))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Command line of the training package: ``python -m training {stats,train,interpolate,export} ...``.
+"""Command line of the training package: ``python -m training {prepare,stats,train,interpolate,export} ...``.
 
 Exit codes: 0 done (or stopped by a signal, checkpoint kept), 2 bad options or data.
 """
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    prepare = commands.add_parser("prepare", help="downscale a folder of training images to lossless WebP")
+    prepare.add_argument("--data", required=True, help="folder of training images")
+    prepare.add_argument("--out", required=True, help="folder to write the downscaled images to")
+    prepare.add_argument("--factor", type=int, default=2, help="downscaling factor (default 2)")
+
     stats = commands.add_parser("stats", help="compute normalization statistics of the training images")
     stats.add_argument("--data", required=True, help="folder of training images")
     stats.add_argument("--validation-images", type=int, default=6, help="held-out images to exclude")
@@ -100,6 +105,12 @@ class _UsageError(Exception):
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        if args.command == "prepare":
+            from .prepare import downscale_folder  # noqa: PLC0415
+
+            written = downscale_folder(args.data, args.out, args.factor)
+            print(f"{len(written)} images downscaled by {args.factor} -> {args.out}")
+            return 0
         if args.command == "stats":
             paths, _ = split_images(list_images(args.data), args.validation_images)
             Path(args.out).write_text(json.dumps(coefficient_statistics(paths)))

@@ -24,6 +24,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from qgac_transforms.codec import pixels_to_coefficients
 from qgac_transforms.jpeg_io import read_coefficients
 
+#: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
+MANIFEST_NAME = "MANIFEST.tsv"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 #: Pillow's ``subsampling`` argument -> (vertical, horizontal) chroma factor.
 SUBSAMPLINGS = {"4:4:4": (0, (1, 1)), "4:2:2": (1, (1, 2)), "4:2:0": (2, (2, 2))}

@@ -24,11 +24,8 @@ from qgac_transforms import hub
 from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import ModelCardInfo
 
-from .data import DatasetError, list_images
+from .data import MANIFEST_NAME, DatasetError, list_images
 from .trainer import STAGES, load_qgac
-
-#: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
-MANIFEST_NAME = "MANIFEST.tsv"
 
 
 @dataclass

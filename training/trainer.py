@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -59,6 +60,7 @@ class TrainConfig:
     stats: str | None = None  # JSON from `python -m training stats`
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
     stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
+    max_minutes: float | None = None  # training-time budget of the stage; the cosine schedule follows it
     batch_size: int = 16
     patch_size: int = 64
     qualities: list[int] = field(default_factory=lambda: list(range(10, 101, 10)))
@@ -89,6 +91,9 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.schedule not in ("step", "cosine"):
             raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if self.max_minutes is not None and (self.max_minutes <= 0 or self.schedule != "cosine"):
+            raise ValueError("max_minutes must be positive and needs the cosine schedule "
+                             f"(got {self.max_minutes} with {self.schedule!r})")
         if self.stage != "y" and not self.init:
             raise ValueError(f"stage {self.stage!r} starts from the previous stage's weights: give --init "
                              "(a checkpoint .pt or an exported model folder)")
@@ -107,6 +112,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps, eta_min=config.min_lr)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.5)
+
+
+def cosine_rate(start: float, end: float, progress: float) -> float:
+    """The learning rate of cosine annealing from ``start`` to ``end`` at ``progress`` in [0, 1]."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def stage_parameters(model: QGAC, stage: str) -> list[nn.Parameter]:
@@ -182,6 +192,10 @@ class Trainer:
         self.distributed = self.world_size > 1
         if config.threads:
             torch.set_num_threads(config.threads)
+        # TF32 on GPUs that have it: the regression targets are far coarser than its 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
         if config.device:
             self.device = torch.device(config.device)
         elif torch.cuda.is_available():
@@ -362,15 +376,33 @@ class Trainer:
         log.info("signal %d: stopping after this step", signum)
         self.stop_requested = True
 
+    def _progress(self) -> float:
+        """How far the stage is, in [0, 1]: by steps, or by time when that is further along."""
+        progress = self.step / self.config.steps
+        if self.config.max_minutes is not None:
+            progress = max(progress, self.elapsed / (60 * self.config.max_minutes))
+        return min(progress, 1.0)
+
+    def _step_schedules(self) -> None:
+        """Advance the learning rates; under a time budget, set them from :meth:`_progress`."""
+        if self.config.max_minutes is None:
+            for scheduler in self._schedulers():
+                scheduler.step()
+            return
+        rate = cosine_rate(self.config.lr, self.config.min_lr, self._progress())
+        for scheduler in self._schedulers():
+            for group in scheduler.optimizer.param_groups:
+                group["lr"] = rate
+
     def _should_stop(self) -> bool:
-        """A signal on any process, or ``stop_at``, stops every process after the same step."""
-        stop = self.stop_requested
+        """A signal or the time budget on any process, or ``stop_at``, stops every process after the same step."""
+        stop = self.stop_requested or self._progress() >= 1.0
         if self.distributed:
             flag = torch.tensor([float(stop)], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
         stop_at = self.config.stop_at
-        return stop or self.step >= self.config.steps or (stop_at is not None and self.step >= stop_at)
+        return stop or (stop_at is not None and self.step >= stop_at)
 
     def train(self) -> None:
         """Train until ``steps`` or ``stop_at``, or a signal; always ends with a checkpoint."""
@@ -388,22 +420,23 @@ class Trainer:
         try:
             while not self._should_stop():
                 losses = train_step(next(batches).to(self.device))
-                for scheduler in self._schedulers():
-                    scheduler.step()
                 self.step += 1
                 now = time.monotonic()
                 self.elapsed += now - tick
                 tick = now
+                self._step_schedules()
                 patches = (self.step - start_step) * config.batch_size * self.world_size
                 rate = patches / max(self.elapsed - start_elapsed, 1e-9)
                 progress.update(1)
                 progress.set_postfix(**{k: f"{v:.4f}" for k, v in losses.items()},
-                                     lr=f"{self.scheduler.get_last_lr()[0]:.1e}", patches_per_s=f"{rate:.1f}")
+                                     lr=f"{self.optimizer.param_groups[0]['lr']:.1e}", patches_per_s=f"{rate:.1f}")
                 if self.is_main and self.validation and self.step % config.validate_every == 0:
                     self._validate()
                 if now - last_save > config.checkpoint_minutes * 60:
                     self.save_checkpoint()
                     last_save = time.monotonic()
+            if self.is_main and self.validation and (not self.history or self.history[-1]["step"] != self.step):
+                self._validate()  # the run's final weights always have a validation record
         finally:
             progress.close()
             for s, handler in previous.items():
