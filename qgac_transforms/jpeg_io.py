@@ -146,6 +146,21 @@ def _source_name(source: JPEGSource) -> str:
     return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "<file object>"
 
 
+def read_pillow_file(image: Image.Image, name: str) -> bytes:
+    """All bytes of the file a Pillow image was opened from: its open file, else its filename."""
+    for fp in (getattr(image, "fp", None), getattr(image, "_fp", None)):  # MPO keeps its file in _fp
+        if hasattr(fp, "read") and not getattr(fp, "closed", False):
+            position = fp.tell()
+            try:
+                fp.seek(0)
+                return fp.read()
+            finally:
+                fp.seek(position)
+    if getattr(image, "filename", ""):
+        return _read_source_bytes(image.filename, name)
+    raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
+
+
 def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
     """All bytes of the JPEG behind ``source``."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -161,17 +176,7 @@ def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
             return data
         if source.format not in ("JPEG", "MPO"):
             raise InvalidJPEGError(name, f"Pillow image is {source.format or 'not from a file'}, not a JPEG")
-        fp = getattr(source, "fp", None)
-        if fp is not None and not getattr(fp, "closed", False):
-            position = fp.tell()
-            try:
-                fp.seek(0)
-                return fp.read()
-            finally:
-                fp.seek(position)
-        if getattr(source, "filename", ""):
-            return _read_source_bytes(source.filename, name)
-        raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
+        return read_pillow_file(source, name)
     if hasattr(source, "read"):
         if isinstance(source, io.TextIOBase):
             raise InvalidJPEGError(name, "file object must be opened in binary mode")

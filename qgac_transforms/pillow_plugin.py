@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from PIL import Image, JpegImagePlugin, MpoImagePlugin
 
-from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients
+from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients, read_pillow_file
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
@@ -63,23 +63,7 @@ class _CoefficientsMixin:
     _qgac_corrected_frame: int | None = None
 
     def _qgac_read_file(self) -> bytes:
-        for fp in (getattr(self, "fp", None), getattr(self, "_fp", None)):  # MPO keeps its file in _fp
-            if hasattr(fp, "read") and not getattr(fp, "closed", False):
-                position = fp.tell()
-                try:
-                    fp.seek(0)
-                    return fp.read()
-                finally:
-                    fp.seek(position)
-        filename = getattr(self, "filename", "")
-        if filename:
-            try:
-                with open(filename, "rb") as file:
-                    return file.read()
-            except OSError as error:
-                reason = f"cannot read file ({error.strerror or error})"
-                raise InvalidJPEGError(os.fsdecode(filename), reason) from error
-        raise InvalidJPEGError("<PIL image>", "the image's file is closed and it has no filename")
+        return read_pillow_file(self, os.fsdecode(getattr(self, "filename", "") or "<PIL image>"))
 
     @property
     def qgac_jpeg_bytes(self) -> bytes:
