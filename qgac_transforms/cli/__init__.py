@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .._version import __version__
 
@@ -18,6 +22,23 @@ SUBCOMMANDS = {
     "eval": ("evaluate", "evaluate a model on a folder of images under the paper's protocol"),
     "bench": ("bench", "measure read, network and end-to-end speed and peak memory"),
 }
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> None:
+    """Write a command's report as indented JSON (``--json FILE``), creating its folder."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def report_failures(command: str, failures: Sequence[tuple[str, str]], noun: str) -> int:
+    """List ``(input, reason)`` failures on stderr; the exit code (1 if any failed, else 0)."""
+    if not failures:
+        return 0
+    print(f"qgac {command}: {len(failures)} {noun}(s) failed:", file=sys.stderr)
+    for source, reason in failures:
+        print(f"  {source}: {reason}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

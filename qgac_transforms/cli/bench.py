@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from . import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"qgac bench: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     return 0

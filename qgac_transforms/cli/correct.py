@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import report_failures
+
 #: Extensions that promise a JPEG: such a file that cannot be read is a failure, not a skip.
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo")
 #: Extensions ``--format keep`` keeps; anything else (``.mpo``, none) becomes ``.jpg``.
@@ -255,9 +257,4 @@ def run(args: argparse.Namespace) -> int:
                 failures.append((str(job.source), reason))
                 progress.write(f"failed: {job.source}: {reason}", file=sys.stderr)
 
-    if failures:
-        print(f"qgac correct: {len(failures)} input(s) failed:", file=sys.stderr)
-        for source, reason in failures:
-            print(f"  {source}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("correct", failures, "input")

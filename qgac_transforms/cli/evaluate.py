@@ -7,9 +7,10 @@ The protocol (encoder, 4:2:0, rounding, metric definitions) is that of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from . import report_failures, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +48,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"qgac eval: {error}", file=sys.stderr)
         return 2
     print(format_table(report))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    for failure in report["failures"]:
-        print(f"qgac eval: {failure['error']}", file=sys.stderr)
-    return 1 if report["failures"] else 0
+    write_json(args.json, report)
+    return report_failures("eval", [(f["image"], f["error"]) for f in report["failures"]], "image")

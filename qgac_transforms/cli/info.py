@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from . import report_failures
+
 #: EXIF orientation -> what a viewer does to show the stored pixels upright.
 ORIENTATIONS = {
     1: "normal",
@@ -98,9 +100,4 @@ def run(args: argparse.Namespace) -> int:
             failures.append((path, error.reason))
             continue
         print(json.dumps(info) if args.json else format_text(info, args.tables))
-    if failures:
-        print(f"qgac info: {len(failures)} file(s) failed:", file=sys.stderr)
-        for path, reason in failures:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("info", [(str(path), reason) for path, reason in failures], "file")
