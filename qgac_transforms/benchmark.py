@@ -25,6 +25,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, features
+from torch.utils.flop_counter import FlopCounterMode
 
 from .configs import build_model
 from .correction import correct, model_inputs
@@ -150,10 +151,13 @@ def bench_network(
                 model(inputs.y, inputs.tables, inputs.chroma, inputs.chroma_factor)
 
         seconds = median_seconds(forward, repeats, synchronize=device.startswith("cuda"))
+        with FlopCounterMode(display=False) as counter:
+            forward()
         rows.append(
             {
                 "config": name,
                 "parameters": sum(p.numel() for p in model.parameters()),
+                "gmacs": counter.get_total_flops() / 2e9,  # convolutions and matrix products
                 "width": size,
                 "height": size,
                 "forward_s": seconds,
@@ -326,10 +330,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"| {r['width']}x{r['height']} ({r['megapixels']:.1f} MP) | {1e3 * r['read_coefficients_s']:.1f} ms "
             f"| {1e3 * r['pillow_decode_s']:.1f} ms | {r['ratio']:.2f} |"
         )
-    lines += ["", "| config | parameters | forward | MP/s |", "|---|---|---|---|"]
+    lines += ["", "| config | parameters | multiply-accumulates | forward | MP/s |", "|---|---|---|---|---|"]
     for r in report["network"]:
         lines.append(
-            f"| {r['config']} ({r['width']}x{r['height']}) | {r['parameters'] / 1e6:.2f} M "
+            f"| {r['config']} ({r['width']}x{r['height']}) | {r['parameters'] / 1e6:.2f} M | {r['gmacs']:.1f} G "
             f"| {r['forward_s']:.3f} s | {r['megapixels_per_s']:.3f} |"
         )
     e = report["end_to_end"]

@@ -64,6 +64,13 @@ def test_full_report_at_toy_sizes(tiny_weights):
     assert "read_coefficients" in text and "tiny" in text and "Peak memory" in text
 
 
+def test_multiply_accumulates_grow_with_the_pixel_count():
+    (small,), (large,) = (benchmark.bench_network(["tiny"], size=size, repeats=1) for size in (32, 64))
+    assert 0 < small["gmacs"] < large["gmacs"]
+    # convolutions cost per pixel; only the filter manifolds (per table) do not grow
+    assert 3.5 < large["gmacs"] / small["gmacs"] <= 4.0
+
+
 def test_peak_memory_without_tiling_falls_back_to_a_smaller_whole_image(monkeypatch, tiny_weights):
     monkeypatch.setattr(benchmark, "_tiling", lambda: None)
     monkeypatch.setattr(benchmark, "UNTILED_MEGAPIXELS", 0.005)
