@@ -341,6 +341,27 @@ def _captured_stderr() -> Iterator[io.StringIO]:
         os.close(saved)
 
 
+#: Starts of libjpeg's warnings about damaged data (jerror.h). Other lines written to
+#: stderr while a file was read (another thread's output) are passed on, not blamed on it.
+_CORRUPTION_WARNINGS = (
+    "Corrupt JPEG data",
+    "Premature end of JPEG file",
+    "Invalid SOS parameters",
+    "Inconsistent progression sequence",
+    "Huffman code size table overflow",
+)
+
+
+def _corruption_warnings(messages: str) -> list[str]:
+    """libjpeg's data-damage warnings among ``messages``; every other line goes back to stderr."""
+    corruption, other = [], []
+    for line in messages.splitlines():
+        (corruption if line.startswith(_CORRUPTION_WARNINGS) else other).append(line)
+    if other:
+        sys.stderr.write("\n".join(other) + "\n")
+    return corruption
+
+
 @contextmanager
 def _as_file(data: bytes) -> Iterator[str]:
     handle, path = tempfile.mkstemp(suffix=".jpg", prefix="qgac-")
@@ -387,10 +408,9 @@ def read_coefficients(source: JPEGSource) -> JPEGCoefficients:
             progressive = bool(jpeg.progressive_mode)
         except (OSError, ValueError, RuntimeError) as error:
             raise InvalidJPEGError(name, f"libjpeg could not decode the file ({error})") from error
-    messages = libjpeg_messages.getvalue().strip()
-    if messages:
-        first = messages.splitlines()[0]
-        raise InvalidJPEGError(name, f"corrupt or truncated data ({first})")
+    corruption = _corruption_warnings(libjpeg_messages.getvalue())
+    if corruption:
+        raise InvalidJPEGError(name, f"corrupt or truncated data ({corruption[0]})")
     if color_space not in ("JCS_GRAYSCALE", "JCS_YCbCr"):
         raise InvalidJPEGError(name, f"colour space {color_space} is not supported")
     tables = tuple(qt[table_ids[i]].copy() for i in range(len(planes)))

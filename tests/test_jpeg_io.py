@@ -464,6 +464,27 @@ def test_corrupted_scan_data(make_image, session_dir, position, kind, options, s
     assert_invalid(path)
 
 
+def test_other_output_on_stderr_during_a_read_is_passed_on(make_image, monkeypatch, capfd):
+    """Lines another thread writes to fd 2 while libjpeg runs do not make a good file invalid."""
+    import jpeglib
+
+    original = jpeglib.read_dct
+
+    def chatty_read_dct(path):
+        os.write(2, b"some other thread's message\n")
+        return original(path)
+
+    monkeypatch.setattr(jpeglib, "read_dct", chatty_read_dct)
+    data = encode(make_image(0, 24, 32), "4:2:0", 80)
+    assert read_coefficients(data).width == 32
+    assert "some other thread's message" in capfd.readouterr().err
+    data = bytearray(data)
+    start, end = first_scan_data(bytes(data))
+    data[start : start + 16] = b"\xff\x00" * 8  # and damage is still caught
+    with pytest.raises(InvalidJPEGError, match="corrupt or truncated"):
+        read_coefficients(bytes(data))
+
+
 def _patched_frame(data: bytes, marker: int | None = None, precision: int | None = None) -> bytes:
     sof = data.index(b"\xff\xc0")
     patched = bytearray(data)
