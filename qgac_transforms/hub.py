@@ -8,11 +8,14 @@ Where weights come from (:func:`load_model`, :meth:`QGAC.from_pretrained`):
    ``cache_dir``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``revision`` and ``token`` behave
    as for any Hub model. Both files come from one commit, even when ``revision`` is a branch.
 3. No name means :data:`DEFAULT_MODEL` at the commit :data:`DEFAULT_REVISION`; a warm
-   cache then answers without any request. When the Hub cannot be reached (connection
-   error, server error, offline mode, ``local_files_only``) and that commit is not cached,
-   the copy shipped inside the package, ``qgac_transforms/weights/qgac-small/``, is used:
-   a wheel install corrects JPEGs with no network. Every other failure raises
-   :class:`WeightsNotFoundError` saying what was tried.
+   cache then answers without any request. When that commit cannot be had from the Hub
+   (connection error, server error, offline mode, ``local_files_only``, or the Hub
+   answering that the repo or revision does not exist or is refused, which is logged as
+   a warning) and it is not cached, the copy shipped inside the package,
+   ``qgac_transforms/weights/qgac-small/``, is used: a wheel install corrects JPEGs with
+   or without a network. A downloaded file that fails its integrity check still raises.
+   Every failure for another name or revision raises :class:`WeightsNotFoundError`
+   saying what was tried.
 
 Each process resolves a given name and its options once and verifies a given weight file
 once (:func:`clear_cache` forgets both); every call still returns a new model, so callers
@@ -374,18 +377,17 @@ def resolve(
                     f"cached; tried {attempt}: {_summary(error)}"
                 ) from error
         except (HfHubHTTPError, HFValidationError) as error:
-            embedded = (
-                f"; the packaged copy {embedded_folder(name)} is used only when the Hub cannot be reached "
-                "(pass local_files_only=True to use it)"
-                if is_default
-                else ""
-            )
-            raise WeightsNotFoundError(
-                f"cannot load {name!r}: it is not a folder, and tried {attempt}: {_summary(error)}{embedded}"
-            ) from error
+            if not is_default:
+                raise WeightsNotFoundError(
+                    f"cannot load {name!r}: it is not a folder, and tried {attempt}: {_summary(error)}"
+                ) from error
+            # The pinned default is missing or refused (not yet published, removed, gated):
+            # the packaged copy is that same release, so it still serves.
+            log.warning("the Hub has no %s@%s for this request (%s): using the packaged copy %s",
+                        name, revision, _summary(error), embedded_folder(name))
     if folder is None:
         folder = embedded_folder(name)
-        log.info("Hub unreachable and %s@%s not cached: using the packaged copy %s", name, revision, folder)
+        log.info("%s@%s not obtained from the Hub and not cached: using the packaged copy %s", name, revision, folder)
     _RESOLVED[key] = folder
     return folder
 

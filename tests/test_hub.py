@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import tempfile
 import tomllib
 from pathlib import Path
@@ -407,9 +408,14 @@ def test_revision_that_does_not_exist(tmp_path, local_hub, cache_dir):
         load_model("tests/qgac-mini", revision="v9", cache_dir=cache_dir)
 
 
-def test_missing_default_repo_is_an_error_not_a_fallback(local_hub, cache_dir):
-    with pytest.raises(WeightsNotFoundError, match="used only when the Hub cannot be reached"):
-        load_model()
+def test_missing_default_repo_falls_back_with_a_warning(local_hub, cache_dir, caplog):
+    """Not yet published (or removed): the packaged copy of the pinned default serves, said loudly."""
+    with caplog.at_level(logging.WARNING, logger=hub.log.name):
+        model = load_model()
+    assert_same_weights(model, hub.load_folder(hub.embedded_folder()))
+    assert "RepositoryNotFoundError" in caplog.text and "packaged copy" in caplog.text
+    with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError"):
+        load_model(DEFAULT_MODEL, revision="main", cache_dir=cache_dir)  # another revision: no fallback
 
 
 def test_invalid_name_is_an_error(cache_dir):
