@@ -77,8 +77,9 @@ class JPEGArtifactCorrection(Transform):
         dtype: the model's floating point type (``None``: float32, or the given model's).
         tile: tile side in pixels for large images (bounded memory; ``None``: whole image).
         overlap: context in pixels around each tile.
-        quality, tables: how decoded pixels were compressed (libjpeg quality, or
-            ``(8, 8)``/``(C, 8, 8)`` tables); neither: estimated from the pixels.
+        quality: libjpeg quality decoded pixels were compressed with (or pass ``tables``;
+            neither: estimated from the pixels).
+        tables: quantization tables decoded pixels were compressed with, ``(8, 8)`` or ``(C, 8, 8)``.
         subsampling: chroma subsampling decoded colour pixels were compressed with.
         quality_override: strength: correct as if the image had libjpeg quality
             ``quality_override`` (lower corrects harder).
