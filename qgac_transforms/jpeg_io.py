@@ -140,7 +140,7 @@ def _source_name(source: JPEGSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, Image.Image):
-        return getattr(source, "filename", "") or "<PIL image>"
+        return os.fsdecode(getattr(source, "filename", "") or "<PIL image>")  # bytes for Image.open(b"...")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
     return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "<file object>"
@@ -157,7 +157,7 @@ def read_pillow_file(image: Image.Image, name: str) -> bytes:
             finally:
                 fp.seek(position)
     if getattr(image, "filename", ""):
-        return _read_source_bytes(image.filename, name)
+        return _read_source_bytes(Path(os.fsdecode(image.filename)), name)  # a bytes filename is a path too
     raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
 
 

@@ -254,6 +254,19 @@ def test_every_source_type_gives_the_same_result(sample, tmp_path):
         assert_same(result, reference)
 
 
+def test_pillow_image_opened_with_a_bytes_path_reads_that_file(sample, tmp_path):
+    """Pillow keeps a bytes path as bytes: once it closes the file, that is a path, not JPEG data."""
+    _, data = sample
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    with Image.open(os.fsencode(path)) as image:
+        image.load()
+        assert image.fp is None
+        result = read_coefficients(image)
+    assert_same(result, read_coefficients(data))
+    assert result.source == str(path)
+
+
 def test_bad_sources(tmp_path, sample, make_image):
     image, data = sample
     png = tmp_path / "picture.png"
