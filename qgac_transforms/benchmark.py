@@ -208,6 +208,13 @@ def _tiling() -> Any:
 
 
 def _rss_high_water_mib() -> float:
+    """This process's peak RSS. On Linux ``ru_maxrss`` keeps the parent's peak through
+    fork and exec, so the kernel's ``VmHWM`` of this process's own memory is read instead."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        pass
     # Linux reports ru_maxrss in KiB, macOS in bytes.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

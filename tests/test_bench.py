@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -92,3 +95,14 @@ def test_cli_usage_errors(argv, capsys):
     cli_bench.add_arguments(parser)
     assert cli_bench.run(parser.parse_args(argv)) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux passes ru_maxrss on through exec")
+def test_peak_memory_is_the_fresh_process_own(tmp_path):
+    """A child started by a large process must not report the parent's RSS high-water mark."""
+    ballast = np.ones(64 * 2**20)  # 512 MiB, every page written
+    parent = benchmark._rss_high_water_mib()
+    code = "from qgac_transforms.benchmark import _rss_high_water_mib; print(_rss_high_water_mib())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    del ballast
+    assert float(child.stdout) < parent - 256
