@@ -326,6 +326,7 @@ def test_time_budget_ends_the_stage_at_the_final_rate(tmp_path, photos):
                                 min_lr=1e-5))
     assert 0 < trainer.step < 100_000 and trainer.elapsed >= budget_s
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert trainer.scheduler.last_epoch == trainer.step  # the schedule's count goes on for a later resume
     assert torch.load(trainer.checkpoint_path, weights_only=True)["step"] == trainer.step
     with pytest.raises(ValueError, match="max_minutes"):
         tiny_config(tmp_path, photos, max_minutes=1, schedule="step")
@@ -342,6 +343,12 @@ def test_prepare_downscales_losslessly_and_keeps_the_manifest(tmp_path, photos):
     with Image.open(written[0]) as small, Image.open(list_images(photos)[0]) as large:
         expected = large.convert("RGB").resize((large.width // 2, large.height // 2), Image.Resampling.LANCZOS)
         assert small.format == "WEBP" and np.array_equal(np.asarray(small.convert("RGB")), np.asarray(expected))
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for suffix in (".png", ".bmp"):
+        Image.new("RGB", (16, 16)).save(twins / f"a{suffix}")
+    with pytest.raises(DatasetError, match="same name"):
+        downscale_folder(twins, tmp_path / "twins-half")
 
 
 @pytest.fixture(scope="module")
@@ -498,15 +505,20 @@ def test_signal_stops_gracefully_and_the_run_resumes(tmp_path, photos, how):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_run_finishes(tmp_path, photos):
+@pytest.mark.parametrize("budget", [False, True], ids=["steps", "time budget"])
+def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):
     run = tmp_path / "run"
     flags = _train_flags(run, photos, 3) + ["--validation-images", "1", "--validate-every", "3"]
+    if budget:  # both processes follow one clock and stop after the same step
+        flags += ["--steps", "100000", "--max-minutes", "0.02", "--schedule", "cosine", "--validate-every", "100000"]
     result = subprocess.run(
         _command("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training", *flags),
         cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-y.pt", "train.log"]
-    assert torch.load(run / "checkpoint-y.pt", weights_only=True)["step"] == 3
+    state = torch.load(run / "checkpoint-y.pt", weights_only=True)
+    step = state["step"]
+    assert (0 < step < 100_000 and state["elapsed"] >= 1.2) if budget else step == 3
     log = (run / "train.log").read_text()
-    assert log.count("checkpoint step 3") == 1 and log.count("validation") == 1
+    assert log.count(f"checkpoint step {step}") == 1 and log.count("validation") == 1

@@ -12,27 +12,34 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data import MANIFEST_NAME, list_images, read_rgb
+from .data import MANIFEST_NAME, DatasetError, list_images, read_rgb
 
 
 def downscale_folder(source: str | Path, destination: str | Path, factor: int = 2) -> list[Path]:
     """Write ``destination/<name>.webp`` for each image of ``source``; return the written paths.
 
     File stems are kept, so the sorted order and hence the validation hold-out of
-    :func:`training.data.split_images` stay the same.
+    :func:`training.data.split_images` stay the same; two inputs that differ only in
+    their suffix are an error. The manifest is copied as it is (its ``file`` column
+    keeps the source names, its sizes the source sizes).
     """
     if factor < 1:
         raise ValueError(f"factor must be a positive integer, got {factor}")
     source, destination = Path(source), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: dict[Path, Path] = {}
     for path in list_images(source):
+        target = destination / path.relative_to(source).with_suffix(".webp")
+        if target in written:
+            raise DatasetError(path, f"has the same name as {written[target]} once saved as {target.name}")
         image = Image.fromarray(read_rgb(path))
         size = (max(1, image.width // factor), max(1, image.height // factor))
-        target = destination / path.relative_to(source).with_suffix(".webp")
         target.parent.mkdir(parents=True, exist_ok=True)
-        image.resize(size, Image.Resampling.LANCZOS).save(target, "WEBP", lossless=True, quality=100, method=6)
-        written.append(target)
+        try:
+            image.resize(size, Image.Resampling.LANCZOS).save(target, "WEBP", lossless=True, quality=100, method=6)
+        except (OSError, ValueError) as error:
+            raise DatasetError(path, f"cannot be saved as WebP ({error})") from error
+        written[target] = path
     if (source / MANIFEST_NAME).is_file():
         shutil.copy2(source / MANIFEST_NAME, destination / MANIFEST_NAME)
-    return written
+    return list(written)

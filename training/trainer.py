@@ -192,16 +192,17 @@ class Trainer:
         self.distributed = self.world_size > 1
         if config.threads:
             torch.set_num_threads(config.threads)
-        # TF32 on GPUs that have it: the regression targets are far coarser than its 10-bit mantissa.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
         if config.device:
             self.device = torch.device(config.device)
         elif torch.cuda.is_available():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         else:
             self.device = torch.device("cpu")
+        if self.device.type == "cuda":
+            # TF32 where the GPU has it: the regression targets are far coarser than its 10-bit mantissa.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.run_dir = Path(config.run)
@@ -384,15 +385,24 @@ class Trainer:
         return min(progress, 1.0)
 
     def _step_schedules(self) -> None:
-        """Advance the learning rates; under a time budget, set them from :meth:`_progress`."""
+        """Advance the learning rates; under a time budget, set them from :meth:`_progress`.
+
+        Changing ``max_minutes`` when resuming moves the rate to the new share of the
+        budget at once (a larger budget restarts from a higher rate).
+        """
+        for scheduler in self._schedulers():
+            scheduler.step()
         if self.config.max_minutes is None:
-            for scheduler in self._schedulers():
-                scheduler.step()
             return
         rate = cosine_rate(self.config.lr, self.config.min_lr, self._progress())
         for scheduler in self._schedulers():
             for group in scheduler.optimizer.param_groups:
                 group["lr"] = rate
+
+    def _slowest_elapsed(self) -> float:
+        elapsed = torch.tensor([self.elapsed], dtype=torch.float64, device=self.device)
+        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        return float(elapsed.item())
 
     def _should_stop(self) -> bool:
         """A signal or the time budget on any process, or ``stop_at``, stops every process after the same step."""
@@ -405,7 +415,7 @@ class Trainer:
         return stop or (stop_at is not None and self.step >= stop_at)
 
     def train(self) -> None:
-        """Train until ``steps`` or ``stop_at``, or a signal; always ends with a checkpoint."""
+        """Train until ``steps``, the ``max_minutes`` budget, ``stop_at`` or a signal; always ends with a checkpoint."""
         if not self.built:
             self.build()
         config = self.config
@@ -413,8 +423,8 @@ class Trainer:
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_save = time.monotonic()
         start_step, start_elapsed = self.step, self.elapsed
-        progress = tqdm(total=config.steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
-                        desc=f"stage {config.stage}")
+        progress = tqdm(total=None if config.max_minutes else config.steps, initial=self.step,
+                        disable=not self.is_main, dynamic_ncols=True, desc=f"stage {config.stage}")
         batches = iter(self.loader)
         tick = time.monotonic()
         try:
@@ -424,6 +434,8 @@ class Trainer:
                 now = time.monotonic()
                 self.elapsed += now - tick
                 tick = now
+                if self.distributed and config.max_minutes is not None:
+                    self.elapsed = self._slowest_elapsed()  # one rate and one last step on every process
                 self._step_schedules()
                 patches = (self.step - start_step) * config.batch_size * self.world_size
                 rate = patches / max(self.elapsed - start_elapsed, 1e-9)
@@ -435,8 +447,9 @@ class Trainer:
                 if now - last_save > config.checkpoint_minutes * 60:
                     self.save_checkpoint()
                     last_save = time.monotonic()
-            if self.is_main and self.validation and (not self.history or self.history[-1]["step"] != self.step):
-                self._validate()  # the run's final weights always have a validation record
+            if (self.is_main and self.validation and not self.stop_requested
+                    and (not self.history or self.history[-1]["step"] != self.step)):
+                self._validate()  # a finished stage's weights always have a validation record
         finally:
             progress.close()
             for s, handler in previous.items():
