@@ -107,7 +107,7 @@ def _training_notes(stages: Sequence[StageRecord]) -> str:
     lines = [
         "Trained with this repository's `python -m training` (see `training/README.md`):",
         "",
-        "| Stage | Steps | Batch | Patch | Schedule | Wall-clock (h) | Validation PSNR gain (dB) |",
+        "| Stage | Steps | Batch | Patch | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
         "|---|---|---|---|---|---|---|",
     ]
     for record in stages:
@@ -116,7 +116,7 @@ def _training_notes(stages: Sequence[StageRecord]) -> str:
                     else f"step {c['lr']:g}, halved every {c['lr_step']}")
         gains = ", ".join(f"{k} {v:+.2f}" for k, v in (record.validation or {}).items() if k.startswith("q"))
         lines.append(f"| {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | {schedule} | "
-                     f"{record.elapsed / 3600:.2f} | {gains} |")
+                     f"{record.elapsed / 60:.1f} | {gains} |")
     gan = next((r for r in stages if r.stage == "gan"), None)
     if gan is not None and not gan.config.get("texture_weights"):
         lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "
