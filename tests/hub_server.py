@@ -186,13 +186,22 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return self._resolve(match["repo"], unquote(match["revision"]), unquote(match["file"]))
             self._error(404, "NotFound")
 
-        def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
+        def _find_commit(self, repo_id: str, revision: str) -> tuple[Any, str] | None:
+            """The repo and the commit ``revision`` names, or None once a 404 is sent."""
             repo = self._repo(repo_id)
             if repo is None:
-                return
+                return None
             commit = repo.commit_of(revision)
             if commit is None:
-                return self._error(404, "RevisionNotFound")
+                self._error(404, "RevisionNotFound")
+                return None
+            return repo, commit
+
+        def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
+            found = self._find_commit(repo_id, revision)
+            if found is None:
+                return
+            repo, commit = found
             data = repo.commits[commit].get(filename)
             if data is None:
                 return self._error(404, "EntryNotFound", {"X-Repo-Commit": commit})
@@ -208,12 +217,10 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self._send(200, data, headers)
 
         def _revision_info(self, repo_id: str, revision: str) -> None:
-            repo = self._repo(repo_id)
-            if repo is None:
+            found = self._find_commit(repo_id, revision)
+            if found is None:
                 return
-            commit = repo.commit_of(revision)
-            if commit is None:
-                return self._error(404, "RevisionNotFound")
+            repo, commit = found
             siblings = [{"rfilename": name, "size": len(data)} for name, data in sorted(repo.commits[commit].items())]
             self._json(200, {"id": unquote(repo_id), "modelId": unquote(repo_id), "sha": commit, "siblings": siblings})
 
