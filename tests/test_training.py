@@ -33,7 +33,7 @@ from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
 from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
-from training.export import export_run, interpolate, read_evaluations
+from training.export import training_notes, export_run, interpolate, read_evaluations, run_stages
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -385,6 +385,17 @@ def test_gan_stage_trains_both_networks_and_resumes(tmp_path, photos):
 
 
 # --------------------------------------------------------------------------- interpolation and export
+
+
+def test_card_lists_the_stages_of_the_run_started_from(tmp_path, trained_run, photos):
+    """A run that starts from another run's checkpoint lists that run's stages first."""
+    tuned = tmp_path / "tuned"
+    train(tiny_config(tuned, photos, steps=2, init=str(trained_run / "checkpoint-color.pt")))
+    records = run_stages(tuned, "y")
+    assert [(r.run, r.stage, r.step) for r in records] == [
+        (trained_run.name, "y", 3), (trained_run.name, "color", 3), ("tuned", "y", 2)]
+    notes = training_notes(records)
+    assert f"| {trained_run.name} | color | 3 |" in notes and "| tuned | y | 2 |" in notes
 
 
 def test_interpolation_blends_the_weights(tmp_path):

@@ -37,6 +37,7 @@ class StageRecord:
     elapsed: float
     config: dict[str, Any]
     validation: dict[str, Any] | None  # the last validation record, if any
+    run: str = ""  # the run folder's name
 
 
 def read_stage(checkpoint: str | Path) -> StageRecord:
@@ -44,13 +45,20 @@ def read_stage(checkpoint: str | Path) -> StageRecord:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     history = state.get("history") or []
     return StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
-                       history[-1] if history else None)
+                       history[-1] if history else None, Path(checkpoint).parent.name)
 
 
-def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
-    """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``."""
+def run_stages(run: str | Path, last_stage: str, _seen: frozenset[Path] = frozenset()) -> list[StageRecord]:
+    """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``, preceded
+    by those of the run whose checkpoint the first of them started from (``init``), if any:
+    every stage the weights went through."""
     stages = STAGES[: STAGES.index(last_stage) + 1]
-    return [read_stage(Path(run) / f"checkpoint-{s}.pt") for s in stages if (Path(run) / f"checkpoint-{s}.pt").exists()]
+    records = [read_stage(Path(run) / f"checkpoint-{s}.pt") for s in stages if (Path(run) / f"checkpoint-{s}.pt").exists()]
+    init = Path(records[0].config.get("init") or "") if records else Path()
+    if init.suffix == ".pt" and init.is_file() and init.resolve() not in _seen:
+        earlier = read_stage(init)
+        return run_stages(init.parent, earlier.stage, _seen | {init.resolve()}) + records
+    return records
 
 
 def dataset_description(folder: str | Path, held_out: int) -> str:
@@ -100,23 +108,23 @@ def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
     return rows, " ".join(protocols)
 
 
-def _training_notes(stages: Sequence[StageRecord]) -> str:
+def training_notes(stages: Sequence[StageRecord]) -> str:
     """A table of each stage's schedule and time, and the texture-network caveat of the GAN stage."""
     if not stages:
         return ""
     lines = [
-        "Trained with this repository's `python -m training` (see `training/README.md`):",
+        "Trained with this repository's `python -m training` (see `training/README.md`), in this order:",
         "",
-        "| Stage | Steps | Batch | Patch | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
-        "|---|---|---|---|---|---|---|",
+        "| Run | Stage | Steps | Batch | Patch | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for record in stages:
         c = record.config
         schedule = (f"cosine {c['lr']:g} -> {c['min_lr']:g}" if c["schedule"] == "cosine"
                     else f"step {c['lr']:g}, halved every {c['lr_step']}")
         gains = ", ".join(f"{k} {v:+.2f}" for k, v in (record.validation or {}).items() if k.startswith("q"))
-        lines.append(f"| {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | {schedule} | "
-                     f"{record.elapsed / 60:.1f} | {gains} |")
+        lines.append(f"| {record.run} | {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | "
+                     f"{schedule} | {record.elapsed / 60:.1f} | {gains} |")
     gan = next((r for r in stages if r.stage == "gan"), None)
     if gan is not None and not gan.config.get("texture_weights"):
         lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "
@@ -136,11 +144,11 @@ def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str |
         repo_id=repo_id or f"{hub.DEFAULT_MODEL.split('/')[0]}/{name}",
         configuration=first["model"] if first else None,
         training_data=training_data,
-        steps={r.stage: r.step for r in stages},
+        steps={f"{r.run}: {r.stage}": r.step for r in stages},
         wall_clock_seconds=sum(r.elapsed for r in stages) if stages else None,
         evaluation_protocol=protocol,
         evaluation=evaluation,
-        notes="\n\n".join(n for n in (notes, _training_notes(stages)) if n),
+        notes="\n\n".join(n for n in (notes, training_notes(stages)) if n),
     )
 
 
