@@ -33,7 +33,7 @@ from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
 from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
-from training.export import training_notes, export_run, interpolate, read_evaluations, run_stages
+from training.export import export_run, interpolate, read_evaluations, run_stages, training_notes
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
