@@ -48,17 +48,25 @@ def read_stage(checkpoint: str | Path) -> StageRecord:
                        history[-1] if history else None, Path(checkpoint).parent.name)
 
 
-def run_stages(run: str | Path, last_stage: str, _seen: frozenset[Path] = frozenset()) -> list[StageRecord]:
+def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
     """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``, preceded
-    by those of the run whose checkpoint the first of them started from (``init``), if any:
-    every stage the weights went through."""
-    stages = STAGES[: STAGES.index(last_stage) + 1]
-    records = [read_stage(Path(run) / f"checkpoint-{s}.pt") for s in stages if (Path(run) / f"checkpoint-{s}.pt").exists()]
+    by those of the checkpoint the first of them started from (``init``) and its run, if
+    any: every stage the weights went through."""
+    return _with_origins(_stage_records(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
+
+
+def _stage_records(run: Path, stages: Sequence[str]) -> list[StageRecord]:
+    return [read_stage(run / f"checkpoint-{s}.pt") for s in stages if (run / f"checkpoint-{s}.pt").exists()]
+
+
+def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[StageRecord]:
+    """``records`` preceded by the lineage of the ``.pt`` checkpoint their first stage started from."""
     init = Path(records[0].config.get("init") or "") if records else Path()
-    if init.suffix == ".pt" and init.is_file() and init.resolve() not in _seen:
-        earlier = read_stage(init)
-        return run_stages(init.parent, earlier.stage, _seen | {init.resolve()}) + records
-    return records
+    if init.suffix != ".pt" or not init.is_file() or init.resolve() in seen:
+        return records
+    origin = read_stage(init)
+    before = _stage_records(init.parent, STAGES[: STAGES.index(origin.stage)])
+    return _with_origins(before + [origin], seen | {init.resolve()}) + records
 
 
 def dataset_description(folder: str | Path, held_out: int) -> str:
