@@ -34,18 +34,21 @@ def correct_planes(
     with edge blocks to a whole MCU first). Returns ``(B, C, height, width)`` floats
     in ``[0, 255]``.
     """
-    y_rows, y_cols = y.shape[-2] // BLOCK, y.shape[-1] // BLOCK
     if chroma is None:
         corrected = model(y, tables)
     else:
-        v, h = chroma_factor
-        c_rows, c_cols = chroma.shape[-2] // BLOCK, chroma.shape[-1] // BLOCK
-        rows, cols = _ceil_to(max(y_rows, c_rows * v), v), _ceil_to(max(y_cols, c_cols * h), h)
-        y_padded = pad_blocks(y, rows, cols)
-        chroma_padded = pad_blocks(chroma, rows // v, cols // h)
-        corrected = model(y_padded, tables, chroma_padded, chroma_factor)
-        corrected = crop(corrected, y_rows * BLOCK, y_cols * BLOCK)
+        y_padded, chroma_padded = pad_to_mcu(y, chroma, chroma_factor)
+        corrected = crop(model(y_padded, tables, chroma_padded, chroma_factor), y.shape[-2], y.shape[-1])
     return coefficients_to_pixels(list(corrected.unbind(1)), height, width)
+
+
+def pad_to_mcu(y: Tensor, chroma: Tensor, chroma_factor: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Y and chroma planes padded with edge blocks to one grid of whole MCUs."""
+    v, h = chroma_factor
+    y_rows, y_cols = y.shape[-2] // BLOCK, y.shape[-1] // BLOCK
+    c_rows, c_cols = chroma.shape[-2] // BLOCK, chroma.shape[-1] // BLOCK
+    rows, cols = _ceil_to(max(y_rows, c_rows * v), v), _ceil_to(max(y_cols, c_cols * h), h)
+    return pad_blocks(y, rows, cols), pad_blocks(chroma, rows // v, cols // h)
 
 
 class ModelInputs(NamedTuple):

@@ -21,8 +21,7 @@ from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .correction import correct
-from .functional import to_uint8
+from .functional import correct_jpeg, to_uint8
 from .jpeg_io import read_coefficients
 from .metrics import psnr, psnr_b, ssim
 from .model import QGAC
@@ -84,7 +83,7 @@ def measure(image: Tensor, reference: Tensor, ssim_window: str = "gaussian") -> 
     }
 
 
-def protocol(ssim_window: str = "gaussian") -> str:
+def protocol(ssim_window: str = "gaussian", self_ensemble: bool = False) -> str:
     """One paragraph stating every choice of this evaluation (the JSON ``protocol`` field)."""
     turbo = features.version("libjpeg_turbo")
     encoder = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}"
@@ -96,7 +95,8 @@ def protocol(ssim_window: str = "gaussian") -> str:
         "4:2:0 chroma subsampling for colour images, grayscale images encoded as grayscale. "
         "JPEG input: Pillow's decode of that file (uint8). "
         "Corrected: the network's full-resolution Y, Cb, Cr (or gray) coefficients decoded (IDCT, JFIF YCbCr to RGB), "
-        "rounded and clipped to uint8. "
+        + ("averaged over the image's eight orientations (self-ensemble), " if self_ensemble else "")
+        + "rounded and clipped to uint8. "
         "Metrics against the original at full size, peak 255: PSNR over all R, G, B values (colour) or the one "
         "channel (gray); PSNR-B = 10 log10(255^2 / (MSE_c + BEF_c)) per channel (R, G, B or gray), BEF of the "
         "degraded image (Yim & Bovik, 8x8 grid), averaged over channels; "
@@ -130,6 +130,7 @@ def evaluate_dataset(
     ssim_window: str = "gaussian",
     progress: bool | None = True,
     weights_label: str | None = None,
+    self_ensemble: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model (or the weights :func:`qgac_transforms.hub.load_model` finds) on a folder.
 
@@ -138,7 +139,8 @@ def evaluate_dataset(
     original (:func:`measure`). A model object is moved to ``device`` when one is given. ``seconds_per_image`` times reading the coefficients,
     the correction and the rounding. Images that cannot be read are listed under
     ``"failures"`` and left out of the averages. ``progress=None`` shows the bar only
-    on a terminal. Returns the report described in ``docs/evaluation-protocol.md``.
+    on a terminal. ``self_ensemble``: correct with :mod:`~qgac_transforms.self_ensemble`.
+    Returns the report described in ``docs/evaluation-protocol.md``.
     """
     qualities = list(dict.fromkeys(check_quality(q) for q in qualities))  # checked before the long run
     paths = list_images(dataset)
@@ -159,7 +161,8 @@ def evaluate_dataset(
                 with Image.open(io.BytesIO(data)) as decoded:
                     jpeg_pixels = pixels(decoded)
                 start = time.perf_counter()
-                corrected = to_uint8(correct(model, read_coefficients(data), device=device)).cpu()
+                coefficients = read_coefficients(data)
+                corrected = to_uint8(correct_jpeg(model, coefficients, tile=None, self_ensemble=self_ensemble)).cpu()
                 seconds = time.perf_counter() - start
                 per_quality[quality].append(
                     {
@@ -188,7 +191,7 @@ def evaluate_dataset(
     return {
         "dataset": str(dataset),
         "weights": weights_label or label,
-        "protocol": protocol(ssim_window),
+        "protocol": protocol(ssim_window, self_ensemble),
         "results": results,
         "failures": failures,
     }

@@ -13,6 +13,10 @@ Strength controls, shared by all entry points:
 * ``blend``: ``alpha`` in ``[0, 1]``; the output is ``alpha * corrected + (1 - alpha) *
   input``, where the input is the plain decode of the JPEG (or the given pixels).
 
+Quality over speed: ``self_ensemble=True`` corrects the image in its eight
+orientations (flips and transposes, exact in the DCT domain) and averages them, for
+eight times the work (:mod:`~qgac_transforms.self_ensemble`).
+
 Decoded pixels are turned back into coefficients by JPEG's own forward path (colour
 conversion, chroma subsampling, DCT, quantization with the tables they were saved
 with). Pixels must be in their stored orientation and uncropped, so that the 8x8
@@ -46,6 +50,7 @@ from .jpeg_io import JPEGCoefficients
 from .model import QGAC
 from .quantization import dequantize, quality_to_table, quantize
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
+from .self_ensemble import correct_self_ensemble
 
 #: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
 SUBSAMPLINGS: dict[str, tuple[int, int]] = {
@@ -247,12 +252,16 @@ def correct_inputs(
     tile: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     quality_override: int | None = None,
+    self_ensemble: bool = False,
 ) -> Tensor:
-    """Run the model on prepared planes (tiled unless ``tile`` is ``None``) -> ``(B, C, H, W)``."""
+    """Run the model on prepared planes (tiled unless ``tile`` is ``None``) -> ``(B, C, H, W)``;
+    ``self_ensemble`` averages the corrections of the image's eight orientations (8x the work)."""
     if quality_override is not None:
         batch, channels = inputs.y.shape[0], 1 if inputs.chroma is None else 3
         tables = _network_tables(quality_override, batch, channels).to(inputs.tables)
         inputs = inputs._replace(tables=tables)
+    if self_ensemble:
+        return correct_self_ensemble(model, inputs, tile, overlap)
     return correct_planes_tiled(model, inputs, tile, overlap)
 
 
@@ -269,11 +278,13 @@ def correct_jpeg(
     overlap: int = DEFAULT_OVERLAP,
     quality_override: int | None = None,
     blend: float = 1.0,
+    self_ensemble: bool = False,
 ) -> Tensor:
     """Corrected pixels ``(C, H, W)`` in ``[0, 255]`` (stored orientation) of one JPEG's coefficients."""
     _check_blend(blend)
     device, dtype = _placement(model)
-    corrected = correct_inputs(model, model_inputs(coefficients, device, dtype), tile, overlap, quality_override)[0]
+    inputs = model_inputs(coefficients, device, dtype)
+    corrected = correct_inputs(model, inputs, tile, overlap, quality_override, self_ensemble)[0]
     if blend < 1.0:
         corrected = torch.lerp(decode(coefficients, dtype).to(device), corrected, blend)
     return corrected
@@ -290,6 +301,7 @@ def correct_pixels(
     overlap: int = DEFAULT_OVERLAP,
     quality_override: int | None = None,
     blend: float = 1.0,
+    self_ensemble: bool = False,
 ) -> Tensor:
     """Correct decoded JPEG pixels ``(..., C, H, W)`` in ``[0, 255]`` (C = 1 or 3), as one batch.
 
@@ -313,7 +325,7 @@ def correct_pixels(
     else:
         steps = torch.stack([estimate_tables(image) for image in batch])
     inputs = pixel_inputs(batch, steps, chroma_factor_of(subsampling))
-    corrected = correct_inputs(model, inputs, tile, overlap, quality_override)
+    corrected = correct_inputs(model, inputs, tile, overlap, quality_override, self_ensemble)
     if blend < 1.0:
         corrected = torch.lerp(batch, corrected, blend)
     out_dtype = pixels.dtype if pixels.is_floating_point() else torch.float32

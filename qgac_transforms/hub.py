@@ -74,8 +74,12 @@ FORMAT_VERSION = 1
 CONFIG_NAME = constants.CONFIG_NAME
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
 CARD_NAME = constants.REPOCARD_NAME
-#: Every file of a saved model folder; nothing else is uploaded or embedded.
+#: Every file of a saved model folder.
 FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+#: The training stages the weights went through, written by ``python -m training export``.
+TRAINING_NAME = "training.json"
+#: What is uploaded or embedded, where present; nothing else is.
+PUBLISHED_FILES = (*FOLDER_FILES, TRAINING_NAME)
 #: Keys of ``config.json`` that are not constructor arguments.
 METADATA_KEYS = ("format_version", "qgac_transforms_version", "weights_sha256")
 
@@ -432,7 +436,7 @@ def upload(
     """Publish a saved model folder to a Hub model repo (created if needed); returns the commit hash.
 
     The folder must load (strictly, hash checked) and carry its card; only
-    :data:`FOLDER_FILES` are sent.
+    :data:`PUBLISHED_FILES` are sent.
     """
     folder = Path(folder)
     load_folder(folder)
@@ -443,7 +447,7 @@ def upload(
     commit = api.upload_folder(
         repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
         commit_message=commit_message or f"Upload {folder.name} (qgac-transforms {__version__})",
-        allow_patterns=list(FOLDER_FILES),
+        allow_patterns=list(PUBLISHED_FILES),
     )
     return commit.oid
 
@@ -454,9 +458,11 @@ def embed(folder: str | os.PathLike[str], name: str | None = None) -> Path:
     load_folder(folder)
     target = EMBEDDED_ROOT / (name or folder.name)
     target.mkdir(parents=True, exist_ok=True)
-    for file_name in FOLDER_FILES:
+    for file_name in PUBLISHED_FILES:
         if (folder / file_name).is_file():
             shutil.copyfile(folder / file_name, target / file_name)
+        else:
+            (target / file_name).unlink(missing_ok=True)  # no stale file from an earlier model
     return target
 
 

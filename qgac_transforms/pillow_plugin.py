@@ -42,6 +42,7 @@ class _Correction:
     overlap: int
     quality_override: int | None
     blend: float
+    self_ensemble: bool
 
     def __call__(self, coefficients: JPEGCoefficients) -> Image.Image:
         from . import functional  # noqa: PLC0415 - the model code is needed only once an image loads
@@ -49,7 +50,7 @@ class _Correction:
         model = functional.load_cached_model(self.weights, self.device)
         pixels = functional.correct_jpeg(
             model, coefficients, tile=self.tile, overlap=self.overlap,
-            quality_override=self.quality_override, blend=self.blend,
+            quality_override=self.quality_override, blend=self.blend, self_ensemble=self.self_ensemble,
         )  # fmt: skip
         return functional.to_pil(pixels)
 
@@ -148,6 +149,7 @@ def register_jpeg_opener(
     overlap: int = DEFAULT_OVERLAP,
     quality_override: int | None = None,
     blend: float = 1.0,
+    self_ensemble: bool = False,
 ) -> None:
     """Make ``Image.open`` return JPEGs that carry their coefficients (and, with
     ``correct=True``, corrected pixels; the other arguments are those of
@@ -161,7 +163,9 @@ def register_jpeg_opener(
     format_id = JpegImagePlugin.JpegImageFile.format
     if _original is None:
         _original = Image.OPEN[format_id]
-    _correction = _Correction(weights, device, tile, overlap, quality_override, blend) if correct else None
+    _correction = (
+        _Correction(weights, device, tile, overlap, quality_override, blend, self_ensemble) if correct else None
+    )
     Image.OPEN[format_id] = (_factory, _original[1])
 
 

@@ -84,6 +84,7 @@ class JPEGArtifactCorrection(Transform):
         quality_override: strength: correct as if the image had libjpeg quality
             ``quality_override`` (lower corrects harder).
         blend: strength: ``1`` gives the corrected image, ``0`` the input decode, in between a mix.
+        self_ensemble: average the corrections of the image's eight orientations (slower by 8x, a little better).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class JPEGArtifactCorrection(Transform):
         subsampling: str = F.DEFAULT_SUBSAMPLING,
         quality_override: int | None = None,
         blend: float = 1.0,
+        self_ensemble: bool = False,
     ) -> None:
         super().__init__()
         _check_quality("quality", quality)
@@ -122,6 +124,7 @@ class JPEGArtifactCorrection(Transform):
         self.quality, self.subsampling = quality, subsampling
         self.tables = None if tables is None else torch.as_tensor(tables)
         self.quality_override, self.blend = quality_override, blend
+        self.self_ensemble = self_ensemble
 
     # ----------------------------------------------------------------- dispatch
     def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
@@ -165,7 +168,8 @@ class JPEGArtifactCorrection(Transform):
         return F.load_cached_model(self.weights, self.device or device, self.dtype)
 
     def _strength(self) -> dict[str, Any]:
-        return dict(tile=self.tile, overlap=self.overlap, quality_override=self.quality_override, blend=self.blend)
+        return dict(tile=self.tile, overlap=self.overlap, quality_override=self.quality_override, blend=self.blend,
+                    self_ensemble=self.self_ensemble)
 
     def _pixel_options(self) -> dict[str, Any]:
         return dict(quality=self.quality, tables=self.tables, subsampling=self.subsampling, **self._strength())

@@ -105,13 +105,16 @@ def test_never_overwrites_without_permission(qgac, photos, tiny_weights):  # noq
 
 def test_tiles_and_strength_options(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
     outputs = {}
-    for name, options in {"whole": ["--tile", "0"], "tiled": ["--tile", "16"], "soft": ["--blend", "0"]}.items():
+    variants = {"whole": ["--tile", "0"], "tiled": ["--tile", "16"], "soft": ["--blend", "0"],
+                "ensemble": ["--self-ensemble"]}
+    for name, options in variants.items():
         target = tmp_path / f"{name}.png"
         assert qgac("correct", photos / "sub" / "b.jpeg", "-o", target, *options, "--weights", tiny_weights)[0] == 0
         outputs[name] = to_tensor(Image.open(target)).int()
     assert (outputs["whole"] - outputs["tiled"]).abs().max() <= 1
     plain = to_tensor(ImageOps.exif_transpose(Image.open(photos / "sub" / "b.jpeg"))).int()
     assert (outputs["soft"] - plain).abs().max() <= 3  # blend 0: the plain decode
+    assert (outputs["ensemble"] - outputs["whole"]).abs().max() > 0
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["correct", "--help"], ["info", "--help"]])

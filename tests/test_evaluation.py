@@ -132,6 +132,16 @@ def test_cli_writes_json_and_reports_failures(tmp_path, dataset, tiny_weights, c
     assert "bad.png" in capsys.readouterr().err
 
 
+def test_self_ensemble_is_stated_in_the_report(tmp_path, dataset, tiny_weights, report):
+    out = tmp_path / "ensemble.json"
+    assert _run_cli(["--dataset", str(dataset), "--quality", str(report["results"][0]["quality"]),
+                     "--weights", tiny_weights, "--json", str(out), "--self-ensemble"]) == 0  # fmt: skip
+    ensemble = json.loads(out.read_text())
+    assert "eight orientations" in ensemble["protocol"] and "eight orientations" not in report["protocol"]
+    assert ensemble["results"][0]["jpeg"] == report["results"][0]["jpeg"]
+    assert ensemble["results"][0]["corrected"] != report["results"][0]["corrected"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -28,6 +28,8 @@ from qgac_transforms.hub import (
     DEFAULT_MODEL,
     DEFAULT_REVISION,
     FOLDER_FILES,
+    PUBLISHED_FILES,
+    TRAINING_NAME,
     WEIGHTS_NAME,
     InvalidWeightsError,
     WeightsNotFoundError,
@@ -461,9 +463,10 @@ def test_upload_command_publishes_a_saved_folder(tmp_path, local_hub, cache_dir,
     model = mini_model(6)
     folder = saved(tmp_path, model)
     (folder / "notes.txt").write_text("not part of the model")
+    (folder / TRAINING_NAME).write_text("[]\n")
     assert hub.main(["upload", str(folder), "tests/uploaded"]) == 0
     assert "at commit" in capsys.readouterr().out
-    assert sorted(local_hub.files("tests/uploaded")) == sorted(FOLDER_FILES)
+    assert sorted(local_hub.files("tests/uploaded")) == sorted(PUBLISHED_FILES)
     assert_same_weights(load_model("tests/uploaded", cache_dir=cache_dir), model)
 
 
@@ -478,16 +481,20 @@ def test_upload_refuses_a_folder_that_does_not_load(tmp_path, local_hub, capsys)
 def test_embed_copies_a_folder_into_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
     folder = saved(tmp_path)
+    (folder / TRAINING_NAME).write_text("[]\n")
     target = hub.embed(folder)
     assert target == tmp_path / "weights" / "qgac-mini"
-    for name in FOLDER_FILES:
+    for name in PUBLISHED_FILES:
         assert (target / name).read_bytes() == (folder / name).read_bytes()
+    (folder / TRAINING_NAME).unlink()
+    hub.embed(folder)
+    assert not (target / TRAINING_NAME).exists()  # no stale lineage from the earlier model
 
 
 # --------------------------------------------------------------------- the shipped default
 def test_embedded_default_is_the_published_folder():
     embedded, published = hub.embedded_folder(), ROOT / "hub" / DEFAULT_MODEL.split("/")[1]
-    for name in FOLDER_FILES:
+    for name in PUBLISHED_FILES:
         assert (embedded / name).read_bytes() == (published / name).read_bytes(), name
     model = hub.load_folder(embedded)
     assert model.config["color"] and not model.training

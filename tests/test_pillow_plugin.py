@@ -101,6 +101,12 @@ def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp
     assert same_coefficients(image.dct_coefficients, read_coefficients(rotated_jpeg))
 
 
+def test_correct_true_with_self_ensemble(hook, tiny_model, rotated_jpeg):  # noqa: F811
+    expected = F.correct_jpeg(tiny_model, read_coefficients(rotated_jpeg), self_ensemble=True)
+    hook(correct=True, weights=tiny_model, self_ensemble=True)
+    assert torch.equal(to_tensor(Image.open(io.BytesIO(rotated_jpeg))), expected.round().to(torch.uint8))
+
+
 def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):  # noqa: F811
     data = save_jpeg(textured_image(3, 64, 64, "L"), quality=30)
     hook(correct=True, weights=tiny_model)

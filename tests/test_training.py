@@ -33,7 +33,7 @@ from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
 from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
-from training.export import export_run, interpolate, read_evaluations, run_stages, training_notes
+from training.export import export_run, interpolate, read_evaluations, read_lineage, run_stages, training_notes
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -398,6 +398,21 @@ def test_card_lists_the_stages_of_the_run_started_from(tmp_path, trained_run, ph
     assert f"| {trained_run.name} | color | 3 |" in notes and "| tuned | y | 2 |" in notes
 
 
+def test_card_lists_the_stages_of_the_exported_folder_started_from(tmp_path, trained_run, photos):
+    """An export records its stages in training.json; a run started from that folder lists them first."""
+    exported = export_run(trained_run, "color", "first", hub_dir=tmp_path / "hub")[0]
+    assert [(r.stage, r.step) for r in read_lineage(exported)] == [("y", 3), ("color", 3)]
+    tuned = tmp_path / "tuned"
+    train(tiny_config(tuned, photos, steps=2, init=str(exported)))
+    assert [(r.run, r.stage, r.step) for r in run_stages(tuned, "y")] == [
+        (trained_run.name, "y", 3), (trained_run.name, "color", 3), ("tuned", "y", 2)]
+    again = export_run(tuned, "y", "second", hub_dir=tmp_path / "hub")[0]
+    assert len(read_lineage(again)) == 3 and f"| {trained_run.name} | color | 3 |" in (again / "README.md").read_text()
+    (exported / "training.json").write_text('[{"stage": "y"}]')
+    with pytest.raises(ValueError, match="training.json: not a list of training stage records"):
+        read_lineage(exported)
+
+
 def test_interpolation_blends_the_weights(tmp_path):
     torch.manual_seed(1)
     regression, gan = build_model("tiny"), build_model("tiny")
@@ -427,7 +442,8 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "embedded")
     folders = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
     assert folders == [tmp_path / "hub" / "qgac-test", tmp_path / "embedded" / "qgac-test"]
-    assert {p.name for p in folders[0].iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    for folder in folders:
+        assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md", "training.json"}
     card = (folders[0] / "README.md").read_text()
     assert "| y | 3 |" in card and "| color | 3 |" in card and "Wall-clock time" in card
     assert "`" + Path(checkpoint["config"]["data"]).name + "`" in card

@@ -17,8 +17,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from qgac_transforms import functional as F
-from qgac_transforms.correction import decode
+from qgac_transforms.correction import decode, model_inputs
 from qgac_transforms.jpeg_io import InvalidJPEGError, read_coefficients
+from qgac_transforms.self_ensemble import correct_self_ensemble
 from qgac_transforms.transforms import JPEGArtifactCorrection
 
 QUALITY = 30
@@ -213,6 +214,15 @@ def test_quality_override_changes_the_side_input_only(tiny_model, jpeg):  # noqa
     transform = JPEGArtifactCorrection(tiny_model, quality_override=5)
     assert torch.equal(transform(coefficients).as_subclass(torch.Tensor), F.correct_jpeg(
         tiny_model, coefficients, quality_override=5).round().to(torch.uint8))
+
+
+def test_self_ensemble_option_reaches_the_kernel(tiny_model, jpeg):  # noqa: F811
+    coefficients = read_coefficients(jpeg)
+    ensemble = F.correct_jpeg(tiny_model, coefficients, self_ensemble=True)
+    assert torch.equal(ensemble, correct_self_ensemble(tiny_model, model_inputs(coefficients))[0])
+    assert (ensemble - F.correct_jpeg(tiny_model, coefficients)).abs().max() > 0.1
+    transform = JPEGArtifactCorrection(tiny_model, self_ensemble=True)
+    assert torch.equal(transform(coefficients).as_subclass(torch.Tensor), ensemble.round().to(torch.uint8))
 
 
 @pytest.mark.parametrize(

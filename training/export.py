@@ -14,7 +14,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,25 @@ class StageRecord:
     run: str = ""  # the run folder's name
 
 
+def write_lineage(stages: Sequence[StageRecord], folder: str | Path) -> Path:
+    """Write ``stages`` to ``folder``'s ``training.json``, so that a run started from the
+    exported folder can list them in its own card."""
+    path = Path(folder) / hub.TRAINING_NAME
+    path.write_text(json.dumps([asdict(record) for record in stages], indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_lineage(folder: str | Path) -> list[StageRecord]:
+    """The stages an exported folder's weights went through (none if it has no ``training.json``)."""
+    path = Path(folder) / hub.TRAINING_NAME
+    if not path.is_file():
+        return []
+    try:
+        return [StageRecord(**record) for record in json.loads(path.read_text(encoding="utf-8"))]
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not a list of training stage records ({error})") from error
+
+
 def read_stage(checkpoint: str | Path) -> StageRecord:
     """The training facts of one checkpoint (its weights are not needed here)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -60,8 +79,11 @@ def _stage_records(run: Path, stages: Sequence[str]) -> list[StageRecord]:
 
 
 def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[StageRecord]:
-    """``records`` preceded by the lineage of the ``.pt`` checkpoint their first stage started from."""
+    """``records`` preceded by the lineage of what their first stage started from: a ``.pt``
+    checkpoint (followed into its run) or an exported folder (its ``training.json``)."""
     init = Path(records[0].config.get("init") or "") if records else Path()
+    if init.is_dir():
+        return read_lineage(init) + records
     if init.suffix != ".pt" or not init.is_file() or init.resolve() in seen:
         return records
     origin = read_stage(init)
@@ -178,8 +200,9 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
     model = load_qgac(checkpoint)
     if stage == "y":
         model = gray_model(model)
-    card = card_for(name, run_stages(run, stage), eval_json, repo_id=repo_id)
-    folder = hub.save_model(model, Path(hub_dir) / name, card=card)
+    stages = run_stages(run, stage)
+    folder = hub.save_model(model, Path(hub_dir) / name, card=card_for(name, stages, eval_json, repo_id=repo_id))
+    write_lineage(stages, folder)
     return [folder, hub.embed(folder, name)] if embed else [folder]
 
 
@@ -204,4 +227,6 @@ def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str 
     stages = run_stages(Path(gan).parent, "gan") if str(gan).endswith(".pt") else []
     notes = (f"Network interpolation (ESRGAN): (1 - alpha) x regression weights `{regression}` + alpha x GAN "
              f"weights `{gan}`, alpha = {alpha:g}.")
-    return hub.save_model(blended, out, card=card_for(name or Path(out).name, stages, notes=notes))
+    folder = hub.save_model(blended, out, card=card_for(name or Path(out).name, stages, notes=notes))
+    write_lineage(stages, folder)
+    return folder

@@ -36,7 +36,8 @@ def downscale_folder(source: str | Path, destination: str | Path, factor: int = 
         size = (max(1, image.width // factor), max(1, image.height // factor))
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            image.resize(size, Image.Resampling.LANCZOS).save(target, "WEBP", lossless=True, quality=100, method=6)
+            # method 4 (Pillow's default): on 6 of the photos 4.1 s against 45.9 s for method 6, 1% larger
+            image.resize(size, Image.Resampling.LANCZOS).save(target, "WEBP", lossless=True, quality=100, method=4)
         except (OSError, ValueError) as error:
             raise DatasetError(path, f"cannot be saved as WebP ({error})") from error
         written[target] = path

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ssim-window", choices=("gaussian", "uniform8"), default="gaussian",
         help="SSIM window: gaussian 11x11 sigma 1.5 (default, as MATLAB) or uniform8 (the QGAC paper's torchjpeg)",
     )  # fmt: skip
+    parser.add_argument(
+        "--self-ensemble", action="store_true",
+        help="average the corrections of each image's eight orientations (8x the time)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = evaluate_dataset(
-            args.weights, args.dataset, args.quality, device=device, ssim_window=args.ssim_window, progress=None
+            args.weights, args.dataset, args.quality, device=device, ssim_window=args.ssim_window, progress=None,
+            self_ensemble=args.self_ensemble,
         )
     except (OSError, ValueError) as error:  # no such folder, no images, bad quality, weights not found or invalid
         print(f"qgac eval: {error}", file=sys.stderr)
