@@ -150,6 +150,13 @@ def test_pictures_are_small_and_tables_match_the_reports():
     assert (DOCS / "results" / "tables.md").read_text() == expected, "out of date: python docs/make_pictures.py --skip-crops"
 
 
+def test_readme_results_rows_are_those_of_the_reports():
+    """The README's quality rows are copies of rows of ``docs/results/tables.md``."""
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if re.match(r"\| \d+ \| \d", line)]
+    tables = (DOCS / "results" / "tables.md").read_text().splitlines()
+    assert len(rows) >= 6 and not [row for row in rows if row not in tables]
+
+
 # --------------------------------------------------------------------------- python examples
 
 
