@@ -60,6 +60,8 @@ PAPER = {
     },
 }
 REPORTS = {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"}
+#: ``qgac eval --self-ensemble`` on LIVE1 (optional: tabled beside the plain report when present).
+SELF_ENSEMBLE_REPORT = "eval-live1-self-ensemble.json"
 
 
 # --------------------------------------------------------------------------- crops
@@ -174,8 +176,30 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
             f"### {name}\n\n{images} images, weights `{report['weights']}`, from "
             f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + "\n".join(lines)
         )
+    if (results / SELF_ENSEMBLE_REPORT).is_file():
+        parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
     parts.append(speed_markdown(results))
     return "\n\n".join(parts) + "\n"
+
+
+def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
+    """LIVE1 corrected once and with the eight-orientation self-ensemble, quality by quality."""
+    header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "self-ensemble", "gain (dB)", "time per image"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    once = {r["quality"]: r for r in plain["results"]}
+    for result in ensemble["results"]:
+        single, jpeg = once[result["quality"]], result["jpeg"]["psnr"]
+        lines.append("| " + " | ".join([
+            str(result["quality"]), _triple(result["jpeg"]), _triple(single["corrected"]),
+            f"{single['corrected']['psnr'] - jpeg:+.2f}", _triple(result["corrected"]),
+            f"{result['corrected']['psnr'] - jpeg:+.2f}",
+            f"{single['seconds_per_image']:.2f} s / {result['seconds_per_image']:.2f} s",
+        ]) + " |")
+    return (
+        f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from `docs/results/{SELF_ENSEMBLE_REPORT}`: "
+        "each image corrected in its eight orientations and averaged. PSNR / PSNR-B / SSIM; seconds per image "
+        "once and with the ensemble.\n\n" + "\n".join(lines)
+    )
 
 
 def _device(report: dict) -> str:
