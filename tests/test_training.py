@@ -33,7 +33,7 @@ from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
 from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
-from training.export import export_run, interpolate, read_evaluations, read_lineage, run_stages, training_notes
+from training.export import StageRecord, export_run, interpolate, read_evaluations, read_lineage, run_stages, training_notes
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -396,6 +396,15 @@ def test_card_lists_the_stages_of_the_run_started_from(tmp_path, trained_run, ph
         (trained_run.name, "y", 3), (trained_run.name, "color", 3), ("tuned", "y", 2)]
     notes = training_notes(records)
     assert f"| {trained_run.name} | color | 3 |" in notes and "| tuned | y | 2 |" in notes
+
+
+def test_card_states_how_qualities_were_drawn():
+    config = dict(batch_size=16, patch_size=128, schedule="cosine", lr=1e-4, min_lr=1e-6, lr_step=1,
+                  qualities=[10, 10, 10, 20, 30, 30], continuous_quality=False)
+    weighted = StageRecord("y", 5, 60.0, config, None, "run")
+    ranged = StageRecord("color", 5, 60.0, {**config, "qualities": [5, 95], "continuous_quality": True}, None, "run")
+    notes = training_notes([weighted, ranged])
+    assert "| 10 x3 20 30 x2 |" in notes and "| 5..95, any integer |" in notes
 
 
 def test_card_lists_the_stages_of_the_exported_folder_started_from(tmp_path, trained_run, photos):

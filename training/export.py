@@ -138,6 +138,14 @@ def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
     return rows, " ".join(protocols)
 
 
+def _qualities_text(config: dict[str, Any]) -> str:
+    """How a stage drew JPEG qualities: each listed value with its weight (``10 x4``), or a range."""
+    qualities = config.get("qualities") or []
+    if config.get("continuous_quality"):
+        return f"{min(qualities)}..{max(qualities)}, any integer"
+    return " ".join(f"{q} x{n}" if n > 1 else str(q) for q, n in sorted(Counter(qualities).items()))
+
+
 def training_notes(stages: Sequence[StageRecord]) -> str:
     """A table of each stage's schedule and time, and the texture-network caveat of the GAN stage."""
     if not stages:
@@ -145,8 +153,8 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
     lines = [
         "Trained with this repository's `python -m training` (see `training/README.md`), in this order:",
         "",
-        "| Run | Stage | Steps | Batch | Patch | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Run | Stage | Steps | Batch | Patch | Qualities | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for record in stages:
         c = record.config
@@ -154,7 +162,7 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
                     else f"step {c['lr']:g}, halved every {c['lr_step']}")
         gains = ", ".join(f"{k} {v:+.2f}" for k, v in (record.validation or {}).items() if k.startswith("q"))
         lines.append(f"| {record.run} | {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | "
-                     f"{schedule} | {record.elapsed / 60:.1f} | {gains} |")
+                     f"{_qualities_text(c)} | {schedule} | {record.elapsed / 60:.1f} | {gains} |")
     gan = next((r for r in stages if r.stage == "gan"), None)
     if gan is not None and not gan.config.get("texture_weights"):
         lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "
