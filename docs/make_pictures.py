@@ -156,11 +156,16 @@ def _triple(values: tuple[float, float, float] | dict[str, float]) -> str:
     return f"{values[0]:.2f} / {values[1]:.2f} / {values[2]:.3f}"
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def tables_markdown(reports: dict[str, dict], results: Path) -> str:
     header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "paper: JPEG", "paper: QGAC", "paper: gain (dB)"]
     parts = ["<!-- written by docs/make_pictures.py from docs/results/eval-*.json; do not edit -->"]
     for name, report in reports.items():
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = []
         for result in report["results"]:
             q = result["quality"]
             cells = [str(q), _triple(result["jpeg"]), _triple(result["corrected"])]
@@ -170,11 +175,11 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
                 cells += [_triple(jpeg), _triple(qgac), f"{qgac[0] - jpeg[0]:+.2f}"]
             else:
                 cells += ["", "", ""]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
         images = report["results"][0]["n_images"] if report["results"] else 0
         parts.append(
             f"### {name}\n\n{images} images, weights `{report['weights']}`, from "
-            f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + "\n".join(lines)
+            f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + _markdown_table(header, rows)
         )
     if (results / SELF_ENSEMBLE_REPORT).is_file():
         parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
@@ -185,20 +190,20 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
 def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
     """LIVE1 corrected once and with the eight-orientation self-ensemble, quality by quality."""
     header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "self-ensemble", "gain (dB)", "time per image"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     once = {r["quality"]: r for r in plain["results"]}
+    rows = []
     for result in ensemble["results"]:
         single, jpeg = once[result["quality"]], result["jpeg"]["psnr"]
-        lines.append("| " + " | ".join([
+        rows.append([
             str(result["quality"]), _triple(result["jpeg"]), _triple(single["corrected"]),
             f"{single['corrected']['psnr'] - jpeg:+.2f}", _triple(result["corrected"]),
             f"{result['corrected']['psnr'] - jpeg:+.2f}",
             f"{single['seconds_per_image']:.2f} s / {result['seconds_per_image']:.2f} s",
-        ]) + " |")
+        ])
     return (
         f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from `docs/results/{SELF_ENSEMBLE_REPORT}`: "
         "each image corrected in its eight orientations and averaged. PSNR / PSNR-B / SSIM; seconds per image "
-        "once and with the ensemble.\n\n" + "\n".join(lines)
+        "once and with the ensemble.\n\n" + _markdown_table(header, rows)
     )
 
 
@@ -214,7 +219,7 @@ def speed_markdown(results: Path) -> str:
     reports = [(path.name, json.loads(path.read_text())) for path in sorted(results.glob("bench-*.json"))]
     configs = list(dict.fromkeys(n["config"] for _, report in reports for n in report["network"]))
     header = ["Device", *(f"{name} network" for name in configs), "end to end", "24 MP on the CPU", "report"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, report in reports:
         forward = {n["config"]: f"{n['forward_s'] * 1000:.0f} ms" for n in report["network"]}
         memory = report.get("peak_memory")
@@ -225,11 +230,11 @@ def speed_markdown(results: Path) -> str:
             f"{memory['peak_rss_mib'] / 1024:.1f} GiB in {memory['seconds']:.0f} s" if memory else "",
             f"`docs/results/{name}`",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     return (
         "### Speed\n\nMedian time per 512 x 512 colour image (`qgac bench`): the network alone for each "
         "configuration, and end to end (JPEG bytes to corrected pixels, default weights); then the peak "
-        "memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always on the CPU.\n\n" + "\n".join(lines)
+        "memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always on the CPU.\n\n" + _markdown_table(header, rows)
     )
 
 

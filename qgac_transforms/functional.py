@@ -49,8 +49,8 @@ from .dct import BLOCK, block_dct, blockify
 from .jpeg_io import JPEGCoefficients
 from .model import QGAC
 from .quantization import dequantize, quality_to_table, quantize
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
 from .self_ensemble import correct_self_ensemble
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
 
 #: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
 SUBSAMPLINGS: dict[str, tuple[int, int]] = {

@@ -83,11 +83,15 @@ def orient_pixels(pixels: Tensor, orientation: Orientation) -> Tensor:
     return pixels.flip(dims) if dims else pixels
 
 
+def inverse(orientation: Orientation) -> Orientation:
+    """The orientation that undoes ``orientation``: flipping before a transpose is flipping the other axis after it."""
+    transpose, vertical, horizontal = orientation
+    return Orientation(transpose, horizontal, vertical) if transpose else orientation
+
+
 def unorient_pixels(pixels: Tensor, orientation: Orientation) -> Tensor:
     """Undo :func:`orient_pixels`."""
-    dims = [d for d, flip in ((-2, orientation.vertical), (-1, orientation.horizontal)) if flip]
-    pixels = pixels.flip(dims) if dims else pixels
-    return pixels.transpose(-2, -1) if orientation.transpose else pixels
+    return orient_pixels(pixels, inverse(orientation))
 
 
 def orient_inputs(inputs: ModelInputs, orientation: Orientation) -> ModelInputs:

@@ -197,6 +197,13 @@ def gray_model(model: QGAC) -> QGAC:
     return gray
 
 
+def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[StageRecord]) -> Path:
+    """The Hub folder (config, weights, card) plus the ``training.json`` of its ``stages``."""
+    hub.save_model(model, folder, card=card)
+    write_lineage(stages, folder)
+    return folder
+
+
 def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
                eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None) -> list[Path]:
     """Write ``run``'s ``checkpoint-<stage>.pt`` to ``hub_dir/name`` (and the package's weights if ``embed``)."""
@@ -209,8 +216,7 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
     if stage == "y":
         model = gray_model(model)
     stages = run_stages(run, stage)
-    folder = hub.save_model(model, Path(hub_dir) / name, card=card_for(name, stages, eval_json, repo_id=repo_id))
-    write_lineage(stages, folder)
+    folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages)
     return [folder, hub.embed(folder, name)] if embed else [folder]
 
 
@@ -235,6 +241,4 @@ def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str 
     stages = run_stages(Path(gan).parent, "gan") if str(gan).endswith(".pt") else []
     notes = (f"Network interpolation (ESRGAN): (1 - alpha) x regression weights `{regression}` + alpha x GAN "
              f"weights `{gan}`, alpha = {alpha:g}.")
-    folder = hub.save_model(blended, out, card=card_for(name or Path(out).name, stages, notes=notes))
-    write_lineage(stages, folder)
-    return folder
+    return _save(blended, Path(out), card_for(name or Path(out).name, stages, notes=notes), stages)
