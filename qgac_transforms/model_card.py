@@ -71,6 +71,13 @@ model = load_model("{{ info.repo_id or namespace + "/" + info.model_name }}")
 ## Evaluation
 
 {% if evaluation_table %}Protocol: {{ info.evaluation_protocol }}
+{% if info.evaluation_commands %}
+Measured with:
+
+```sh
+{{ info.evaluation_commands | join("\n") }}
+```
+{% endif %}
 
 {{ evaluation_table }}{% else %}No evaluation results yet.{% endif %}
 """
@@ -85,6 +92,7 @@ class ModelCardInfo:
     ``jpeg_psnr``, ``corrected_psnr``, ...); unknown keys become extra columns. Rows need
     ``evaluation_protocol``: encoder, colour space, SSIM window, PSNR-B definition, since
     published numbers differ on each of these.
+    ``evaluation_commands`` are the command lines that measured them, quoted in the card.
     """
 
     model_name: str
@@ -95,6 +103,7 @@ class ModelCardInfo:
     steps: dict[str, int] = field(default_factory=dict)
     wall_clock_seconds: float | None = None
     evaluation_protocol: str = ""
+    evaluation_commands: list[str] = field(default_factory=list)
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
 

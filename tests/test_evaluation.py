@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -122,6 +123,13 @@ def test_cli_writes_json_and_reports_failures(tmp_path, dataset, tiny_weights, c
     written = json.loads(out.read_text())
     _check_schema(written)
     assert written["weights"] == tiny_weights
+    # the recorded command, run again, parses to the same options
+    replayed = shlex.split(written["command"])
+    assert replayed[:2] == ["qgac", "eval"]
+    parser = argparse.ArgumentParser()
+    cli_evaluate.add_arguments(parser)
+    assert parser.parse_args(replayed[2:]) == parser.parse_args(["--dataset", str(dataset), "--quality", "10", "50",
+        "--weights", tiny_weights, "--json", str(out), "--device", "cpu", "--threads", "1"])  # fmt: skip
     assert "QGAC" in capsys.readouterr().out
 
     broken = tmp_path / "broken"
@@ -138,6 +146,7 @@ def test_self_ensemble_is_stated_in_the_report(tmp_path, dataset, tiny_weights, 
                      "--weights", tiny_weights, "--json", str(out), "--self-ensemble"]) == 0  # fmt: skip
     ensemble = json.loads(out.read_text())
     assert "eight orientations" in ensemble["protocol"] and "eight orientations" not in report["protocol"]
+    assert ensemble["command"].endswith("--ssim-window gaussian --self-ensemble")
     assert ensemble["results"][0]["jpeg"] == report["results"][0]["jpeg"]
     assert ensemble["results"][0]["corrected"] != report["results"][0]["corrected"]
 

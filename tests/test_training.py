@@ -447,7 +447,8 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     checkpoint = torch.load(trained_run / "checkpoint-color.pt", weights_only=True)
     trained = load_qgac(trained_run / "checkpoint-color.pt").eval()
     report = evaluate_dataset(trained, benchmark, (10, 50), progress=False)
-    (tmp_path / "eval.json").write_text(json.dumps(report))
+    command = f"qgac eval --dataset {benchmark} --quality 10 50"
+    (tmp_path / "eval.json").write_text(json.dumps({**report, "command": command}))
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "embedded")
     folders = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
     assert folders == [tmp_path / "hub" / "qgac-test", tmp_path / "embedded" / "qgac-test"]
@@ -456,8 +457,9 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     card = (folders[0] / "README.md").read_text()
     assert "| y | 3 |" in card and "| color | 3 |" in card and "Wall-clock time" in card
     assert "`" + Path(checkpoint["config"]["data"]).name + "`" in card
-    rows, _ = read_evaluations([tmp_path / "eval.json"])
+    rows, _, commands = read_evaluations([tmp_path / "eval.json"])
     assert f"{rows[0]['corrected_psnr']:.2f}" in card and "PSNR gain (dB)" in card
+    assert commands == [command] and f"```sh\n{command}\n```" in card
     # the same weights, bit for bit, and so the same corrections (up to the float
     # rounding of CPU kernels, which need not be bitwise reproducible)
     jpeg = read_coefficients(make_jpeg(make_image(3, 40, 48, smooth=True), quality=20))

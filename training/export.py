@@ -111,10 +111,12 @@ def dataset_description(folder: str | Path, held_out: int) -> str:
     return "\n".join(lines)
 
 
-def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], str]:
-    """Model-card rows and the protocol text of ``qgac eval --json`` reports."""
+def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """Model-card rows, the protocol text and the commands (where recorded) of ``qgac eval
+    --json`` reports."""
     rows: list[dict[str, Any]] = []
     protocols: list[str] = []
+    commands: list[str] = []
     for path in paths:
         try:
             report = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -125,6 +127,8 @@ def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
             raise ValueError(f"{path}: not a `qgac eval --json` report ({error!r})") from error
         if protocol not in protocols:
             protocols.append(protocol)
+        if isinstance(report.get("command"), str):
+            commands.append(report["command"])
         for result in results:
             jpeg, corrected = result["jpeg"], result["corrected"]
             rows.append({
@@ -135,7 +139,7 @@ def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
                 "jpeg_ssim": jpeg["ssim"], "corrected_ssim": corrected["ssim"],
                 "images": result["n_images"],
             })
-    return rows, " ".join(protocols)
+    return rows, " ".join(protocols), commands
 
 
 def _qualities_text(config: dict[str, Any]) -> str:
@@ -174,7 +178,7 @@ def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str |
              notes: str = "", repo_id: str | None = None) -> ModelCardInfo:
     """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
     :data:`~qgac_transforms.hub.DEFAULT_MODEL`)."""
-    evaluation, protocol = read_evaluations(eval_json)
+    evaluation, protocol, commands = read_evaluations(eval_json)
     first = stages[0].config if stages else None
     training_data = dataset_description(first["data"], first["validation_images"]) if first else ""
     return ModelCardInfo(
@@ -185,6 +189,7 @@ def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str |
         steps={f"{r.run}: {r.stage}": r.step for r in stages},
         wall_clock_seconds=sum(r.elapsed for r in stages) if stages else None,
         evaluation_protocol=protocol,
+        evaluation_commands=commands,
         evaluation=evaluation,
         notes="\n\n".join(n for n in (notes, training_notes(stages)) if n),
     )
