@@ -58,11 +58,12 @@ def check_quality(quality: int) -> int:
     return quality
 
 
-def compress(image: Image.Image, quality: int) -> bytes:
-    """JPEG bytes of an ``L`` or ``RGB`` image: Pillow (libjpeg) baseline tables at ``quality``, 4:2:0 for colour."""
+def compress(image: Image.Image, quality: int, subsampling: int = SUBSAMPLING_420) -> bytes:
+    """JPEG bytes of an ``L`` or ``RGB`` image: Pillow (libjpeg) baseline tables at ``quality``;
+    colour at Pillow's ``subsampling`` (0 4:4:4, 1 4:2:2, 2 4:2:0, the benchmark protocol's)."""
     check_quality(quality)
     buffer = io.BytesIO()
-    options = {} if image.mode == "L" else {"subsampling": SUBSAMPLING_420}
+    options = {} if image.mode == "L" else {"subsampling": subsampling}
     image.save(buffer, "JPEG", quality=quality, **options)
     return buffer.getvalue()
 

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 from qgac_transforms import hub
 from qgac_transforms.codec import coefficients_to_pixels
@@ -219,6 +220,21 @@ def test_texture_loss_with_a_tiny_network():
     assert all(not p.requires_grad and p.grad is None for p in texture.features.parameters())
 
 
+def test_texture_layer_compares_that_layers_output():
+    network = tiny_features()
+    target = torch.rand(2, 3, 16, 16) * 255
+    output = target + torch.randn_like(target) * 20
+    texture = TextureLoss(network, layer="1")
+    prepare = lambda x: (x / 255.0 - texture.mean) / texture.std  # noqa: E731
+    expected = F.l1_loss(network[:2](prepare(output)), network[:2](prepare(target)))
+    assert torch.allclose(texture(output, target), expected)
+    assert not torch.allclose(TextureLoss(network)(output, target), expected)
+    assert tensors_equal(texture.features.state_dict(), {f"extractor.{k}": v for k, v in network.state_dict().items()
+                                                         if not k.startswith("2.")})
+    with pytest.raises(ValueError, match="'conv9' is not a node.*0, 1, 2"):
+        TextureLoss(network, layer="conv9")
+
+
 def test_texture_network_option(tmp_path):
     assert isinstance(load_texture_network("torch.nn:Identity"), nn.Identity)
     source = tiny_features()
@@ -370,7 +386,7 @@ def test_color_stage_keeps_the_y_network_bit_identical(trained_run):
 
 def test_gan_stage_trains_both_networks_and_resumes(tmp_path, photos):
     init = save_init(build_model("tiny"), tmp_path / "init.pt")
-    options = dict(stage="gan", init=str(init), texture_network="test_training:tiny_features")
+    options = dict(stage="gan", init=str(init), texture_network="test_training:tiny_features", texture_layer="1")
     trainer = train(tiny_config(tmp_path / "run", photos, stop_at=2, **options))
     state = torch.load(trainer.checkpoint_path, weights_only=True)
     assert {"model", "model_config", "optimizer", "scheduler", "step", "elapsed", "history", "torch_rng",
@@ -420,6 +436,27 @@ def test_card_lists_the_stages_of_the_exported_folder_started_from(tmp_path, tra
     (exported / "training.json").write_text('[{"stage": "y"}]')
     with pytest.raises(ValueError, match="training.json: not a list of training stage records"):
         read_lineage(exported)
+
+
+def test_a_weights_only_checkpoint_is_refused_for_resuming_by_name(tmp_path, photos):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_init(build_model("tiny"), run / "checkpoint-y.pt")
+    with pytest.raises(ValueError, match=r"checkpoint-y.pt cannot be resumed: it has no .*optimizer"):
+        Trainer(tiny_config(run, photos, steps=2)).build()
+    assert main(_train_flags(run, photos, 2)) == 2
+
+
+def test_stage_y_without_statistics_warns(tmp_path, photos, caplog):
+    with caplog.at_level("WARNING", logger="training"):
+        Trainer(tiny_config(tmp_path / "run", photos, steps=1)).build()
+    assert "no --stats" in caplog.text
+
+
+def test_interpolation_of_an_exported_folder_keeps_its_lineage(tmp_path, trained_run):
+    exported = export_run(trained_run, "color", "regression", tmp_path / "hub")[0]
+    folder = interpolate(exported, exported, 0.5, tmp_path / "blend")
+    assert read_lineage(folder) == read_lineage(exported) != []
 
 
 def test_interpolation_blends_the_weights(tmp_path):
@@ -560,3 +597,21 @@ def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):
     assert (0 < step < 100_000 and state["elapsed"] >= 1.2) if budget else step == 3
     log = (run / "train.log").read_text()
     assert log.count(f"checkpoint step {step}") == 1 and log.count("validation") == 1
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_gan_stage(tmp_path, photos):
+    """Stage gan under DDP: both networks and the discriminator; the default VGG cut at its second layer."""
+    init = save_init(build_model("tiny"), tmp_path / "init.pt")
+    run = tmp_path / "run"
+    flags = _train_flags(run, photos, 2) + ["--stage", "gan", "--init", str(init), "--texture-layer", "3"]
+    result = subprocess.run(
+        _command("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training", *flags),
+        cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(run / "checkpoint-gan.pt", weights_only=True)
+    assert state["step"] == 2 and state["config"]["texture_layer"] == "3"
+    start = torch.load(init, weights_only=True)["model"]
+    for part in ("y_network.", "color_network."):
+        assert any(not torch.equal(start[k], state["model"][k]) for k in start if k.startswith(part))

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="compute normalization statistics of the training images")
     stats.add_argument("--data", required=True, help="folder of training images")
-    stats.add_argument("--validation-images", type=int, default=6, help="held-out images to exclude")
+    stats.add_argument("--validation-images", type=int, default=TrainConfig.validation_images,
+                       help="held-out images to exclude (as in training, default %(default)s)")
     stats.add_argument("--out", required=True, help="JSON file to write")
 
     train = commands.add_parser("train", help="train one stage (resumes from the run's checkpoint)")

@@ -9,7 +9,6 @@ uninterrupted one would have, whatever the number of loader workers.
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from qgac_transforms.codec import pixels_to_coefficients
+from qgac_transforms.evaluation import compress
 from qgac_transforms.jpeg_io import read_coefficients
 
 #: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
@@ -31,8 +31,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 SUBSAMPLINGS = {"4:4:4": (0, (1, 1)), "4:2:2": (1, (1, 2)), "4:2:0": (2, (2, 2))}
 
 
-#: Default share of batches per chroma subsampling (the paper trains on 4:2:0 only).
-DEFAULT_SUBSAMPLING_WEIGHTS = {"4:2:0": 0.7, "4:4:4": 0.15, "4:2:2": 0.15}
+#: Default share of batches per chroma subsampling (the paper trains on 4:2:0 only),
+#: in the order of ``TrainConfig.subsampling_weights``.
+DEFAULT_SUBSAMPLING_WEIGHTS = {"4:2:0": 0.7, "4:2:2": 0.15, "4:4:4": 0.15}
+#: The paper's training qualities.
+DEFAULT_QUALITIES = tuple(range(10, 101, 10))
 
 
 class DatasetError(ValueError):
@@ -96,15 +99,9 @@ class Batch:
                      self.factor, self.quality)
 
 
-def compress(patch: np.ndarray, quality: int, subsampling: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(patch).save(buffer, "JPEG", quality=int(quality), subsampling=subsampling)
-    return buffer.getvalue()
-
-
 def make_sample(patch: np.ndarray, quality: int, subsampling: str) -> dict[str, torch.Tensor]:
     """Compress one uint8 ``(P, P, C)`` patch and build the network input and target."""
-    coefficients = read_coefficients(compress(patch, quality, SUBSAMPLINGS[subsampling][0]))
+    coefficients = read_coefficients(compress(Image.fromarray(patch), int(quality), SUBSAMPLINGS[subsampling][0]))
     planes, tables = coefficients.to_tensors()
     pixels = torch.from_numpy(patch).permute(2, 0, 1).to(torch.float32)
     target = torch.stack(pixels_to_coefficients(pixels, (1, 1)))
@@ -131,7 +128,7 @@ class PatchStream(IterableDataset):
         paths: Sequence[Path],
         patch_size: int = 64,
         batch_size: int = 16,
-        qualities: Sequence[int] = tuple(range(10, 101, 10)),
+        qualities: Sequence[int] = DEFAULT_QUALITIES,
         continuous: bool = False,
         subsampling_weights: dict[str, float] | None = None,
         seed: int = 0,

@@ -243,7 +243,7 @@ def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str 
         key: torch.lerp(value, other[key], alpha) if value.is_floating_point() else value
         for key, value in first.state_dict().items()
     })
-    stages = run_stages(Path(gan).parent, "gan") if str(gan).endswith(".pt") else []
+    stages = run_stages(Path(gan).parent, "gan") if str(gan).endswith(".pt") else read_lineage(gan)
     notes = (f"Network interpolation (ESRGAN): (1 - alpha) x regression weights `{regression}` + alpha x GAN "
              f"weights `{gan}`, alpha = {alpha:g}.")
     return _save(blended, Path(out), card_for(name or Path(out).name, stages, notes=notes), stages)

@@ -38,13 +38,17 @@ class TextureLoss(nn.Module):
     """Eq. 2: L1 distance between features of a frozen network at one layer.
 
     The paper uses conv5_3 of a MINC-trained VGG, which cannot be downloaded here;
-    any ``features`` module works (its output is the compared feature map).
+    any ``features`` module works: its output is the compared feature map, or the
+    output of ``layer`` (see :func:`layer_output`) when one is named.
     Inputs are pixels in ``[0, 255]``; ``mean``/``std`` normalize them for the network.
     """
 
-    def __init__(self, features: nn.Module, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+    def __init__(self, features: nn.Module, layer: str | None = None,
+                 mean: tuple[float, ...] = (0.485, 0.456, 0.406),
                  std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
+        if layer is not None:
+            features = layer_output(features, layer)
         self.features = features.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean)[:, None, None])
         self.register_buffer("std", torch.tensor(std)[:, None, None])
@@ -52,6 +56,36 @@ class TextureLoss(nn.Module):
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         prepare = lambda x: (x / 255.0 - self.mean) / self.std  # noqa: E731
         return F.l1_loss(self.features(prepare(output)), self.features(prepare(target)))
+
+
+class _NamedOutput(nn.Module):
+    """A feature extractor's one named output, as a plain tensor."""
+
+    def __init__(self, extractor: nn.Module, name: str) -> None:
+        super().__init__()
+        self.extractor, self.name = extractor, name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x)[self.name]
+
+
+def layer_output(network: nn.Module, layer: str) -> nn.Module:
+    """``network`` run up to ``layer``, returning that layer's output.
+
+    ``layer`` is a node name as :func:`torchvision.models.feature_extraction.get_graph_node_names`
+    lists them: ``"28"`` for the 29th module of an ``nn.Sequential``, ``"features.28"``
+    for conv5_3 of ``torchvision.models.vgg16()``. Parameters keep their names.
+    """
+    from torchvision.models.feature_extraction import (  # noqa: PLC0415 - only the GAN stage needs torchvision
+        create_feature_extractor,
+        get_graph_node_names,
+    )
+
+    _, nodes = get_graph_node_names(network)
+    if layer not in nodes:
+        shown = ", ".join(nodes[:40]) + (", ..." if len(nodes) > 40 else "")
+        raise ValueError(f"texture layer {layer!r} is not a node of {type(network).__name__}; its nodes: {shown}")
+    return _NamedOutput(create_feature_extractor(network, return_nodes={layer: "features"}), "features")
 
 
 def vgg16_conv5_3() -> nn.Module:

@@ -9,7 +9,7 @@
 # budget (max_minutes in its config file, or the two numbers given); a
 # rerun resumes a stage that was cut short.
 set -euo pipefail
-data=${1:?usage: training/train-small-gpu.sh DATA [RUN]}
+data=${1:?usage: training/train-small-gpu.sh DATA [RUN [Y_MINUTES COLOR_MINUTES]]}
 run=${2:-runs/small-gpu}
 here=$(dirname "$0")
 mkdir -p "$run"

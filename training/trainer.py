@@ -20,13 +20,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from qgac_transforms.codec import LEVEL_SHIFT, coefficients_to_pixels
+from qgac_transforms.codec import coefficients_to_pixels
 from qgac_transforms.configs import build_model
-from qgac_transforms.dct import image_idct
 from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
-from .data import Batch, PatchStream, list_images, split_images, validation_batches
+from .data import (
+    DEFAULT_QUALITIES,
+    DEFAULT_SUBSAMPLING_WEIGHTS,
+    Batch,
+    PatchStream,
+    list_images,
+    split_images,
+    validation_batches,
+)
 from .losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -44,7 +51,7 @@ PAPER_SCHEDULES: dict[str, dict[str, Any]] = {
     "gan": dict(steps=100_000, lr=1e-4, schedule="cosine"),  # to 1e-6
 }
 #: Order of the shares in ``TrainConfig.subsampling_weights``.
-SUBSAMPLING_ORDER = ("4:2:0", "4:2:2", "4:4:4")
+SUBSAMPLING_ORDER = tuple(DEFAULT_SUBSAMPLING_WEIGHTS)
 log = logging.getLogger("training")
 
 
@@ -63,9 +70,9 @@ class TrainConfig:
     max_minutes: float | None = None  # training-time budget of the stage; the cosine schedule follows it
     batch_size: int = 16
     patch_size: int = 64
-    qualities: list[int] = field(default_factory=lambda: list(range(10, 101, 10)))
+    qualities: list[int] = field(default_factory=lambda: list(DEFAULT_QUALITIES))
     continuous_quality: bool = False  # draw integers in [min, max] of qualities instead
-    subsampling_weights: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # 4:2:0, 4:2:2, 4:4:4
+    subsampling_weights: list[float] = field(default_factory=lambda: list(DEFAULT_SUBSAMPLING_WEIGHTS.values()))
     lr: float | None = None  # None: the paper's for the stage
     min_lr: float = 1e-6
     schedule: str | None = None  # "step" (halve every lr_step) or "cosine" (lr -> min_lr); None: the paper's
@@ -75,6 +82,7 @@ class TrainConfig:
     l1_weight: float = 1e-2  # nu of Eq. 3
     texture_network: str = "training.losses:vgg16_conv5_3"  # "module:callable" -> nn.Module
     texture_weights: str | None = None  # safetensors state dict of the texture network
+    texture_layer: str | None = None  # node of the texture network whose output is compared (None: its output)
     workers: int = 2
     validation_images: int = 6
     validate_every: int = 500
@@ -146,20 +154,21 @@ def predict_pixels(model: nn.Module, batch: Batch, stage: str) -> tuple[torch.Te
     other stages decode the corrected Y, Cb, Cr to RGB. Going through ``model(...)``
     keeps DistributedDataParallel's gradient synchronisation in the loop.
     """
+    height, width = batch.pixels.shape[-2:]
     if stage == "y":
         corrected = model(batch.y, batch.tables)
-        return image_idct(corrected) + LEVEL_SHIFT, image_idct(batch.target[:, :1]) + LEVEL_SHIFT
+        output, target = (coefficients_to_pixels([planes[:, 0]], height, width, clamp=False)
+                          for planes in (corrected, batch.target))
+        return output, target
     corrected = model(batch.y, batch.tables, batch.chroma, batch.factor)
-    height, width = batch.pixels.shape[-2:]
     return coefficients_to_pixels(list(corrected.unbind(1)), height, width, clamp=False), batch.pixels
 
 
 def jpeg_pixels(batch: Batch, stage: str) -> torch.Tensor:
     """What a decoder shows for the batch's JPEGs (the baseline the model must beat)."""
-    if stage == "y":
-        return (image_idct(batch.y) + LEVEL_SHIFT).clamp(0, 255)
     height, width = batch.pixels.shape[-2:]
-    return coefficients_to_pixels([batch.y[:, 0], batch.chroma[:, 0], batch.chroma[:, 1]], height, width, batch.factor)
+    planes = [batch.y[:, 0]] if stage == "y" else [batch.y[:, 0], batch.chroma[:, 0], batch.chroma[:, 1]]
+    return coefficients_to_pixels(planes, height, width, batch.factor)
 
 
 @torch.no_grad()
@@ -229,7 +238,8 @@ class Trainer:
             self.discriminator = DCGANDiscriminator().to(self.device)
             self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr)
             self.discriminator_scheduler = build_scheduler(self.discriminator_optimizer, config)
-            self.texture = TextureLoss(load_texture_network(config.texture_network, config.texture_weights))
+            self.texture = TextureLoss(load_texture_network(config.texture_network, config.texture_weights),
+                                       layer=config.texture_layer)
             self.texture.to(self.device)
             if config.texture_weights is None and self.is_main:
                 log.warning("texture network %s has no trained weights (--texture-weights): the texture "
@@ -267,6 +277,9 @@ class Trainer:
         if config.stats:
             stats = json.loads(Path(config.stats).read_text())
             overrides = {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}
+        elif self.is_main:
+            log.warning("no --stats: the coefficients are normalized with mean 0 and standard deviation 1; "
+                        "run `python -m training stats` and give its JSON to train on normalized inputs")
         return build_model(config.model, **overrides)
 
     # ----------------------------------------------------------------- checkpoints
@@ -301,6 +314,10 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        missing = sorted(set(self._state()) - set(state))
+        if missing:
+            raise ValueError(f"{self.checkpoint_path} cannot be resumed: it has no {', '.join(missing)} (a copy "
+                             "of the weights alone?); start a new run folder with --init pointing at it")
         trained_with = state["config"].get("schedule")
         if trained_with != self.config.schedule:
             raise ValueError(f"{self.checkpoint_path} was trained with the {trained_with!r} schedule, not "
@@ -452,9 +469,9 @@ class Trainer:
                 self._validate()  # a finished stage's weights always have a validation record
         finally:
             progress.close()
+            self.save_checkpoint()  # before the handlers go back, so that a second Ctrl-C cannot cut it short
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.save_checkpoint()
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()
