@@ -61,7 +61,7 @@ def read_lineage(folder: str | Path) -> list[StageRecord]:
 
 def read_stage(checkpoint: str | Path) -> StageRecord:
     """The training facts of one checkpoint (its weights are not needed here)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)  # the tensors stay on disk
     history = state.get("history") or []
     return StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
                        history[-1] if history else None, Path(checkpoint).parent.name)
