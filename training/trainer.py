@@ -124,7 +124,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 def cosine_rate(start: float, end: float, progress: float) -> float:
     """The learning rate of cosine annealing from ``start`` to ``end`` at ``progress`` in [0, 1]."""
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    rate = end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return min(max(rate, min(start, end)), max(start, end))  # no rounding past either end
 
 
 def stage_parameters(model: QGAC, stage: str) -> list[nn.Parameter]:
