@@ -32,6 +32,7 @@ from qgac_transforms.evaluation import compress, load_reference, measure, pixels
 from qgac_transforms.functional import correct_jpeg, to_pil
 from qgac_transforms.hub import load_model
 from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.model_card import markdown_table
 
 DOCS = Path(__file__).resolve().parent
 QUALITY = 10
@@ -156,11 +157,6 @@ def _triple(values: tuple[float, float, float] | dict[str, float]) -> str:
     return f"{values[0]:.2f} / {values[1]:.2f} / {values[2]:.3f}"
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(cells) + " |" for cells in rows])
-
-
 def tables_markdown(reports: dict[str, dict], results: Path) -> str:
     header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "paper: JPEG", "paper: QGAC", "paper: gain (dB)"]
     parts = ["<!-- written by docs/make_pictures.py from docs/results/eval-*.json; do not edit -->"]
@@ -179,7 +175,7 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
         images = report["results"][0]["n_images"] if report["results"] else 0
         parts.append(
             f"### {name}\n\n{images} images, weights `{report['weights']}`, from "
-            f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + _markdown_table(header, rows)
+            f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + markdown_table(header, rows)
         )
     if (results / SELF_ENSEMBLE_REPORT).is_file():
         parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
@@ -203,7 +199,7 @@ def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
     return (
         f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from `docs/results/{SELF_ENSEMBLE_REPORT}`: "
         "each image corrected in its eight orientations and averaged. PSNR / PSNR-B / SSIM; seconds per image "
-        "once and with the ensemble.\n\n" + _markdown_table(header, rows)
+        "once and with the ensemble.\n\n" + markdown_table(header, rows)
     )
 
 
@@ -234,7 +230,7 @@ def speed_markdown(results: Path) -> str:
     return (
         "### Speed\n\nMedian time per 512 x 512 colour image (`qgac bench`): the network alone for each "
         "configuration, and end to end (JPEG bytes to corrected pixels, default weights); then the peak "
-        "memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always on the CPU.\n\n" + _markdown_table(header, rows)
+        "memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always on the CPU.\n\n" + markdown_table(header, rows)
     )
 
 

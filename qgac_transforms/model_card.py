@@ -127,7 +127,8 @@ def _format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of ``header`` and ``rows`` (cells already formatted)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -154,7 +155,7 @@ def evaluation_table(rows: Sequence[Mapping[str, Any]]) -> str:
         return ""
     columns = _evaluation_columns(rows)
     header = [COLUMNS[key][0] if key in COLUMNS else key for key in columns]
-    return _markdown_table(header, [[_cell(key, row.get(key)) for key in columns] for row in rows])
+    return markdown_table(header, [[_cell(key, row.get(key)) for key in columns] for row in rows])
 
 
 def card_metadata(base: ModelCardData, info: ModelCardInfo) -> ModelCardData:
@@ -174,7 +175,7 @@ def render_card(
     """The model card for ``info``; ``base`` carries the library-wide metadata."""
     if info.evaluation and not info.evaluation_protocol.strip():
         raise ValueError(f"model card for {info.model_name!r}: evaluation results need an evaluation_protocol")
-    steps_table = _markdown_table(["Stage", "Steps"], [[stage, str(n)] for stage, n in info.steps.items()])
+    steps_table = markdown_table(["Stage", "Steps"], [[stage, str(n)] for stage, n in info.steps.items()])
     return ModelCard.from_template(
         card_data=card_metadata(base, info),
         template_str=TEMPLATE,

@@ -22,7 +22,7 @@ import torch
 
 from qgac_transforms import hub
 from qgac_transforms.model import QGAC
-from qgac_transforms.model_card import ModelCardInfo
+from qgac_transforms.model_card import ModelCardInfo, markdown_table
 
 from .data import MANIFEST_NAME, DatasetError, list_images
 from .trainer import STAGES, load_qgac
@@ -154,19 +154,18 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
     """A table of each stage's schedule and time, and the texture-network caveat of the GAN stage."""
     if not stages:
         return ""
-    lines = [
-        "Trained with this repository's `python -m training` (see `training/README.md`), in this order:",
-        "",
-        "| Run | Stage | Steps | Batch | Patch | Qualities | Schedule | Wall-clock (min) | Validation PSNR gain (dB) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for record in stages:
         c = record.config
         schedule = (f"cosine {c['lr']:g} -> {c['min_lr']:g}" if c["schedule"] == "cosine"
                     else f"step {c['lr']:g}, halved every {c['lr_step']}")
         gains = ", ".join(f"{k} {v:+.2f}" for k, v in (record.validation or {}).items() if k.startswith("q"))
-        lines.append(f"| {record.run} | {record.stage} | {record.step} | {c['batch_size']} | {c['patch_size']} | "
-                     f"{_qualities_text(c)} | {schedule} | {record.elapsed / 60:.1f} | {gains} |")
+        rows.append([record.run, record.stage, str(record.step), str(c["batch_size"]), str(c["patch_size"]),
+                     _qualities_text(c), schedule, f"{record.elapsed / 60:.1f}", gains])
+    header = ["Run", "Stage", "Steps", "Batch", "Patch", "Qualities", "Schedule", "Wall-clock (min)",
+              "Validation PSNR gain (dB)"]
+    lines = ["Trained with this repository's `python -m training` (see `training/README.md`), in this order:", "",
+             markdown_table(header, rows)]
     gan = next((r for r in stages if r.stage == "gan"), None)
     if gan is not None and not gan.config.get("texture_weights"):
         lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "

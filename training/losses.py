@@ -58,15 +58,15 @@ class TextureLoss(nn.Module):
         return F.l1_loss(self.features(prepare(output)), self.features(prepare(target)))
 
 
-class _NamedOutput(nn.Module):
-    """A feature extractor's one named output, as a plain tensor."""
+class _LayerOutput(nn.Module):
+    """The one output of a torchvision feature extractor built by :func:`layer_output`, as a tensor."""
 
-    def __init__(self, extractor: nn.Module, name: str) -> None:
+    def __init__(self, extractor: nn.Module) -> None:
         super().__init__()
-        self.extractor, self.name = extractor, name
+        self.extractor = extractor
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.extractor(x)[self.name]
+        return self.extractor(x)["features"]
 
 
 def layer_output(network: nn.Module, layer: str) -> nn.Module:
@@ -85,7 +85,7 @@ def layer_output(network: nn.Module, layer: str) -> nn.Module:
     if layer not in nodes:
         shown = ", ".join(nodes[:40]) + (", ..." if len(nodes) > 40 else "")
         raise ValueError(f"texture layer {layer!r} is not a node of {type(network).__name__}; its nodes: {shown}")
-    return _NamedOutput(create_feature_extractor(network, return_nodes={layer: "features"}), "features")
+    return _LayerOutput(create_feature_extractor(network, return_nodes={layer: "features"}))
 
 
 def vgg16_conv5_3() -> nn.Module:
