@@ -29,6 +29,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         hint = hints[field.name]
         if hint is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None)
+        elif typing.get_origin(hint) is dict:
+            parser.add_argument(*flags, type=json.loads, default=None, help="a JSON object")
         elif typing.get_origin(hint) is list:
             parser.add_argument(*flags, type=typing.get_args(hint)[0], nargs="+", default=None)
         else:

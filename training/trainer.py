@@ -63,6 +63,7 @@ class TrainConfig:
     run: str = "runs/small"
     stage: str = "y"
     model: str = "small"
+    model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the named configuration
     init: str | None = None  # checkpoint (.pt) or exported folder to start from (stages color, gan)
     stats: str | None = None  # JSON from `python -m training stats`
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
@@ -281,7 +282,7 @@ class Trainer:
         elif self.is_main:
             log.warning("no --stats: the coefficients are normalized with mean 0 and standard deviation 1; "
                         "run `python -m training stats` and give its JSON to train on normalized inputs")
-        return build_model(config.model, **overrides)
+        return build_model(config.model, **config.model_options, **overrides)
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
