@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .codec import pixels_to_coefficients
+from .codec import DEFAULT_SUBSAMPLING, chroma_factor_of, pixels_to_coefficients
 from .color import rgb_to_ycbcr
 from .correction import ModelInputs, decode, model_inputs
 from .dct import BLOCK, block_dct, blockify
@@ -52,15 +52,6 @@ from .quantization import dequantize, quality_to_table, quantize
 from .self_ensemble import correct_self_ensemble
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
 
-#: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
-SUBSAMPLINGS: dict[str, tuple[int, int]] = {
-    "4:4:4": (1, 1),
-    "4:2:2": (1, 2),
-    "4:2:0": (2, 2),
-    "4:4:0": (2, 1),
-    "4:1:1": (1, 4),
-}
-DEFAULT_SUBSAMPLING = "4:2:0"
 
 Weights = Union[str, os.PathLike, nn.Module, None]
 TablesLike = Union[Tensor, Sequence]
@@ -105,18 +96,6 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def chroma_factor_of(subsampling: str | tuple[int, int]) -> tuple[int, int]:
-    """``"4:2:0"`` (or a ``(vertical, horizontal)`` pair) -> ``(vertical, horizontal)`` factor."""
-    if isinstance(subsampling, str):
-        if subsampling not in SUBSAMPLINGS:
-            raise ValueError(f"unknown chroma subsampling {subsampling!r}; choose one of {', '.join(SUBSAMPLINGS)}")
-        return SUBSAMPLINGS[subsampling]
-    factor = tuple(int(f) for f in subsampling)
-    if factor not in SUBSAMPLINGS.values():
-        raise ValueError(f"unsupported chroma subsampling factor {subsampling}")
-    return factor  # type: ignore[return-value]
 
 
 def quality_tables(quality: int, channels: int = 3) -> Tensor:
