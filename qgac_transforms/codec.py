@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma, ycbcr_to_rgb
-from .dct import BLOCK, crop, image_dct, image_idct, pad_to_multiple
+from .dct import BLOCK, blockify, crop, deblockify, image_dct, image_idct, pad_to_multiple
+from .jpeg_io import CoefficientTensors
+from .quantization import STANDARD_CHROMA_TABLE, STANDARD_LUMA_TABLE
 
 LEVEL_SHIFT = 128.0
 
@@ -111,3 +113,197 @@ def pixels_to_coefficients(image: Tensor, chroma_factor: tuple[int, int] = (2, 2
         sample = pad_to_multiple(sample, BLOCK, BLOCK)
         planes.append(image_dct(sample - LEVEL_SHIFT))
     return planes
+
+
+# --------------------------------------------------------------------------- libjpeg-turbo's encoder, bit for bit
+#
+# What Pillow's ``Image.save(..., "JPEG", quality=q)`` computes with libjpeg-turbo, in
+# exact integer arithmetic (int32 elementwise; float64 matrix products whose every
+# partial sum is an integer far below 2**53, so they are exact too).
+
+#: jccolor.c: colour conversion in 16-bit fixed point.
+_COLOR_BITS = 16
+#: jfdctint.c ("islow"): 13-bit constants; the row pass keeps 2 extra bits.
+_CONST_BITS, _PASS1_BITS = 13, 2
+
+
+def _fix(value: float, bits: int) -> int:
+    """libjpeg's ``FIX(x)``: ``x`` in fixed point with ``bits`` fraction bits, rounded."""
+    return int(value * (1 << bits) + 0.5)
+
+
+def _rgb_to_ycbcr_exact(rgb: Tensor) -> Tensor:
+    """jccolor.c ``rgb_ycc_convert`` on int32 ``(B, 3, H, W)`` in 0..255."""
+    r, g, b = (rgb[:, i] for i in range(3))
+    half, offset = 1 << (_COLOR_BITS - 1), 128 << _COLOR_BITS
+    fix = lambda x: _fix(x, _COLOR_BITS)  # noqa: E731
+    y = fix(0.29900) * r + fix(0.58700) * g + fix(0.11400) * b + half
+    # Cb and Cr round with ONE_HALF - 1: libjpeg's table shares that term with the offset
+    cb = -fix(0.16874) * r - fix(0.33126) * g + fix(0.5) * b + offset + half - 1
+    cr = fix(0.5) * r - fix(0.41869) * g - fix(0.08131) * b + offset + half - 1
+    return torch.stack([y, cb, cr], dim=1) >> _COLOR_BITS
+
+
+def _replicate_edges(plane: Tensor, rows: int, cols: int) -> Tensor:
+    """Extend ``(..., h, w)`` to ``rows x cols`` by repeating the last row and column (any dtype)."""
+    h, w = plane.shape[-2:]
+    if (rows, cols) == (h, w):
+        return plane
+    row_index = torch.arange(rows, device=plane.device).clamp(max=h - 1)
+    col_index = torch.arange(cols, device=plane.device).clamp(max=w - 1)
+    return plane.index_select(-2, row_index).index_select(-1, col_index)
+
+
+def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
+    """jcsample.c on int32 ``(B, H, W)`` whose sides are multiples of ``factor``.
+
+    2x2 (``h2v2_downsample``) and 1x2 (``h2v1_downsample``) average with a bias that
+    alternates along each row (1, 2, 1, ... and 0, 1, 0, ...) so that rounding does not
+    drift; other factors (``int_downsample``: 4:4:0, 4:1:1) round half up.
+    """
+    v, h = factor
+    if factor == (1, 1):
+        return plane
+    sums = sum(plane[:, i::v, j::h] for i in range(v) for j in range(h))
+    column = torch.arange(sums.shape[-1], device=plane.device, dtype=plane.dtype)
+    if factor == (2, 2):
+        return (sums + 1 + column % 2) >> 2
+    if factor == (1, 2):
+        return (sums + column % 2) >> 1
+    return (sums + v * h // 2) // (v * h)
+
+
+def _islow_butterfly(d: Sequence[int]) -> list[int]:
+    """jfdctint.c's butterfly over one row or column of 8 integers, before descaling.
+
+    Every output is an integer linear combination of the inputs; :func:`_islow_pass`
+    turns that into a matrix.
+    """
+    fix = lambda x: _fix(x, _CONST_BITS)  # noqa: E731
+    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
+    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
+    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
+    # even part
+    tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
+    tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
+    z1 = (tmp12 + tmp13) * fix(0.541196100)
+    out = [0] * 8
+    out[0], out[4] = tmp10 + tmp11, tmp10 - tmp11
+    out[2] = z1 + tmp13 * fix(0.765366865)
+    out[6] = z1 - tmp12 * fix(1.847759065)
+    # odd part
+    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
+    z5 = (z3 + z4) * fix(1.175875602)
+    tmp4, tmp5 = tmp4 * fix(0.298631336), tmp5 * fix(2.053119869)
+    tmp6, tmp7 = tmp6 * fix(3.072711026), tmp7 * fix(1.501321110)
+    z1, z2 = z1 * -fix(0.899976223), z2 * -fix(2.562915447)
+    z3, z4 = z3 * -fix(1.961570560) + z5, z4 * -fix(0.390180644) + z5
+    out[7], out[5] = tmp4 + z1 + z3, tmp5 + z2 + z4
+    out[3], out[1] = tmp6 + z2 + z3, tmp7 + z1 + z4
+    return out
+
+
+def _islow_pass(first: bool) -> tuple[Tensor, Tensor]:
+    """One pass of the islow DCT as ``(matrix (8, 8), bias (8,))`` in float64: output ``k`` is
+    ``floor(input @ matrix[:, k] + bias[k])``, libjpeg's ``DESCALE`` folded into both.
+
+    The row pass keeps ``PASS1_BITS`` more precision (outputs 0 and 4 are shifted left,
+    the rest descaled by ``CONST_BITS - PASS1_BITS``); the column pass removes them.
+    ``DESCALE(x, n) = (x + 2**(n-1)) >> n``, and scaling by a power of two is exact.
+    """
+    columns = [_islow_butterfly([int(i == n) for i in range(BLOCK)]) for n in range(BLOCK)]
+    matrix = torch.tensor(columns, dtype=torch.float64)  # [input n, output k]
+    even = torch.tensor([k in (0, 4) for k in range(BLOCK)])
+    if first:
+        shifts = torch.where(even, -_PASS1_BITS, _CONST_BITS - _PASS1_BITS).to(torch.float64)
+    else:
+        shifts = torch.where(even, _PASS1_BITS, _CONST_BITS + _PASS1_BITS).to(torch.float64)
+    scale = torch.exp2(-shifts)
+    return matrix * scale, (shifts > 0).to(torch.float64) / 2
+
+
+def _islow_dct(blocks: Tensor) -> Tensor:
+    """jfdctint.c ``jpeg_fdct_islow`` of level-shifted ``(..., 8, 8)`` integer blocks:
+    8x the DCT, natural order ``[vertical, horizontal]``, as int32."""
+    (rows, row_bias), (cols, col_bias) = (
+        tuple(t.to(blocks.device) for t in _islow_pass(first)) for first in (True, False)
+    )
+    count = blocks.numel() // (BLOCK * BLOCK)
+    x = torch.floor(torch.addmm(row_bias, blocks.reshape(-1, BLOCK).to(torch.float64), rows))  # rows
+    x = x.reshape(count, BLOCK, BLOCK).transpose(1, 2).reshape(-1, BLOCK)
+    x = torch.floor(torch.addmm(col_bias, x, cols))  # columns
+    return x.reshape(count, BLOCK, BLOCK).transpose(1, 2).reshape(blocks.shape).to(torch.int32)
+
+
+def _quantize_exact(coefficients: Tensor, tables: Tensor) -> Tensor:
+    """jcdctmgr.c ``quantize`` with ``compute_reciprocal`` (libjpeg-turbo's SIMD build:
+    16-bit reciprocals) of 8x-scaled int32 coefficients ``(B, h, w, 8, 8)`` by ``(B, 8, 8)``
+    tables: ``sign(x) * ((|x| + correction) * reciprocal >> shift)``."""
+    divisor = tables.to(torch.int64) * 8
+    shift = 16 + torch.floor(torch.log2(divisor.to(torch.float64))).to(torch.int64)
+    power = torch.ones_like(divisor) << shift
+    reciprocal, remainder = power // divisor, power % divisor
+    correction = divisor // 2
+    exact = remainder == 0  # a power of two: the reciprocal is halved to fit 16 bits
+    below_half = ~exact & (remainder <= correction)
+    reciprocal = torch.where(exact, reciprocal >> 1, torch.where(below_half, reciprocal, reciprocal + 1))
+    correction = torch.where(below_half, correction + 1, correction)
+    shift = torch.where(exact, shift - 1, shift)
+    reciprocal, correction, shift = (t.to(torch.int32)[:, None, None] for t in (reciprocal, correction, shift))
+    return ((coefficients.abs() + correction) * reciprocal >> shift) * coefficients.sign()
+
+
+def quality_tables_batch(quality: Tensor, channels: int) -> Tensor:
+    """libjpeg's baseline tables (``jpeg_set_quality(..., force_baseline=TRUE)``) for each
+    quality of ``(B,)``: ``(B, channels, 8, 8)`` int64, luma then chroma for Cb and Cr."""
+    q = quality.to(torch.int64)
+    scale = torch.where(q < 50, 5000 // q, 200 - 2 * q)[:, None]
+    tables = []
+    for index in range(channels):
+        base = torch.tensor(STANDARD_CHROMA_TABLE if index else STANDARD_LUMA_TABLE, device=q.device)
+        tables.append(((base * scale + 50) // 100).clamp(1, 255).reshape(-1, BLOCK, BLOCK))
+    return torch.stack(tables, dim=1)
+
+
+def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SUBSAMPLING) -> CoefficientTensors:
+    """JPEG-compress uint8 pixels in torch, on their device: the coefficients Pillow would write.
+
+    ``image``: ``(C, H, W)`` or ``(B, C, H, W)`` uint8, C = 1 (grayscale) or 3 (RGB);
+    ``quality``: 1..100, an int or one per image ``(B,)``; ``subsampling``: ``"4:4:4"``,
+    ``"4:2:2"``, ``"4:2:0"`` (what Pillow writes), or ``"4:4:0"``, ``"4:1:1"``.
+
+    Returns :class:`~qgac_transforms.jpeg_io.CoefficientTensors` equal, bit for bit, to
+    ``read_coefficients(<the image saved by Pillow with quality=q>).to_tensors()``:
+    dequantized planes ``([B,] 1, h_i, w_i)`` and tables ``([B,] C, 8, 8)``. The steps
+    follow libjpeg-turbo: ``jccolor.c`` (fixed-point RGB -> YCbCr), ``jcprepct.c`` and
+    ``jcsample.c`` (edge replication to the block grid, chroma averaging with
+    alternating bias), ``jfdctint.c`` (integer "islow" DCT), ``jcdctmgr.c`` (quantization
+    by reciprocal, as its SIMD build does) and ``jcparam.c`` (``jpeg_quality_scaling``,
+    tables clamped to 1..255). Not differentiable: a data source, e.g. for training.
+    """
+    if image.dtype != torch.uint8:
+        raise TypeError(f"compress takes uint8 pixels, got {image.dtype}")
+    batched = image.ndim == 4
+    pixels = image if batched else image[None]
+    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3) or 0 in pixels.shape[-2:]:
+        raise ValueError(f"expected (C, H, W) or (B, C, H, W) with C = 1 or 3 and H, W >= 1, got {tuple(image.shape)}")
+    batch, channels, height, width = pixels.shape
+    quality = torch.as_tensor(quality, device=pixels.device).reshape(-1).expand(batch)
+    if quality.is_floating_point() or bool(((quality < 1) | (quality > 100)).any()):
+        raise ValueError(f"JPEG quality must be integers in 1..100, got {quality.tolist()}")
+    factor = chroma_factor_of(subsampling)
+    samples = _rgb_to_ycbcr_exact(pixels.to(torch.int32)) if channels == 3 else pixels.to(torch.int32)
+    tables = quality_tables_batch(quality, channels)
+    planes = []
+    for index in range(channels):
+        component_factor = factor if index else (1, 1)
+        rows, cols = block_grid(height, width, component_factor)
+        v, h = component_factor
+        sample = _replicate_edges(samples[:, index], _ceil_div(height, v) * v, cols * BLOCK * h)
+        sample = _replicate_edges(_downsample_exact(sample, component_factor), rows * BLOCK, cols * BLOCK)
+        levels = _quantize_exact(_islow_dct(blockify(sample - int(LEVEL_SHIFT))), tables[:, index])
+        plane = deblockify((levels * tables[:, index, None, None]).to(torch.float32))
+        planes.append(plane[:, None] if batched else plane)
+    tables = tables.to(torch.float32)
+    return CoefficientTensors(planes, tables if batched else tables[0])

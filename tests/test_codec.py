@@ -151,3 +151,94 @@ def test_integer_pixels_are_accepted():
     assert planes[0].dtype == torch.float32
     decoded = codec.coefficients_to_pixels(planes, 9, 9)
     assert (decoded - image.float()).abs().max() <= 1.0
+
+
+# --------------------------------------------------------------------------- codec.compress: libjpeg-turbo bit for bit
+
+PILLOW_CODES = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+def _assert_identical(actual: jpeg_io.CoefficientTensors, expected: jpeg_io.CoefficientTensors) -> None:
+    assert torch.equal(actual.tables, expected.tables)
+    assert len(actual.planes) == len(expected.planes)
+    for ours, theirs in zip(actual.planes, expected.planes):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        assert torch.equal(ours, theirs), f"{(ours != theirs).float().mean():.2%} of coefficients differ"
+
+
+def _as_tensor(image) -> torch.Tensor:
+    array = np.array(image, dtype=np.uint8)
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1).contiguous()
+
+
+@given(
+    h=st.integers(1, 100), w=st.integers(1, 100), quality=st.integers(1, 100), seed=seeds, smooth=st.booleans(),
+    subsampling=st.sampled_from([*PILLOW_CODES, "gray"]),
+)
+def test_compress_is_pillow_bit_for_bit(make_image, make_jpeg, h, w, quality, seed, smooth, subsampling):
+    """Every coefficient and table equals what Pillow (libjpeg-turbo) writes, read back by jpeglib."""
+    gray = subsampling == "gray"
+    image = make_image(seed % 10_000, h, w, "L" if gray else "RGB", smooth=smooth)
+    options = {"quality": quality} if gray else {"quality": quality, "subsampling": PILLOW_CODES[subsampling]}
+    expected = jpeg_io.read_coefficients(make_jpeg(image, **options)).to_tensors()
+    _assert_identical(codec.compress(_as_tensor(image), quality, "4:2:0" if gray else subsampling), expected)
+
+
+@settings(max_examples=10)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), quality=st.integers(25, 100), seed=seeds,
+       subsampling=st.sampled_from(["4:4:0", "4:1:1"]))
+def test_compress_rare_subsamplings_match_libjpeg_turbo(tmp_path_factory, make_image, h, w, quality, seed, subsampling):
+    """4:4:0 and 4:1:1 (Pillow cannot write them) against jpeglib's libjpeg-turbo 2.1 encoder.
+
+    From quality 25 up: below it jpeglib writes tables beyond 255 (no baseline clamp)."""
+    jpeglib = pytest.importorskip("jpeglib")
+    image = make_image(seed % 10_000, h, w, "RGB")
+    path = tmp_path_factory.mktemp("rare") / "image.jpg"
+    jpeglib.version.set("turbo210")
+    try:
+        encoder = jpeglib.from_spatial(np.array(image))
+        encoder.samp_factor = np.array([[2, 1] if subsampling == "4:4:0" else [1, 4], [1, 1], [1, 1]])
+        encoder.write_spatial(str(path), qt=quality)
+    finally:
+        jpeglib.version.set("6b")
+    stored = jpeg_io.read_coefficients(path)
+    assert stored.subsampling == subsampling
+    _assert_identical(codec.compress(_as_tensor(image), quality, subsampling), stored.to_tensors())
+
+
+@given(batch=st.integers(1, 4), h=st.integers(1, 40), w=st.integers(1, 40), gray=st.booleans(), seed=seeds,
+       subsampling=st.sampled_from(sorted(codec.SUBSAMPLINGS)))
+def test_compress_batched_equals_one_by_one(batch, h, w, gray, seed, subsampling):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 1 if gray else 3, h, w), generator=generator, dtype=torch.uint8)
+    qualities = torch.randint(1, 101, (batch,), generator=generator)
+    batched = codec.compress(images, qualities, subsampling)
+    for i in range(batch):
+        single = codec.compress(images[i], int(qualities[i]), subsampling)
+        _assert_identical(jpeg_io.CoefficientTensors([p[i] for p in batched.planes], batched.tables[i]), single)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compress_cuda_equals_cpu():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 61, 77), generator=generator, dtype=torch.uint8)
+    qualities = torch.randint(1, 101, (8,), generator=generator)
+    for subsampling in codec.SUBSAMPLINGS:
+        on_cpu = codec.compress(images, qualities, subsampling)
+        on_gpu = codec.compress(images.cuda(), qualities.cuda(), subsampling)
+        _assert_identical(jpeg_io.CoefficientTensors([p.cpu() for p in on_gpu.planes], on_gpu.tables.cpu()), on_cpu)
+
+
+def test_compress_rejects_bad_input():
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="uint8"):
+        codec.compress(image.float(), 50)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        codec.compress(torch.zeros(2, 8, 8, dtype=torch.uint8), 50)
+    with pytest.raises(ValueError, match="H, W >= 1"):
+        codec.compress(torch.zeros(3, 0, 8, dtype=torch.uint8), 50)
+    for quality in (0, 101, 50.5):
+        with pytest.raises(ValueError, match="1..100"):
+            codec.compress(image, quality)
+    with pytest.raises(ValueError, match="subsampling"):
+        codec.compress(image, 50, "4:3:0")
