@@ -1,4 +1,4 @@
-"""Building blocks of QGAC: Convolutional Filter Manifolds and QGAC's RRDB variant."""
+"""Building blocks of QGAC: Convolutional Filter Manifolds, QGAC's RRDB variant and cheaper BlockNet bodies."""
 
 from __future__ import annotations
 
@@ -121,3 +121,88 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.residual_scale * self.blocks(x)
+
+
+class ResidualBlock(nn.Module):
+    """Two dense 3x3 convs with a PReLU between and an identity skip (EDSR-style, no normalization).
+
+    Dense (ungrouped) 3x3 convolutions are what CPUs run closest to their peak, so this
+    is the cheap-per-MAC alternative to RRDB's many narrow concatenating convs. The
+    branch is scaled by ``residual_scale`` (0.2, as in RRDB) to keep a deep stack
+    stable at the paper's learning rate.
+    """
+
+    def __init__(self, channels: int, residual_scale: float = 0.2) -> None:
+        super().__init__()
+        self.residual_scale = residual_scale
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.PReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.residual_scale * self.body(x)
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalization over the channels of each position of a ``(B, C, H, W)`` map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def simple_gate(x: Tensor) -> Tensor:
+    """NAFNet's SimpleGate: split the channels in two halves and multiply them."""
+    first, second = x.chunk(2, dim=1)
+    return first * second
+
+
+class NAFBlock(nn.Module):
+    """A NAFNet block (Chen et al., 2022): activation-free, gated, with simplified channel attention.
+
+    Spatial part: LayerNorm -> 1x1 (2x expansion) -> depthwise 3x3 -> SimpleGate ->
+    simplified channel attention (global pool, 1x1, product) -> 1x1. Channel part:
+    LayerNorm -> 1x1 (2x) -> SimpleGate -> 1x1. Each part is added back scaled by a
+    learned per-channel factor that starts at zero, so a fresh block is the identity.
+    """
+
+    def __init__(self, channels: int, expansion: int = 2) -> None:
+        super().__init__()
+        hidden = expansion * channels
+        self.spatial_norm = LayerNorm2d(channels)
+        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden // 2, hidden // 2, 1))
+        self.project = nn.Conv2d(hidden // 2, channels, 1)
+        self.channel_norm = LayerNorm2d(channels)
+        self.channel_expand = nn.Conv2d(channels, hidden, 1)
+        self.channel_project = nn.Conv2d(hidden // 2, channels, 1)
+        self.spatial_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.channel_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        gated = simple_gate(self.depthwise(self.expand(self.spatial_norm(x))))
+        x = x + self.spatial_scale * self.project(gated * self.attention(gated))
+        gated = simple_gate(self.channel_expand(self.channel_norm(x)))
+        return x + self.channel_scale * self.channel_project(gated)
+
+
+#: Bodies of a BlockNet at block resolution: ``name -> (width, depth) -> module``.
+#: ``depth`` counts RRDB's dense blocks (the paper: 3), or residual or NAFNet blocks.
+BLOCK_BODIES = {
+    "rrdb": lambda width, depth: RRDB(width, dense_blocks=depth),
+    "residual": lambda width, depth: nn.Sequential(*(ResidualBlock(width) for _ in range(depth))),
+    "nafnet": lambda width, depth: nn.Sequential(*(NAFBlock(width) for _ in range(depth))),
+}
+
+
+def block_body(name: str, width: int, depth: int) -> nn.Module:
+    """The named body (:data:`BLOCK_BODIES`) of ``depth`` blocks, ``width`` channels wide."""
+    if name not in BLOCK_BODIES:
+        raise ValueError(f"unknown block body {name!r}; choose one of {', '.join(sorted(BLOCK_BODIES))}")
+    if depth < 1:
+        raise ValueError(f"block_depth must be at least 1, got {depth}")
+    return BLOCK_BODIES[name](width, depth)

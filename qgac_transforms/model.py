@@ -55,7 +55,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
-from .layers import RRDB, CFMConv, TransposedCFMConv, group_concat
+from .layers import RRDB, CFMConv, TransposedCFMConv, block_body, group_concat
 from .model_card import ModelCardInfo, render_card
 
 FREQUENCIES = BLOCK * BLOCK
@@ -64,13 +64,19 @@ TABLE_SCALE = 255.0
 
 
 class BlockNet(nn.Module):
-    """Paper Fig. 5: CFM (8x8 stride 8) -> RRDB -> transposed CFM, both CFMs fed the table."""
+    """Paper Fig. 5: CFM (8x8 stride 8) -> RRDB -> transposed CFM, both CFMs fed the table.
 
-    def __init__(self, in_channels: int, width: int, out_channels: int, manifold_width: int) -> None:
+    ``body`` and ``depth`` choose what runs at block resolution between the two CFMs
+    (:func:`.layers.block_body`; the paper: ``"rrdb"`` of 3 dense blocks).
+    """
+
+    def __init__(
+        self, in_channels: int, width: int, out_channels: int, manifold_width: int, body: str = "rrdb", depth: int = 3
+    ) -> None:
         super().__init__()
         self.encode = CFMConv(in_channels, width, manifold_width)
         self.encode_activation = nn.PReLU()
-        self.body = RRDB(width)
+        self.body = block_body(body, width, depth)
         self.decode = TransposedCFMConv(width, out_channels, manifold_width)
         self.decode_activation = nn.PReLU()
 
@@ -120,21 +126,36 @@ class FusionNet(nn.Module):
 
 
 class YNetwork(nn.Module):
-    """Paper Fig. 8: BlockNet -> FrequencyNet -> BlockNet, all three fused into a residual."""
+    """Paper Fig. 8: BlockNet -> FrequencyNet -> BlockNet, all three fused into a residual.
 
-    def __init__(self, block_width: int, features: int, per_frequency: int, manifold_width: int, fusion_width: int) -> None:
+    Without FrequencyNet (``frequency_net=False``, an ablation) it is BlockNet -> BlockNet
+    and the fusion takes the two BlockNets' outputs.
+    """
+
+    def __init__(
+        self,
+        block_width: int,
+        features: int,
+        per_frequency: int,
+        manifold_width: int,
+        fusion_width: int,
+        block_body: str = "rrdb",
+        block_depth: int = 3,
+        frequency_net: bool = True,
+    ) -> None:
         super().__init__()
-        self.block1 = BlockNet(1, block_width, features, manifold_width)
-        self.frequency = FrequencyNet(features, per_frequency, features)
-        self.block2 = BlockNet(features, block_width, features, manifold_width)
-        self.fusion = FusionNet(3 * features, fusion_width)
+        self.block1 = BlockNet(1, block_width, features, manifold_width, block_body, block_depth)
+        self.frequency = FrequencyNet(features, per_frequency, features) if frequency_net else None
+        self.block2 = BlockNet(features, block_width, features, manifold_width, block_body, block_depth)
+        self.fusion = FusionNet((3 if frequency_net else 2) * features, fusion_width)
 
     def forward(self, y: Tensor, table: Tensor) -> Tensor:
         """Normalized Y coefficients ``(B, 1, H, W)`` -> normalized residual of the same shape."""
-        first = self.block1(y, table)
-        second = self.frequency(first)
-        third = self.block2(second, table)
-        return self.fusion([first, second, third])
+        parts = [self.block1(y, table)]
+        if self.frequency is not None:
+            parts.append(self.frequency(parts[-1]))
+        parts.append(self.block2(parts[-1], table))
+        return self.fusion(parts)
 
 
 class LearnedUpsample(nn.Module):
@@ -206,6 +227,9 @@ class QGAC(
     """The full QGAC model: the Y network, then (for colour) the colour network on Cb and Cr.
 
     The constructor arguments are the whole configuration (see :mod:`.configs`);
+    ``block_body`` and ``block_depth`` pick the Y network's BlockNet bodies (the paper:
+    ``"rrdb"``, 3 dense blocks; ``"residual"`` and ``"nafnet"`` are cheaper per MAC on a
+    CPU), ``frequency_net=False`` drops FrequencyNet (an ablation);
     ``coefficient_mean`` and ``coefficient_std`` are the per-channel (Y, Cb, Cr),
     per-frequency (natural order) statistics used to normalize coefficients.
 
@@ -223,6 +247,9 @@ class QGAC(
         fusion_width: int = 4,
         color_width: int = 32,
         color: bool = True,
+        block_body: str = "rrdb",
+        block_depth: int = 3,
+        frequency_net: bool = True,
         coefficient_mean: Sequence[Sequence[float]] | None = None,
         coefficient_std: Sequence[Sequence[float]] | None = None,
     ) -> None:
@@ -238,9 +265,12 @@ class QGAC(
         self.config = dict(
             block_width=block_width, features=features, per_frequency=per_frequency, manifold_width=manifold_width,
             fusion_width=fusion_width, color_width=color_width, color=color,
+            block_body=block_body, block_depth=block_depth, frequency_net=frequency_net,
             coefficient_mean=mean.tolist(), coefficient_std=std.tolist(),
         )
-        self.y_network = YNetwork(block_width, features, per_frequency, manifold_width, fusion_width)
+        self.y_network = YNetwork(
+            block_width, features, per_frequency, manifold_width, fusion_width, block_body, block_depth, frequency_net
+        )
         self.color_network = ColorNetwork(color_width, manifold_width) if color else None
         self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(torch.float32))
         self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(torch.float32))

@@ -1,4 +1,5 @@
-"""Filter manifolds, QGAC's RRDB and the per-frequency plumbing of :mod:`qgac_transforms.layers`."""
+"""Filter manifolds, QGAC's RRDB, the cheaper BlockNet bodies and the per-frequency plumbing of
+:mod:`qgac_transforms.layers`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qgac_transforms.layers import RRDB, CFMConv, TransposedCFMConv, group_concat
+from qgac_transforms.layers import (
+    BLOCK_BODIES,
+    RRDB,
+    CFMConv,
+    LayerNorm2d,
+    NAFBlock,
+    ResidualBlock,
+    TransposedCFMConv,
+    block_body,
+    group_concat,
+)
 from qgac_transforms.model import FrequencyNet, FusionNet, LearnedUpsample
 
 
@@ -157,3 +168,42 @@ def test_learned_upsample_follows_the_sampling_factor(factor):
 def test_learned_upsample_rejects_other_factors():
     with pytest.raises(ValueError, match="subsampling factor"):
         LearnedUpsample(3)(torch.randn(1, 3, 2, 2), (3, 1))
+
+
+# ----------------------------------------------------------------------------- BlockNet bodies
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_BODIES))
+def test_block_bodies_keep_the_shape(name):
+    body = block_body(name, 8, 2)
+    x = torch.randn(2, 8, 5, 3)
+    assert body(x).shape == x.shape
+
+
+def test_fresh_naf_block_is_the_identity_and_learns_its_scales():
+    block = NAFBlock(8)
+    x = torch.randn(2, 8, 4, 6, requires_grad=True)
+    out = block(x)
+    assert torch.equal(out, x)
+    out.square().sum().backward()
+    assert block.spatial_scale.grad.abs().sum() > 0 and block.channel_scale.grad.abs().sum() > 0
+
+
+def test_layer_norm_2d_normalizes_the_channels_of_each_position():
+    x = torch.randn(2, 6, 3, 4) * 5 + 2
+    out = LayerNorm2d(6)(x)
+    torch.testing.assert_close(out, F.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2))
+
+
+def test_residual_block_adds_a_scaled_branch():
+    block = seeded(ResidualBlock(4))
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x + 0.2 * block.body(x))
+
+
+def test_block_body_rejects_unknown_names_and_depths():
+    with pytest.raises(ValueError, match="nafnet, residual, rrdb"):
+        block_body("transformer", 8, 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        block_body("residual", 8, 0)

@@ -1,5 +1,6 @@
 """The full QGAC model: shapes for every subsampling and size, batching, gradients,
-identity at zero residual, configurations, and torch.compile / torch.export / autocast."""
+identity at zero residual, configurations and their variants (BlockNet bodies, no
+FrequencyNet), and torch.compile / torch.export / autocast."""
 
 from __future__ import annotations
 
@@ -200,6 +201,69 @@ def test_configurations_keep_every_part_and_one_fits_a_cpu():
 def test_config_rebuilds_the_model(tiny):
     rebuilt = QGAC(**tiny.config)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in tiny.state_dict().items()}
+
+
+#: Constructor options of the capacity study on top of ``tiny`` (cheaper BlockNet bodies, no FrequencyNet).
+VARIANTS = {
+    "residual": dict(block_body="residual", block_depth=2),
+    "nafnet": dict(block_body="nafnet", block_depth=2, block_width=16),
+    "no-frequency": dict(frequency_net=False),
+    "residual-no-frequency": dict(block_body="residual", block_depth=1, frequency_net=False),
+}
+
+
+@pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS)
+@pytest.mark.parametrize("factor", [None, (2, 2)])
+def test_variants_keep_shapes_and_return_the_input_at_zero_residual(options, factor):
+    torch.manual_seed(3)
+    model = build_model("tiny", **options).eval()
+    y, tables, chroma = inputs(2, 4, 6, factor)
+    with torch.no_grad():
+        out = model(y, tables, chroma, (2, 2))
+    assert out.shape == (2, 1 if factor is None else 3, 32, 48) and out.isfinite().all()
+    with torch.no_grad():
+        assert torch.equal(zero_residual(model)(y, tables), y)
+
+
+@pytest.mark.parametrize("name", ["residual", "no-frequency", "residual-no-frequency"])
+def test_variant_gradients_reach_every_y_network_parameter(name):
+    # (a fresh NAFNet block is the identity, so only its scales get gradients at first)
+    torch.manual_seed(1)
+    model = build_model("tiny", **VARIANTS[name]).train()
+    y, tables, _ = inputs(2, 2, 4, None)
+    model(y, tables).square().mean().backward()
+    assert not [n for n, p in model.y_network.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def test_without_frequency_net_the_fusion_takes_the_two_blocknets():
+    model = build_model("tiny", frequency_net=False)
+    assert model.y_network.frequency is None
+    assert not any(name.startswith("y_network.frequency") for name, _ in model.named_parameters())
+    assert model.y_network.fusion.layers[0].in_channels == 64 * 2 * model.config["features"]
+
+
+def test_default_options_are_the_papers_structure():
+    with torch.device("meta"):
+        model = build_model("paper")
+    assert model.config["block_body"] == "rrdb" and model.config["block_depth"] == 3 and model.config["frequency_net"]
+    assert len(model.y_network.block1.body.blocks) == 3
+
+
+@pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS)
+def test_variant_config_round_trips_through_save_pretrained(tmp_path, options):
+    torch.manual_seed(4)
+    model = build_model("tiny", **options).eval()
+    model.save_pretrained(tmp_path)
+    loaded = QGAC.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    y, tables, chroma = inputs(1, 2, 4, (2, 2))
+    with torch.no_grad():
+        assert torch.equal(loaded(y, tables, chroma), model(y, tables, chroma))
+
+
+def test_unknown_block_body_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown block body"):
+        build_model("tiny", block_body="transformer")
 
 
 def test_unknown_configuration_is_a_clear_error():
