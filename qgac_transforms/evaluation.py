@@ -25,6 +25,7 @@ from .functional import correct_jpeg, to_uint8
 from .jpeg_io import read_coefficients
 from .metrics import psnr, psnr_b, ssim
 from .model import QGAC
+from .quantization import check_quality
 
 #: Lossless formats accepted as ground truth (a JPEG original would carry its own artifacts).
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".webp")
@@ -49,13 +50,6 @@ def load_reference(path: str | os.PathLike) -> Image.Image:
     with Image.open(path) as image:
         gray = len(image.getbands()) == 1 or image.mode == "LA"
         return image.convert("L" if gray else "RGB")
-
-
-def check_quality(quality: int) -> int:
-    """``quality`` if it is a libjpeg quality (an integer in 1..100), else ``ValueError``."""
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
-    return quality
 
 
 def compress(image: Image.Image, quality: int, subsampling: int = SUBSAMPLING_420) -> bytes:

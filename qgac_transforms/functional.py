@@ -23,16 +23,20 @@ with). Pixels must be in their stored orientation and uncropped, so that the 8x8
 grid lines up. Without a ``quality`` or ``tables``, the tables are estimated from
 the pixels (blind mode, :func:`estimate_quality_from_pixels`): it assumes libjpeg's
 scaled standard tables (what Pillow, OpenCV, libjpeg and most software write) and
-the given ``subsampling``. Measured on 238 files (10 scikit-image photos, colour at
+the given ``subsampling``. A colour image whose three channels are equal (a grayscale
+JPEG loaded as RGB, as torchvision's ``ImageFolder`` and ``decode_image(mode=RGB)`` do)
+is corrected as the grayscale image it is, and comes out gray. Measured on 238 files (10 scikit-image photos, colour at
 4:2:0 and 4:4:4 and grayscale, saved by Pillow at quality 10, 15, ..., 90): the
 estimate was exact for 237 and off by 1 for one (max error 1); about 0.6 s for a
 512x512 image on one CPU core. (Method: save each photo with ``Image.save(...,
 quality=q)``, decode it with Pillow, compare ``estimate_quality_from_pixels`` with ``q``.)
-Images with almost no unclipped texture are refused with a ``ValueError``.
+Images with almost no unclipped texture, and textured pixels that show no 8x8
+quantization grid (not a JPEG decode), are refused with a ``ValueError`` saying which.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -48,9 +52,9 @@ from .correction import ModelInputs, decode, model_inputs
 from .dct import BLOCK, block_dct, blockify
 from .jpeg_io import JPEGCoefficients
 from .model import QGAC
-from .quantization import dequantize, quality_to_table, quantize
+from .quantization import check_quality, dequantize, quality_to_table, quantize
 from .self_ensemble import correct_self_ensemble
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, correct_planes_tiled
 
 
 Weights = Union[str, os.PathLike, nn.Module, None]
@@ -150,8 +154,12 @@ def _unsaturated_luma_blocks(pixels: Tensor) -> Tensor:
     return block_dct(blockify(luma - 128.0)).reshape(-1, BLOCK * BLOCK)[keep]
 
 
+#: How many non-zero coefficients (and textured blocks) it takes to read a quantization step.
+MIN_SUPPORT = 20
+
+
 def estimate_luma_steps(
-    pixels: Tensor, max_blocks: int = 4096, min_support: int = 20
+    pixels: Tensor, max_blocks: int = 4096, min_support: int = MIN_SUPPORT
 ) -> tuple[Tensor, Tensor]:
     """Per-frequency luma quantization steps read off decoded ``(C, H, W)`` pixels in ``[0, 255]``.
 
@@ -191,13 +199,26 @@ def estimate_quality_from_pixels(pixels: Tensor) -> int:
     steps, support = estimate_luma_steps(pixels)
     known = steps > 0
     if not bool(known.any()):
-        raise ValueError(
-            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the steps from; "
-            "pass quality= or tables="
-        )
+        raise ValueError(_no_steps_reason(pixels))
     candidates = torch.stack([quality_to_table(q).flatten() for q in range(1, 101)]).to(torch.float64)
     errors = ((candidates[:, known] - steps[known]).abs() / candidates[:, known]).sum(1)
     return int(errors.argmin()) + 1
+
+
+def _no_steps_reason(pixels: Tensor) -> str:
+    """Why no quantization step could be read: too little texture, or texture without a JPEG's grid."""
+    textured = int((_unsaturated_luma_blocks(pixels)[:, 1:].abs() >= 2).any(1).sum())
+    if textured < MIN_SUPPORT:
+        return (
+            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the steps from; "
+            "pass quality= or tables="
+        )
+    return (
+        f"cannot estimate the JPEG quality: the {textured} textured 8x8 blocks show no quantization grid, so these "
+        "pixels are not a JPEG decode as the decoder gave it (a lossless image such as a PNG, a JPEG resized, "
+        "rotated or cropped off the 8x8 grid, or pixels already corrected); pass the JPEG file itself, "
+        "or quality= or tables= if the pixels are a JPEG decode after all"
+    )
 
 
 def estimate_tables(pixels: Tensor) -> Tensor:
@@ -245,8 +266,21 @@ def correct_inputs(
 
 
 def _check_blend(blend: float) -> None:
-    if not 0.0 <= blend <= 1.0:
-        raise ValueError(f"blend must be in [0, 1], got {blend}")
+    """Refuse a ``blend`` that is not a number in [0, 1]."""
+    if isinstance(blend, bool) or not isinstance(blend, numbers.Real) or not 0.0 <= blend <= 1.0:
+        raise ValueError(f"blend must be a number in [0, 1], got {blend!r}")
+
+
+def check_options(
+    *, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, quality_override: int | None = None,
+    blend: float = 1.0,
+) -> None:
+    """Refuse bad tiling and strength options when they are given (the transform, the Pillow hook),
+    in the words the kernels would use when they run."""
+    check_tiling(tile, overlap)
+    if quality_override is not None:
+        check_quality(quality_override, "quality_override")
+    _check_blend(blend)
 
 
 def correct_jpeg(
@@ -286,29 +320,39 @@ def correct_pixels(
 
     The pixels are re-encoded with ``tables`` (or libjpeg's tables for ``quality``;
     estimated per image when neither is given) and ``subsampling`` to recover the
-    file's coefficients, then corrected. Returns floats of the input's shape, on its
-    device, in ``[0, 255]``.
+    file's coefficients, then corrected; colour images with three equal channels are
+    corrected as grayscale. Returns floats of the input's shape, on its device, in ``[0, 255]``.
     """
     _check_blend(blend)
     if quality is not None and tables is not None:
         raise ValueError("pass quality or tables, not both")
     if pixels.ndim < 3 or pixels.shape[-3] not in (1, 3):
         raise ValueError(f"expected pixels of shape (..., 1 or 3, H, W), got {tuple(pixels.shape)}")
+    if pixels.numel() == 0:
+        raise ValueError(f"cannot correct an empty image: pixels of shape {tuple(pixels.shape)}")
     device, dtype = _placement(model)
     batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=dtype)
-    channels = batch.shape[1]
-    if tables is not None:
-        steps = as_tables(tables, channels)
-    elif quality is not None:
-        steps = quality_tables(quality, channels)
-    else:
-        steps = torch.stack([estimate_tables(image) for image in batch])
-    inputs = pixel_inputs(batch, steps, chroma_factor_of(subsampling))
-    corrected = correct_inputs(model, inputs, tile, overlap, quality_override, self_ensemble)
+    factor = chroma_factor_of(subsampling)
+    gray = (batch == batch[:, :1]).flatten(1).all(1)  # every one-channel image, and R = G = B ones
+    corrected = torch.empty_like(batch)
+    for chosen, planes in ((gray, batch[:, :1]), (~gray, batch)):
+        if bool(chosen.any()):
+            inputs = pixel_inputs(planes[chosen], _pixel_tables(planes[chosen], quality, tables), factor)
+            corrected[chosen] = correct_inputs(model, inputs, tile, overlap, quality_override, self_ensemble)
     if blend < 1.0:
         corrected = torch.lerp(batch, corrected, blend)
     out_dtype = pixels.dtype if pixels.is_floating_point() else torch.float32
     return corrected.reshape(pixels.shape).to(device=pixels.device, dtype=out_dtype)
+
+
+def _pixel_tables(batch: Tensor, quality: int | None, tables: TablesLike | None) -> Tensor:
+    """The tables ``(C, 8, 8)`` (or per image, ``(B, C, 8, 8)``) decoded ``(B, C, H, W)`` pixels were saved with."""
+    channels = batch.shape[1]
+    if tables is not None:
+        return as_tables(tables, channels)
+    if quality is not None:
+        return quality_tables(quality, channels)
+    return torch.stack([estimate_tables(image) for image in batch])
 
 
 def to_uint8(pixels: Tensor) -> Tensor:

@@ -15,7 +15,6 @@ import struct
 import sys
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,8 +160,27 @@ def read_pillow_file(image: Image.Image, name: str) -> bytes:
     raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
 
 
+def current_frame(image: Image.Image, data: bytes) -> bytes:
+    """The JPEG stream of a Pillow image's current frame in its file's bytes: an MPO file
+    holds one JPEG per frame, and ``seek`` moves to another."""
+    offset = getattr(image, "offset", 0) if image.format == "MPO" else 0
+    return data[offset:] if offset else data
+
+
+def _read_file_object(source: BinaryIO, name: str) -> bytes:
+    if isinstance(source, io.TextIOBase):
+        raise InvalidJPEGError(name, "file object must be opened in binary mode")
+    data = source.read()
+    if not isinstance(data, (bytes, bytearray)):
+        raise InvalidJPEGError(name, "file object must be opened in binary mode")
+    position = source.tell() if not data and getattr(source, "seekable", lambda: False)() else 0
+    if position:
+        raise InvalidJPEGError(name, f"the file object is at its end (position {position}): nothing left to read; seek(0) first")
+    return bytes(data)
+
+
 def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
-    """All bytes of the JPEG behind ``source``."""
+    """All bytes of the JPEG behind ``source`` (for a Pillow image, its current frame's)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
@@ -176,15 +194,17 @@ def _read_source_bytes(source: JPEGSource, name: str) -> bytes:
             return data
         if source.format not in ("JPEG", "MPO"):
             raise InvalidJPEGError(name, f"Pillow image is {source.format or 'not from a file'}, not a JPEG")
-        return read_pillow_file(source, name)
-    if hasattr(source, "read"):
-        if isinstance(source, io.TextIOBase):
-            raise InvalidJPEGError(name, "file object must be opened in binary mode")
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise InvalidJPEGError(name, "file object must be opened in binary mode")
-        return bytes(data)
+        return current_frame(source, read_pillow_file(source, name))
+    if callable(getattr(source, "read", None)):
+        return _read_file_object(source, name)
     raise TypeError(f"cannot read JPEG coefficients from {type(source).__name__}")
+
+
+def read_jpeg_stream(source: JPEGSource) -> tuple[bytes, str]:
+    """The bytes of the JPEG behind ``source`` (see :func:`read_coefficients`) and the
+    name errors give it (the path, ``<bytes>``, ``<file object>``, ``<PIL image>``)."""
+    name = _source_name(source)
+    return _read_source_bytes(source, name), name
 
 
 # --------------------------------------------------------------------------- header checks
@@ -196,12 +216,16 @@ class _FrameHeader:
     precision: int
     components: int
     app_markers: int
+    height: int
+    width: int
     component_ids: bytes = b""
     first_scan: int = 0  # offset of the first SOS marker
 
 
 def _scan_header(data: bytes, name: str) -> _FrameHeader:
     """Walk the markers up to the first scan; enough to refuse unsupported codings."""
+    if not data:
+        raise InvalidJPEGError(name, "empty: no bytes to read")
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         raise InvalidJPEGError(name, "not a JPEG file (no SOI marker)")
     pos, frame, app_markers = 2, None, 0
@@ -226,14 +250,15 @@ def _scan_header(data: bytes, name: str) -> _FrameHeader:
         if marker in _SOF_MARKERS:
             if length < 8:
                 raise InvalidJPEGError(name, "corrupt frame header")
-            precision, _, _, components = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
-            frame = (marker, precision, components, data[pos + 8 : pos + length : 3][:components])
+            precision, height, width, components = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
+            frame = (marker, precision, components, data[pos + 8 : pos + length : 3][:components], height, width)
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             app_markers += 1
         elif marker == 0xDA:
             if frame is None:
                 raise InvalidJPEGError(name, "scan before frame header")
-            return _FrameHeader(frame[0], frame[1], frame[2], app_markers, frame[3], pos - 2)
+            marker, precision, components, component_ids, height, width = frame
+            return _FrameHeader(marker, precision, components, app_markers, height, width, component_ids, pos - 2)
         pos += length
 
 
@@ -296,22 +321,18 @@ def _check_supported(data: bytes, name: str) -> tuple[_FrameHeader, Image.Image]
         raise InvalidJPEGError(name, f"{header.precision}-bit JPEG is not supported (only 8-bit)")
     if header.components not in (1, 3):
         raise InvalidJPEGError(name, f"{header.components}-component JPEG (CMYK/YCCK) is not supported")
+    limit = Image.MAX_IMAGE_PIXELS  # checked before Pillow, which warns or raises in its own words
+    if limit is not None and header.width * header.height > limit:
+        raise InvalidJPEGError(
+            name,
+            f"image too large: {header.width}x{header.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS ({limit})",
+        )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise InvalidJPEGError(name, f"image too large: {error}") from error
+        image = Image.open(io.BytesIO(data))
     except Exception as error:  # Pillow raises several types for bad headers
         raise InvalidJPEGError(name, f"Pillow cannot parse the header ({error})") from error
     if image.format not in ("JPEG", "MPO"):
         raise InvalidJPEGError(name, f"not a JPEG file (Pillow reads it as {image.format})")
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.width * image.height > limit:
-        raise InvalidJPEGError(
-            name,
-            f"image too large: {image.width}x{image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS ({limit})",
-        )
     if image.mode not in ("L", "RGB"):
         raise InvalidJPEGError(name, f"colour mode {image.mode} is not supported (only grayscale and YCbCr)")
     if image.mode == "RGB" and image.info.get("adobe") is not None and image.info.get("adobe_transform") == 0:
@@ -381,16 +402,16 @@ def _exif_orientation(image: Image.Image) -> int:
     return orientation if 1 <= orientation <= 8 else 1
 
 
-def read_coefficients(source: JPEGSource) -> JPEGCoefficients:
+def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoefficients:
     """Read the DCT coefficients, quantization tables and layout of a JPEG.
 
-    ``source`` is a path, ``bytes``, a binary file object or an open Pillow JPEG image
-    (for an MPO phone photo, its first frame). Raises :class:`InvalidJPEGError`
-    naming the file and the reason for anything that is not a supported, intact
-    8-bit Huffman-coded grayscale or YCbCr JPEG.
+    ``source`` is a path, bytes-like, a binary file object (read from its position) or
+    an open Pillow JPEG image (for an MPO phone photo, its current frame). Raises
+    :class:`InvalidJPEGError` naming the file (``name``, if given) and the reason for
+    anything that is not a supported, intact 8-bit Huffman-coded grayscale or YCbCr JPEG.
     """
-    name = _source_name(source)
-    data = _read_source_bytes(source, name)
+    data, found = read_jpeg_stream(source)
+    name = name or found
     header, image = _check_supported(data, name)
     if header.app_markers > _JPEGLIB_MAX_MARKERS - 5:
         data = _strip_app_markers(data)

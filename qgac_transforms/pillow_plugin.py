@@ -17,10 +17,16 @@ that only calls ``Image.open`` gets corrected images. ``draft()`` (which
 needs the whole image. JPEGs QGAC cannot read (CMYK, 12-bit, ...) keep Pillow's
 pixels, with a warning. Images derived from a hooked one (``copy``, ``convert``,
 ``crop``) are plain Pillow images.
+
+:func:`shows_its_file` tells whether a JPEG Pillow image (hooked or not) still shows
+what its file decodes to, so that the transform never corrects a file in place of
+pixels that were edited since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from typing import IO, Any
 
 from PIL import Image, JpegImagePlugin, MpoImagePlugin
 
-from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients, read_pillow_file
+from .jpeg_io import InvalidJPEGError, JPEGCoefficients, current_frame, read_coefficients, read_pillow_file
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
@@ -55,6 +61,24 @@ class _Correction:
         return functional.to_pil(pixels)
 
 
+def _digest(image: Image.Image) -> bytes:
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def shows_its_file(image: Image.Image, stream: bytes) -> bool:
+    """Whether a JPEG Pillow image still shows what its current frame's JPEG ``stream`` decodes to
+    (for an image the hook corrected, that correction): not edited in place (``paste``,
+    ``ImageDraw``, ``exif_transpose(in_place=True)``), not decoded by ``draft()``, and not
+    loaded from a file that was replaced since."""
+    if image.tile:  # not loaded yet: nothing has touched the pixels, and they will come from this stream
+        return True
+    expected = getattr(image, "_qgac_corrected_digest", None)
+    if expected is not None:
+        return _digest(image) == expected
+    reference = JpegImagePlugin.JpegImageFile(io.BytesIO(stream))  # Pillow's own decoder, never the hook's
+    return (reference.mode, reference.size) == (image.mode, image.size) and reference.tobytes() == image.tobytes()
+
+
 class _CoefficientsMixin:
     """Adds lazily read coefficients, and optionally corrected pixels, to a Pillow JPEG image."""
 
@@ -62,6 +86,7 @@ class _CoefficientsMixin:
     _qgac_cache: dict[int, JPEGCoefficients] | None = None
     _qgac_correction: _Correction | None = None
     _qgac_corrected_frame: int | None = None
+    _qgac_corrected_digest: bytes | None = None
 
     def _qgac_read_file(self) -> bytes:
         return read_pillow_file(self, os.fsdecode(getattr(self, "filename", "") or "<PIL image>"))
@@ -71,8 +96,7 @@ class _CoefficientsMixin:
         """The JPEG stream of the current frame (a whole file for ordinary JPEGs)."""
         if self._qgac_file is None:
             self._qgac_file = self._qgac_read_file()
-        offset = getattr(self, "offset", 0) if isinstance(self, MpoImagePlugin.MpoImageFile) else 0
-        return self._qgac_file[offset:] if offset else self._qgac_file
+        return current_frame(self, self._qgac_file)  # type: ignore[arg-type]
 
     @property
     def dct_coefficients(self) -> JPEGCoefficients:
@@ -94,7 +118,7 @@ class _CoefficientsMixin:
         frame = self.tell()  # type: ignore[attr-defined]
         if self._qgac_correction is None or self._qgac_corrected_frame == frame:
             return access
-        self._qgac_corrected_frame = frame
+        self._qgac_corrected_frame, self._qgac_corrected_digest = frame, None
         try:
             corrected = self._qgac_correction(self.dct_coefficients)
         except InvalidJPEGError as error:
@@ -104,7 +128,9 @@ class _CoefficientsMixin:
         if corrected.mode != self.mode:  # type: ignore[attr-defined]
             corrected = corrected.convert(self.mode)  # type: ignore[attr-defined]
         self.im = corrected.im  # type: ignore[attr-defined]
-        return Image.Image.load(self)  # type: ignore[arg-type]
+        access = Image.Image.load(self)  # type: ignore[arg-type]
+        self._qgac_corrected_digest = _digest(self)  # type: ignore[arg-type]
+        return access
 
     def draft(self, mode: str | None, size: tuple[int, int] | None) -> Any:
         if self._qgac_correction is not None:
@@ -158,8 +184,9 @@ def register_jpeg_opener(
     Calling it again changes the settings for images opened afterwards.
     """
     global _original, _correction
-    if not 0.0 <= blend <= 1.0:
-        raise ValueError(f"blend must be in [0, 1], got {blend}")
+    from .functional import check_options  # noqa: PLC0415 - the model code is needed only once an image loads
+
+    check_options(tile=tile, overlap=overlap, quality_override=quality_override, blend=blend)
     format_id = JpegImagePlugin.JpegImageFile.format
     if _original is None:
         _original = Image.OPEN[format_id]

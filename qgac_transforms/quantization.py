@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -30,11 +32,17 @@ STANDARD_CHROMA_TABLE: tuple[int, ...] = (
 )  # fmt: skip
 
 
+def check_quality(quality: int, name: str = "JPEG quality") -> int:
+    """``quality`` as an ``int`` if it is a libjpeg quality (an integer in 1..100), else ``ValueError``
+    naming it: ``20.7``, ``"20"`` or ``True`` are not qualities, and must not be read as one."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise ValueError(f"{name} must be an integer in 1..100, got {quality!r}")
+    return int(quality)
+
+
 def quality_scale(quality: int) -> int:
     """libjpeg's ``jpeg_quality_scaling``: quality 1..100 -> percentage scale factor."""
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    q = int(quality)
+    q = check_quality(quality)
     return 5000 // q if q < 50 else 200 - 2 * q
 
 

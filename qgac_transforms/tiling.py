@@ -26,6 +26,8 @@ set size`` 2217116 kB; 3.5 minutes on a shared 2-core machine)::
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,14 @@ from .model import QGAC
 DEFAULT_TILE = 1024
 #: Context added on each side of a tile, in pixels (a multiple of the 16-pixel MCU).
 DEFAULT_OVERLAP = 64
+
+
+def check_tiling(tile: int | None, overlap: int) -> None:
+    """Refuse a tile that is not a positive whole number of pixels (or ``None``) and a negative overlap."""
+    if not (tile is None or (isinstance(tile, numbers.Integral) and tile > 0)) or not (
+        isinstance(overlap, numbers.Integral) and overlap >= 0
+    ):
+        raise ValueError(f"tile must be a positive number of pixels (or None) and overlap 0 or more, got {tile!r}, {overlap!r}")
 
 
 def _in_blocks(pixels: int, unit: int) -> int:
@@ -56,12 +66,11 @@ def correct_planes_tiled(
     ``tile=None`` (or an image no larger than one tile) runs the image whole.
     Returns ``(B, C, height, width)`` floats in ``[0, 255]``.
     """
+    check_tiling(tile, overlap)
     y, tables, chroma, factor, height, width = inputs
     rows, cols = y.shape[-2] // BLOCK, y.shape[-1] // BLOCK
     if tile is None or (rows * BLOCK <= tile and cols * BLOCK <= tile):
         return correct_planes(model, *inputs)
-    if tile <= 0 or overlap < 0:
-        raise ValueError(f"tile must be positive and overlap non-negative, got tile={tile}, overlap={overlap}")
     v, h = factor if chroma is not None else (1, 1)
     tile_rows, tile_cols = _in_blocks(tile, v), _in_blocks(tile, h)
     extra_rows, extra_cols = _in_blocks(overlap, v), _in_blocks(overlap, h)

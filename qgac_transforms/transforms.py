@@ -2,26 +2,31 @@
 
 What goes in and what comes out:
 
-* a Pillow image opened from a JPEG (or MPO) file -> a Pillow image of the same mode
-  and size, in stored orientation, with the input's ``info`` (EXIF, ICC profile), as
-  ``Image.open`` gives it;
-* a path (``str``, ``PathLike``) or ``bytes`` of a JPEG -> a Pillow image, likewise;
+* a Pillow image opened from a JPEG (or MPO: its current frame) -> a Pillow image of
+  the same mode and size, in stored orientation, with the input's ``info`` (EXIF, ICC
+  profile), as ``Image.open`` gives it;
+* a JPEG as a path (``str``, ``PathLike``), bytes-like (``bytes``, ``bytearray``,
+  ``memoryview``) or binary file object (read from its position) -> a Pillow image, likewise;
 * :class:`~qgac_transforms.jpeg_io.JPEGCoefficients` -> a uint8 ``tv_tensors.Image``
   ``(C, H, W)`` in stored orientation;
 * another Pillow image (mode L or RGB: decoded pixels) -> a Pillow image of the same mode;
 * a ``torch.Tensor`` ``(..., C, H, W)``, ``tv_tensors.Image`` or ``Video`` (decoded
   pixels) -> the same class, dtype, shape and device: uint8 stays in 0..255, floats in
-  0..1; all leading dimensions go through the model as one batch.
+  0..1 (others are refused); all leading dimensions go through the model as one batch.
 
 JPEG inputs are corrected from their own coefficients and tables. Decoded pixels
-(tensors, non-JPEG Pillow images) are re-encoded with ``quality`` or ``tables`` and
-``subsampling`` to recover the coefficients; with neither, the quality is estimated
-from the pixels (blind mode, see :func:`~qgac_transforms.functional.estimate_quality_from_pixels`).
+(tensors, non-JPEG Pillow images, and a JPEG Pillow image whose pixels are no longer
+what its file decodes to, edited in place or its file replaced, or whose file can no
+longer be read) are re-encoded with
+``quality`` or ``tables`` and ``subsampling`` to recover the coefficients; with
+neither, the quality is estimated from the pixels (blind mode, see
+:func:`~qgac_transforms.functional.estimate_quality_from_pixels`).
 
 As in torchvision, when a sample holds several inputs, Pillow images, ``tv_tensors``
-and coefficient objects are all corrected, while pure tensors, paths and ``bytes``
-are treated as the image only if the sample has no other image (the first one
-found); everything else (labels, boxes, masks) passes through.
+and coefficient objects are all corrected, while pure tensors and JPEG files (paths,
+bytes, file objects) are treated as the image only if the sample has no other image
+(the first one found); everything else (labels, boxes, masks) passes through. A numpy
+array in that place, or a sample with nothing to correct, raises ``TypeError``.
 """
 
 from __future__ import annotations
@@ -39,20 +44,21 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from . import functional as F
-from .jpeg_io import JPEGCoefficients, read_coefficients
+from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients, read_jpeg_stream
+from .pillow_plugin import shows_its_file
+from .quantization import check_quality
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficients)
-_SOURCE_TYPES = (str, os.PathLike, bytes, bytearray)
 
 
-def _check_quality(name: str, quality: int | None) -> None:
-    if quality is not None and not 1 <= int(quality) <= 100:
-        raise ValueError(f"{name} must be in 1..100, got {quality}")
+def _is_jpeg_file(item: Any) -> bool:
+    """A JPEG given as a file: a path, bytes-like, or a file object."""
+    return isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
 
 
 def _is_jpeg_image(image: Image.Image) -> bool:
-    return image.format in ("JPEG", "MPO") or "qgac_jpeg_bytes" in vars(image)
+    return image.format in ("JPEG", "MPO")
 
 
 def _to_pil(pixels: Tensor, like: Image.Image) -> Image.Image:
@@ -103,14 +109,13 @@ class JPEGArtifactCorrection(Transform):
         self_ensemble: bool = False,
     ) -> None:
         super().__init__()
-        _check_quality("quality", quality)
-        _check_quality("quality_override", quality_override)
+        if quality is not None:
+            check_quality(quality, "quality")
         if quality is not None and tables is not None:
             raise ValueError("pass quality or tables, not both")
-        if not 0.0 <= blend <= 1.0:
-            raise ValueError(f"blend must be in [0, 1], got {blend}")
-        if (tile is not None and tile <= 0) or overlap < 0:
-            raise ValueError(f"tile must be positive (or None) and overlap non-negative, got {tile}, {overlap}")
+        F.check_options(tile=tile, overlap=overlap, quality_override=quality_override, blend=blend)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
         F.chroma_factor_of(subsampling)
         if tables is not None:
             F.as_tables(tables, 3)  # fail early on malformed tables
@@ -131,30 +136,33 @@ class JPEGArtifactCorrection(Transform):
         take_first_free = not any(isinstance(item, _IMAGE_TYPES) for item in flat_inputs)
         needs = []
         for item in flat_inputs:
-            if isinstance(item, _IMAGE_TYPES):
-                needs.append(True)
-            elif is_pure_tensor(item) or isinstance(item, _SOURCE_TYPES):
-                needs.append(take_first_free)
-                take_first_free = False
-            else:
-                needs.append(False)
+            free = is_pure_tensor(item) or _is_jpeg_file(item) or isinstance(item, np.ndarray)
+            needs.append(isinstance(item, _IMAGE_TYPES) or (free and take_first_free))
+            take_first_free = take_first_free and not free
+        if not any(needs):
+            found = ", ".join(sorted({type(item).__name__ for item in flat_inputs})) or "nothing"
+            raise TypeError(
+                f"JPEGArtifactCorrection found no image to correct in its input ({found}): it takes a Pillow image, "
+                "an image tensor, tv_tensors.Image or Video, JPEGCoefficients, or a JPEG as a path, bytes or binary file"
+            )
         return needs
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, JPEGCoefficients):
             return tv_tensors.Image(F.to_uint8(F.correct_jpeg(self.model(), inpt, **self._strength())))
-        if isinstance(inpt, _SOURCE_TYPES):
-            data = bytes(inpt) if isinstance(inpt, (bytes, bytearray)) else inpt
-            coefficients = read_coefficients(data)  # validates and names the file in errors
-            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        if isinstance(inpt, np.ndarray):
+            raise TypeError(
+                "JPEGArtifactCorrection does not take numpy arrays (their layout and range are ambiguous): pass "
+                "Image.fromarray(array), or a (C, H, W) tensor such as torch.from_numpy(array).permute(2, 0, 1)"
+            )
+        if _is_jpeg_file(inpt):
+            data, name = read_jpeg_stream(inpt)
+            coefficients = read_coefficients(data, name=name)  # validates and names the file in errors
+            with Image.open(io.BytesIO(data)) as image:
                 return self._correct_jpeg_image(image, coefficients)
         if isinstance(inpt, Image.Image):
-            if _is_jpeg_image(inpt):
-                return self._correct_jpeg_image(inpt, read_coefficients(inpt))
-            return self._correct_pil_pixels(inpt)
-        if isinstance(inpt, Tensor):
-            return self._correct_tensor(inpt)
-        return inpt
+            return self._correct_pil(inpt)
+        return self._correct_tensor(inpt)
 
     # torchvision before 0.21 calls the private name.
     _transform = transform
@@ -175,12 +183,26 @@ class JPEGArtifactCorrection(Transform):
         return dict(quality=self.quality, tables=self.tables, subsampling=self.subsampling, **self._strength())
 
     def _correct_jpeg_image(self, image: Image.Image, coefficients: JPEGCoefficients) -> Image.Image:
-        if image.size != (coefficients.width, coefficients.height):
-            raise ValueError(
-                f"{coefficients.source}: the Pillow image is {image.size[0]}x{image.size[1]} but the JPEG is "
-                f"{coefficients.width}x{coefficients.height} (draft mode?); open it again without draft()"
-            )
         return _to_pil(F.correct_jpeg(self.model(), coefficients, **self._strength()), image)
+
+    def _correct_pil(self, image: Image.Image) -> Image.Image:
+        """A JPEG image from its file while it still shows the file; anything else from its pixels."""
+        if not _is_jpeg_image(image):
+            return self._correct_pil_pixels(image)
+        try:
+            data, name = read_jpeg_stream(image)
+        except InvalidJPEGError:  # its file was closed, or deleted: the pixels are all there is
+            return self._correct_pil_pixels(image)
+        coefficients = read_coefficients(data, name=name)
+        stored = (coefficients.width, coefficients.height)
+        if image.size not in (stored, stored[::-1]):  # a transpose keeps the 8x8 grid; a resize does not
+            raise ValueError(
+                f"{name}: the Pillow image is {image.size[0]}x{image.size[1]} but its JPEG is {stored[0]}x{stored[1]}: "
+                "it was resized after opening (thumbnail(), draft(), reduce()); correct it before resizing"
+            )
+        if shows_its_file(image, data):
+            return self._correct_jpeg_image(image, coefficients)
+        return self._correct_pil_pixels(image)  # edited in place, or its file changed: correct what it shows
 
     def _correct_pil_pixels(self, image: Image.Image) -> Image.Image:
         if image.mode not in ("L", "RGB"):
@@ -194,6 +216,12 @@ class JPEGArtifactCorrection(Transform):
         if pixels.dtype == torch.uint8:
             scaled = pixels
         elif pixels.is_floating_point():
+            low, high = pixels.aminmax() if pixels.numel() else (0.0, 0.0)
+            if not (low >= 0 and high <= 1):  # NaN fails too
+                raise ValueError(
+                    f"a floating point image tensor must hold values in 0..1, got {float(low):g}..{float(high):g}: "
+                    "divide pixels in 0..255 by 255 (or pass uint8), and correct before normalizing"
+                )
             scaled = pixels * 255.0
         else:
             raise TypeError(f"expected a uint8 (0..255) or floating point (0..1) image tensor, got {pixels.dtype}")

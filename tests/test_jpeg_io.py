@@ -286,6 +286,19 @@ def test_bad_sources(tmp_path, sample, make_image):
         read_coefficients(12345)
 
 
+def test_file_object_at_its_end_says_so(tmp_path, sample):
+    _, data = sample
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    with open(path, "rb") as file:
+        file.read()
+        with pytest.raises(InvalidJPEGError, match=rf"at its end \(position {len(data)}\).*seek\(0\)"):
+            read_coefficients(file)
+        file.seek(0)
+        assert read_coefficients(file).width == sample[0].width
+    assert read_coefficients(data, name="named.jpg").source == "named.jpg"
+
+
 # --------------------------------------------------------------------------- writing and tensors
 
 
@@ -408,7 +421,7 @@ def test_exif_orientation_missing_or_invalid(make_image):
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b"", "no SOI"),
+        (b"", "empty: no bytes"),
         (b"hello, this is not an image\n" * 20, "no SOI"),
         (b"\xff\xd8", "no SOI"),
         (b"\xff\xd8\xff\xd9", "EOI"),
@@ -560,10 +573,10 @@ def test_decompression_bomb_limit(tmp_path, sample, monkeypatch):
     path = tmp_path / "bomb.jpg"
     path.write_bytes(data)
     pixels = image.width * image.height
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels - 1)  # over the limit: our check
-    assert_invalid(path, "too large")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels // 3)  # over twice the limit: Pillow's
-    assert_invalid(path, "too large")
+    for limit in (pixels - 1, pixels // 3):  # over the limit (Pillow warns), over twice it (Pillow raises)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        expected = f"image too large: {image.width}x{image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS ({limit})"
+        assert assert_invalid(path).reason == expected  # one wording, whoever would have noticed
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels)
     assert read_coefficients(path).width == image.width
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)

@@ -15,6 +15,7 @@ from surface_fixtures import save_jpeg, textured_image, tiny_model, to_tensor  #
 from qgac_transforms import functional as F
 from qgac_transforms import pillow_plugin
 from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.transforms import JPEGArtifactCorrection
 
 
 @pytest.fixture
@@ -137,3 +138,35 @@ def test_unregister_restores_pillow(hook, rotated_jpeg):
     assert Image.OPEN["JPEG"] == original
     assert type(Image.open(io.BytesIO(rotated_jpeg))) is JpegImagePlugin.JpegImageFile
     assert opened.dct_coefficients.width == 48  # images opened before keep their extras
+
+
+def test_transform_on_hooked_images_uses_the_file_until_edited(hook, tiny_model, rotated_jpeg, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(rotated_jpeg)
+    transform = JPEGArtifactCorrection(tiny_model)
+    from_file = to_tensor(transform(str(path)))
+    hook(correct=True, weights=tiny_model, blend=0.5)
+    image = Image.open(path)
+    image.load()  # the hook's (half) correction
+    assert torch.equal(to_tensor(transform(image)), from_file)  # shows its file: corrected from the file
+    image.paste((255, 0, 0), (0, 0, 8, 8))
+    assert torch.equal(to_tensor(transform(image)), to_tensor(transform(image.copy())))  # edited: its pixels
+    hook(correct=False)
+    plain = Image.open(path)
+    plain.load()
+    assert torch.equal(to_tensor(transform(plain)), from_file)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [(dict(quality_override=0), "quality_override must be an integer in 1..100, got 0"),
+     (dict(tile=-1), "tile must be a positive number of pixels"), (dict(overlap=-8), "overlap 0 or more"),
+     (dict(blend=2.0), r"blend must be a number in \[0, 1\], got 2.0"), (dict(quality_override=True), "got True")],
+)
+def test_bad_options_fail_at_registration(hook, options, match):
+    with pytest.raises(ValueError, match=match) as refused:
+        hook(correct=True, **options)
+    with pytest.raises(ValueError) as from_transform:
+        JPEGArtifactCorrection(**options)
+    assert str(refused.value) == str(from_transform.value)  # the transform's wording
+    assert Image.OPEN["JPEG"][0] is JpegImagePlugin.jpeg_factory  # and nothing was registered

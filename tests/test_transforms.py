@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -228,7 +228,8 @@ def test_self_ensemble_option_reaches_the_kernel(tiny_model, jpeg):  # noqa: F81
 @pytest.mark.parametrize(
     "options",
     [dict(blend=1.5), dict(quality=0), dict(quality_override=101), dict(quality=50, tables=torch.ones(8, 8)),
-     dict(tile=0), dict(subsampling="4:3:1"), dict(tables=torch.ones(4, 4))],
+     dict(tile=0), dict(subsampling="4:3:1"), dict(tables=torch.ones(4, 4)), dict(quality=20.7), dict(quality="20"),
+     dict(quality=True), dict(quality_override=True), dict(dtype=torch.int8), dict(dtype="float16"), dict(tile=16.5)],
 )
 def test_bad_options_fail_at_construction(options):
     with pytest.raises(ValueError):
@@ -293,3 +294,116 @@ def test_dataloader_with_two_workers(tiny_weights, tiny_model, jpeg, expected): 
     images = torch.cat([images for images, _ in batches])
     assert torch.equal(images[0], expected) and torch.equal(images[2], expected)
     assert torch.equal(images[1], to_tensor(JPEGArtifactCorrection(tiny_model)(other)))
+
+
+# --------------------------------------------------------------------------- never silently wrong (issue 16)
+
+
+def test_mpo_current_frame_without_the_hook(tiny_model, tmp_path):  # noqa: F811
+    first, second = textured_image(1, 24, 40), textured_image(2, 24, 40)
+    path = tmp_path / "phone.mpo"
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=50)
+    image = Image.open(path)
+    assert image.format == "MPO"
+    image.seek(1)
+    expected = JPEGArtifactCorrection(tiny_model)(save_jpeg(second, quality=50))
+    assert torch.equal(to_tensor(JPEGArtifactCorrection(tiny_model)(image)), to_tensor(expected))
+    assert read_coefficients(image).y.tolist() == read_coefficients(save_jpeg(second, quality=50)).y.tolist()
+
+
+@settings(deadline=None, max_examples=4)
+@given(seed=st.integers(0, 50), quality=st.sampled_from([20, 50, 80]), blind=st.booleans())
+def test_gray_loaded_as_rgb_comes_out_gray(tiny_model, seed, quality, blind):  # noqa: F811
+    """A grayscale JPEG converted to RGB (ImageFolder, decode_image(mode=RGB)) is corrected as the gray image it is."""
+    gray = decoded(save_jpeg(textured_image(seed, 32, 48, "L"), quality=quality)).copy()  # decoded pixels
+    transform = JPEGArtifactCorrection(tiny_model, quality=None if blind else quality)
+    as_gray = to_tensor(transform(gray))
+    out = transform(gray.convert("RGB"))
+    assert out.mode == "RGB" and torch.equal(to_tensor(out), as_gray.expand(3, -1, -1))
+    rgb = to_tensor(gray.convert("RGB"))
+    assert torch.equal(transform(torch.stack([rgb, to_tensor(decoded(save_jpeg(textured_image(seed, 32, 48))))]))[0],
+                       as_gray.expand(3, -1, -1))  # fmt: skip
+
+
+def _paste(image):
+    image.paste((255, 0, 0), (8, 8, 24, 24))
+
+
+def _draw(image):
+    ImageDraw.Draw(image).rectangle((8, 8, 24, 24), fill=(0, 0, 255))
+
+
+def _transpose(image):
+    ImageOps.exif_transpose(image, in_place=True)
+
+
+@pytest.mark.parametrize("edit", [_paste, _draw, _transpose])
+def test_edited_jpeg_image_is_corrected_from_its_pixels(tiny_model, jpeg, edit, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    image = Image.open(path)
+    edit(image)
+    assert image.format == "JPEG"
+    transform = JPEGArtifactCorrection(tiny_model)
+    out = transform(image)
+    assert out.size == image.size and torch.equal(to_tensor(out), to_tensor(transform(image.copy())))
+    assert out.getexif().get(0x0112, 1) == image.getexif().get(0x0112, 1)  # upright after an in-place transpose
+
+
+def test_replaced_file_is_not_used_for_the_loaded_pixels(tiny_model, jpeg, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    image = Image.open(path)
+    image.load()
+    path.write_bytes(save_jpeg(textured_image(5, 40, 56), quality=QUALITY))
+    transform = JPEGArtifactCorrection(tiny_model)
+    assert torch.equal(to_tensor(transform(image)), to_tensor(transform(image.copy())))
+
+
+@pytest.mark.parametrize("kind", ["memoryview", "BytesIO", "file"])
+def test_jpeg_streams_are_corrected(tiny_model, jpeg, expected, tmp_path, kind):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    with open(path, "rb") as file:
+        source = {"memoryview": memoryview(jpeg), "BytesIO": io.BytesIO(jpeg), "file": file}[kind]
+        out = JPEGArtifactCorrection(tiny_model)(source)
+    assert isinstance(out, Image.Image) and torch.equal(to_tensor(out), expected)
+
+
+def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):  # noqa: F811
+    array = np.asarray(decoded(jpeg))
+    with pytest.raises(TypeError, match="numpy"):
+        v2.Compose([JPEGArtifactCorrection(tiny_model), v2.ToImage()])(array)
+    with pytest.raises(TypeError, match="no image to correct.*int"):
+        JPEGArtifactCorrection(tiny_model)(3)
+    mask = {"image": decoded(jpeg), "mask": array}  # beside an image, an array passes through
+    assert JPEGArtifactCorrection(tiny_model)(mask)["mask"] is array
+
+
+def test_float_tensor_outside_0_1_is_refused(tiny_model, jpeg):  # noqa: F811
+    pixels = to_tensor(decoded(jpeg)).float()
+    with pytest.raises(ValueError, match=r"0\.\.1, got [0-9]+\.\.[0-9]+"):
+        JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
+
+
+def test_blind_mode_says_when_pixels_show_no_jpeg_grid(tiny_model):  # noqa: F811
+    lossless = to_tensor(textured_image(3, 64, 64))  # highly textured, never JPEG-compressed
+    with pytest.raises(ValueError, match="show no quantization grid"):
+        JPEGArtifactCorrection(tiny_model)(lossless)
+    with pytest.raises(ValueError, match="too few unclipped textured"):
+        JPEGArtifactCorrection(tiny_model)(torch.full((3, 64, 64), 128, dtype=torch.uint8))
+
+
+def test_resized_jpeg_image_says_so(tiny_model, jpeg, tmp_path):  # noqa: F811
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    image = Image.open(path)
+    image.thumbnail((28, 20))
+    with pytest.raises(ValueError, match="56x40: it was resized after opening"):
+        JPEGArtifactCorrection(tiny_model)(image)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 0), (1, 8, 0), (0, 3, 8, 8)])
+def test_empty_image_names_its_size(tiny_model, shape):  # noqa: F811
+    with pytest.raises(ValueError, match=rf"empty image: pixels of shape \({shape[0]}, "):
+        JPEGArtifactCorrection(tiny_model, quality=QUALITY)(torch.zeros(shape, dtype=torch.uint8))
