@@ -1,15 +1,19 @@
 """Run the capacity study: throughput, equal-compute training, then the report.
 
+Start it with ``training/study/run.sh``, which runs this from a snapshot of one commit,
+so that uncommitted edits in the working tree cannot change a study in progress.
+
 Every variant is the ``small`` configuration with the constructor overrides of
 ``variants.json``, trained for stage y with ``study-y.json`` from scratch, one thread.
 Training compute is made equal by steps: a short back-to-back run measures each
 variant's steps per second, and each then gets the steps that fit ``--minutes`` (the
 machine is shared, so a step budget is fairer than a clock budget). The report adds
 parameters, multiply-accumulates and the 512 x 512 colour correction time on
-``--bench-threads`` threads (fastest of 5) to the last held-out validation::
+``--bench-threads`` threads (fastest of 5) to the last held-out validation, and times
+the untrained ``candidates.json`` too (speed only: configurations not trained here)::
 
-    python -m training.study.run all           # throughput, train, report
-    python -m training.study.run report        # only the report, from the finished runs
+    training/study/run.sh all           # throughput, train, report
+    training/study/run.sh report        # only the report, from the finished runs
 """
 
 from __future__ import annotations
@@ -28,19 +32,24 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from qgac_transforms.benchmark import machine, median_seconds, synthetic_jpeg
+from qgac_transforms.configs import build_model
 from qgac_transforms.correction import correct, model_inputs
 from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.model import QGAC
+from qgac_transforms.model_card import markdown_table
 from training.trainer import load_qgac
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "study-y.json"
 VARIANTS = HERE / "variants.json"
+CANDIDATES = HERE / "candidates.json"
 #: Size of the benchmark image (colour, 4:2:0) and the timed runs per variant.
 BENCH_SIZE, BENCH_RUNS = 512, 5
 
 
-def variants() -> dict[str, dict[str, Any]]:
-    return json.loads(VARIANTS.read_text())
+def variants(path: Path = VARIANTS) -> dict[str, dict[str, Any]]:
+    """Name -> constructor overrides of ``small``."""
+    return json.loads(path.read_text())
 
 
 def train_command(name: str, options: dict[str, Any], run: Path, *extra: str) -> list[str]:
@@ -101,10 +110,10 @@ def fastest_seconds(function: Any, runs: int = BENCH_RUNS) -> float:
     return min(median_seconds(function, 1) for _ in range(runs))
 
 
-def measure(run: Path, threads: int) -> dict[str, Any]:
-    """Parameters, multiply-accumulates and 512 x 512 colour timings of the run's model."""
+def measure(model: QGAC, threads: int) -> dict[str, Any]:
+    """Parameters, multiply-accumulates and 512 x 512 colour timings of ``model``."""
     torch.set_num_threads(threads)
-    model = load_qgac(run / "checkpoint-y.pt").eval()
+    model.eval()
     data = synthetic_jpeg(BENCH_SIZE, BENCH_SIZE)
     inputs = model_inputs(read_coefficients(data), "cpu")
 
@@ -130,7 +139,22 @@ def measure(run: Path, threads: int) -> dict[str, Any]:
     }
 
 
-def report(root: Path, out: Path, threads: int, command: str) -> dict[str, Any]:
+def table(rows: list[dict[str, Any]]) -> str:
+    """The report's rows as the Markdown table of docs/method.md."""
+    def cell(row: dict[str, Any], key: str, form: str) -> str:
+        return form.format(row[key]) if key in row else "-"
+
+    return markdown_table(
+        ["variant", "options", "steps", "Y gain q10", "Y gain q50", "parameters", "GMACs (Y)", "Y network",
+         "end to end"],
+        [[row["variant"], f"`{json.dumps(row['model_options'])}`", cell(row, "steps", "{:,}"),
+          cell(row, "gain_q10_db", "{:+.3f} dB"), cell(row, "gain_q50_db", "{:+.3f} dB"),
+          f"{row['parameters'] / 1e6:.2f} M", f"{row['gmacs']:.1f} ({row['y_gmacs']:.1f})",
+          f"{1e3 * row['y_network_s']:.0f} ms", f"{1e3 * row['end_to_end_s']:.0f} ms"] for row in rows],
+    )
+
+
+def report(root: Path, out: Path, threads: int, command: str, commit: str | None) -> dict[str, Any]:
     """The study's JSON report: per variant, the last validation and the measurements."""
     throughput = json.loads((root / "throughput.json").read_text())
     config = json.loads(CONFIG.read_text())
@@ -143,16 +167,22 @@ def report(root: Path, out: Path, threads: int, command: str) -> dict[str, Any]:
             "training_s": round(state["elapsed"], 1),
             "throughput_steps_per_s": round(throughput["steps_per_s"][name], 4),
             "gain_q10_db": validation["q10"], "gain_q50_db": validation["q50"], "history": state["history"],
-            **measure(root / name, threads),
+            **measure(load_qgac(root / name / "checkpoint-y.pt"), threads),
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "history"}), flush=True)
+    candidates = []
+    for name, options in variants(CANDIDATES).items():
+        torch.manual_seed(0)
+        candidates.append({"variant": name, "model_options": options, **measure(build_model("small", **options), threads)})
+        print(json.dumps(candidates[-1]), flush=True)
+    print(table(rows + candidates), flush=True)
     result = {
-        "command": command, "machine": machine(), "training_config": config,
+        "command": command, "commit": commit, "machine": machine(), "training_config": config,
         "throughput_minutes": throughput["minutes"], "bench": {
             "image": f"{BENCH_SIZE}x{BENCH_SIZE} colour 4:2:0 (qgac_transforms.benchmark.synthetic_jpeg)",
             "threads": threads, "timing": f"fastest of {BENCH_RUNS}, each after an untimed warm-up",
         },
-        "variants": rows,
+        "variants": rows, "untrained_candidates": candidates, "table": table(rows + candidates),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -167,14 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-minutes", type=float, default=1.0)
     parser.add_argument("--bench-threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/results/study-capacity.json"))
+    parser.add_argument("--commit", help="the commit the study's code was taken from (run.sh sets it)")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "training.study.run", *(sys.argv[1:] if argv is None else argv)])
+    arguments = [a for a in (sys.argv[1:] if argv is None else argv) if a != f"--commit={args.commit}"]
+    command = shlex.join(["training/study/run.sh", *arguments])
     if args.phase in ("throughput", "all"):
         measure_throughput(args.root, args.throughput_minutes)
     if args.phase in ("train", "all"):
         train(args.root, args.minutes)
     if args.phase in ("report", "all"):
-        report(args.root, args.out, args.bench_threads, command)
+        report(args.root, args.out, args.bench_threads, command, args.commit)
     return 0
 
 
