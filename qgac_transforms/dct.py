@@ -46,16 +46,25 @@ def _matrix_for(x: Tensor) -> Tensor:
     return dct_matrix(dtype, x.device)
 
 
+def _transform(blocks: Tensor, inverse: bool) -> Tensor:
+    """``D @ x @ D.T`` (or its inverse) in the blocks' own precision, never lowered by autocast:
+    under mixed-precision training a bf16 DCT would blur the coefficients it maps."""
+    device_type = blocks.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return _transform(blocks.float() if blocks.dtype in (torch.float16, torch.bfloat16) else blocks, inverse)
+    d = _matrix_for(blocks)
+    return d.T @ blocks.to(d.dtype) @ d if inverse else d @ blocks.to(d.dtype) @ d.T
+
+
 def block_dct(blocks: Tensor) -> Tensor:
     """Forward DCT of ``(..., 8, 8)`` pixel blocks (level shift not included)."""
-    d = _matrix_for(blocks)
-    return d @ blocks.to(d.dtype) @ d.T
+    return _transform(blocks, inverse=False)
 
 
 def block_idct(blocks: Tensor) -> Tensor:
     """Inverse of :func:`block_dct`."""
-    d = _matrix_for(blocks)
-    return d.T @ blocks.to(d.dtype) @ d
+    return _transform(blocks, inverse=True)
 
 
 def _check_multiple_of_block(x: Tensor) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,10 @@ from qgac_transforms.evaluation import evaluate_dataset
 from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
-from training.data import SUBSAMPLINGS, DatasetError, PatchStream, list_images, make_sample, split_images
+from qgac_transforms.codec import SUBSAMPLINGS
+from qgac_transforms.evaluation import compress as pillow_compress
+from training.checkpoints import read_checkpoint
+from training.data import DatasetError, PatchStream, PhotoBank, list_images, split_images
 from training.export import StageRecord, export_run, interpolate, read_evaluations, read_lineage, run_stages, training_notes
 from training.losses import (
     DCGANDiscriminator,
@@ -45,7 +49,7 @@ from training.losses import (
     vgg16_conv5_3,
 )
 from training.prepare import downscale_folder
-from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, cosine_rate, load_qgac
+from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, cosine_rate, load_qgac, predict_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 32
@@ -91,18 +95,39 @@ def tensors_equal(a: dict, b: dict) -> bool:
 # --------------------------------------------------------------------------- data
 
 
-@settings(deadline=None, max_examples=12)
-@given(seed=st.integers(0, 10_000), quality=st.integers(1, 100), subsampling=st.sampled_from(sorted(SUBSAMPLINGS)))
-def test_make_sample_target_decodes_to_the_patch(seed, quality, subsampling):
-    patch = np.random.default_rng(seed).integers(0, 256, (PATCH, PATCH, 3), dtype=np.uint8)
-    sample = make_sample(patch, quality, subsampling)
-    v, h = SUBSAMPLINGS[subsampling][1]
-    assert sample["y"].shape == (1, PATCH, PATCH)
-    assert sample["chroma"].shape == (2, PATCH // v, PATCH // h)
-    assert torch.equal(sample["tables"][0], quality_to_table(quality).float())
-    assert torch.equal(sample["tables"][1], quality_to_table(quality, chroma=True).float())
-    decoded = coefficients_to_pixels(list(sample["target"]), PATCH, PATCH, clamp=False)
-    assert torch.allclose(decoded, torch.from_numpy(patch).permute(2, 0, 1).float(), atol=1e-3)
+PILLOW_CODES = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 10_000), step=st.integers(0, 1000), weights=st.sampled_from(sorted(PILLOW_CODES)))
+def test_batches_are_what_pillow_writes_for_their_crops(photos, seed, step, weights):
+    """The reference: each patch of a batch, saved by Pillow at its quality and read back,
+    gives the batch's coefficients and tables bit for bit."""
+    stream = PatchStream(list_images(photos), 16, 4, seed=seed, subsampling_weights={weights: 1.0})
+    plan, batch = stream.plan(step), stream.batch(step)
+    patches = stream.bank.crops(plan, 16)
+    assert torch.equal(batch.pixels, patches.float())
+    for index, quality in enumerate(plan.qualities):
+        image = Image.fromarray(patches[index].permute(1, 2, 0).numpy())
+        planes, tables = read_coefficients(pillow_compress(image, quality, PILLOW_CODES[weights])).to_tensors()
+        assert torch.equal(batch.tables[index], tables)
+        assert torch.equal(batch.y[index], planes[0])
+        assert torch.equal(batch.chroma[index], torch.cat(planes[1:]))
+
+
+@settings(deadline=None, max_examples=20)
+@given(top=st.integers(0, 40), left=st.integers(0, 56), orientation=st.integers(0, 7))
+def test_crops_are_the_photo_region_in_its_orientation(photos, top, left, orientation):
+    from training.data import BatchPlan
+
+    paths = list_images(photos)
+    bank = PhotoBank(paths, 32)
+    plan = BatchPlan("4:2:0", (50,), (2,), (top,), (left,), (orientation,))
+    crop = torch.from_numpy(np.array(Image.open(paths[2]).convert("RGB"))).permute(2, 0, 1)[:, top:top + 32, left:left + 32]
+    expected = crop.flip(1) if orientation & 2 else crop
+    expected = expected.flip(2) if orientation & 1 else expected
+    expected = expected.transpose(1, 2) if orientation & 4 else expected
+    assert torch.equal(bank.crops(plan, 32)[0], expected)
 
 
 @pytest.mark.parametrize("continuous", [False, True])
@@ -119,10 +144,10 @@ def test_drawn_qualities_respect_the_list_or_range(photos, continuous):
         assert torch.equal(table[0], quality_to_table(quality).float())
 
 
-@pytest.mark.parametrize("name", sorted(SUBSAMPLINGS))
+@pytest.mark.parametrize("name", sorted(PILLOW_CODES))
 def test_subsampling_weights_pick_the_factor(photos, name):
     stream = PatchStream(list_images(photos), 16, 1, subsampling_weights={name: 1.0})
-    v, h = SUBSAMPLINGS[name][1]
+    v, h = SUBSAMPLINGS[name]
     for step in range(3):
         batch = stream.batch(step)
         assert batch.factor == (v, h)
@@ -143,9 +168,9 @@ def test_stream_depends_only_on_seed_rank_and_step(photos):
     resumed = PatchStream(paths, 16, 2, seed=3, start_step=4)
     expected = [whole.batch(step) for step in range(4, 8)]
     for got, want in zip(iter(resumed), expected):
-        assert torch.equal(got.target, want.target) and torch.equal(got.y, want.y) and got.factor == want.factor
+        assert torch.equal(got.pixels, want.pixels) and torch.equal(got.y, want.y) and got.factor == want.factor
     other_rank = PatchStream(paths, 16, 2, seed=3, rank=1).batch(4)
-    assert not torch.equal(other_rank.target, expected[0].target)
+    assert not torch.equal(other_rank.pixels, expected[0].pixels)
 
 
 def test_loader_with_two_workers_yields_the_same_stream(photos):
@@ -302,11 +327,24 @@ def test_optimizer_steps_lower_the_loss(tmp_path, photos):
     assert losses[-1] < losses[0]
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos):
+@pytest.mark.parametrize("part_mb", [None, 1.5])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos, part_mb):
+    """Also from a checkpoint split into parts (files of at most ``part_mb`` MiB) that
+    crossed machines: the sliced run resumes from copies of its files in a new folder."""
     straight = train(tiny_config(tmp_path / "straight", photos))
-    first = train(tiny_config(tmp_path / "sliced", photos, stop_at=3))
-    assert torch.load(first.checkpoint_path, weights_only=True)["step"] == 3
-    resumed = train(tiny_config(tmp_path / "sliced", photos))
+    first = train(tiny_config(tmp_path / "sliced", photos, stop_at=3, checkpoint_part_mb=part_mb))
+    assert read_checkpoint(first.checkpoint_path)["step"] == 3
+    if part_mb is not None:
+        files = sorted((tmp_path / "sliced").glob("checkpoint-y*"))
+        assert len(files) > 2 and all(f.stat().st_size <= part_mb * 2**20 for f in files)
+        moved = tmp_path / "moved"
+        moved.mkdir()
+        for file in files:
+            (moved / file.name).write_bytes(file.read_bytes())
+        shutil.rmtree(tmp_path / "sliced")
+        moved.rename(tmp_path / "sliced")
+    resumed = train(tiny_config(tmp_path / "sliced", photos, checkpoint_part_mb=part_mb))
+    assert tensors_equal(resumed.ema.module.state_dict(), straight.ema.module.state_dict())
     assert resumed.step == straight.step == 6
     assert tensors_equal(resumed.model.state_dict(), straight.model.state_dict())
     a, b = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
@@ -316,6 +354,59 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos):
     # the next step's loss is the same too
     batch = straight.loader.dataset.batch(6)
     assert resumed.regression_step(batch) == straight.regression_step(batch)
+
+
+def test_split_checkpoint_leaves_out_the_optimizer_state_before_failing(tmp_path):
+    from training.checkpoints import write_checkpoint
+
+    weights = {"a": torch.arange(300_000, dtype=torch.float32), "b": torch.ones(300_000)}  # 1.1 MiB each
+    state = {"step": 7, "model": weights, "optimizer": {"state": {0: {"m": torch.ones(600_000)}}}, "note": "x"}
+    files = write_checkpoint(state, tmp_path / "c.pt", part_mb=4.0, max_parts=2)
+    assert len(files) == 3 and read_checkpoint(tmp_path / "c.pt")["optimizer"] is not None
+    write_checkpoint(state, tmp_path / "c.pt", part_mb=1.0, max_parts=2)
+    loaded = read_checkpoint(tmp_path / "c.pt")
+    assert loaded["optimizer"] is None and torch.equal(loaded["model"]["a"], weights["a"]) and loaded["note"] == "x"
+    assert len(list(tmp_path.glob("c.*.safetensors"))) == 2  # the parts of the earlier checkpoint are gone
+    with pytest.raises(ValueError, match="raise checkpoint_part_mb"):
+        write_checkpoint(state, tmp_path / "c.pt", part_mb=1.0, max_parts=1)
+    next(tmp_path.glob("c.*.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        read_checkpoint(tmp_path / "c.pt")
+
+
+@settings(deadline=None, max_examples=20)
+@given(values=st.lists(st.floats(-10, 10), min_size=1, max_size=30), decay=st.sampled_from([0.5, 0.9, 0.999]))
+def test_moving_average_follows_its_recursion(values, decay):
+    from training.trainer import moving_average
+
+    model = nn.Linear(1, 1, bias=False)
+    average = moving_average(model, decay)
+    expected = model.weight.item()  # the first update copies
+    for n, value in enumerate(values):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update_parameters(model)
+        weight = 1.0 - min(decay, (1 + n) / (10 + n))  # update n + 1 follows n earlier ones
+        expected = value if n == 0 else expected + weight * (value - expected)
+        assert average.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_bf16_autocast_step_on_the_cpu(tmp_path, photos):
+    """Mixed precision runs the network in bf16 and keeps the DCTs, decoding and loss in float32."""
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, precision="bf16"))
+    trainer.build()
+    batch = trainer.stream.batch(0)
+    output, _ = predict_pixels(trainer.model, batch, "y", bf16=True)
+    reference, _ = predict_pixels(trainer.model, batch, "y")
+    assert output.dtype == torch.float32 and (output - reference).abs().mean() < 2.0
+    assert math.isfinite(trainer.regression_step(batch)["loss"])
+
+
+def test_session_minutes_end_an_invocation_with_a_checkpoint(tmp_path, photos):
+    first = train(tiny_config(tmp_path, photos, steps=50, session_minutes=1e-6))
+    assert first.step == 1 and read_checkpoint(first.checkpoint_path)["step"] == 1
+    second = train(tiny_config(tmp_path, photos, steps=50, session_minutes=1e-6))
+    assert second.step == 2
 
 
 def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
@@ -378,8 +469,10 @@ def trained_run(tmp_path_factory, photos) -> Path:
 
 
 def test_color_stage_keeps_the_y_network_bit_identical(trained_run):
-    y_state = torch.load(trained_run / "checkpoint-y.pt", weights_only=True)["model"]
+    # stage color starts from stage y's moving average of the weights, its product
+    y_state = torch.load(trained_run / "checkpoint-y.pt", weights_only=True)["ema"]
     color_state = torch.load(trained_run / "checkpoint-color.pt", weights_only=True)["model"]
+    assert tensors_equal(load_qgac(trained_run / "checkpoint-y.pt").state_dict(), y_state)
     y_keys = [k for k in y_state if not k.startswith("color_network.")]
     assert all(torch.equal(y_state[k], color_state[k]) for k in y_keys)
     assert any(not torch.equal(y_state[k], color_state[k]) for k in y_state if k.startswith("color_network."))

@@ -1,10 +1,13 @@
-"""Training data: random patches of a folder of photos, JPEG-compressed in memory.
+"""Training data: random patches of a folder of photos, JPEG-compressed in torch.
 
-Each batch is compressed with Pillow (libjpeg) at random qualities and one chroma
-subsampling, read back with the library's own coefficient reader, and paired with
-the DCT of the uncompressed patch (the regression target). Batch ``k`` of a stream
-depends only on ``(seed, rank, k)``, so a resumed run sees the data an
-uninterrupted one would have, whatever the number of loader workers.
+The photos are decoded once into one uint8 tensor on the training device (GPU memory
+on a GPU). Each batch takes random square crops at any offset, in any of the eight
+orientations (flips and quarter turns), and compresses them with
+:func:`qgac_transforms.codec.compress`, which gives bit for bit the coefficients
+Pillow (libjpeg-turbo) would write, at a random quality per patch and one chroma
+subsampling per batch. Batch ``k`` of a stream depends only on ``(seed, rank, k)``,
+so a resumed run sees the data an uninterrupted one would have, on any device and
+with any number of loader workers.
 """
 
 from __future__ import annotations
@@ -20,22 +23,18 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from qgac_transforms.codec import pixels_to_coefficients
-from qgac_transforms.evaluation import compress
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.codec import SUBSAMPLINGS, compress
 
 #: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
 MANIFEST_NAME = "MANIFEST.tsv"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-#: Pillow's ``subsampling`` argument -> (vertical, horizontal) chroma factor.
-SUBSAMPLINGS = {"4:4:4": (0, (1, 1)), "4:2:2": (1, (1, 2)), "4:2:0": (2, (2, 2))}
-
-
 #: Default share of batches per chroma subsampling (the paper trains on 4:2:0 only),
 #: in the order of ``TrainConfig.subsampling_weights``.
 DEFAULT_SUBSAMPLING_WEIGHTS = {"4:2:0": 0.7, "4:2:2": 0.15, "4:4:4": 0.15}
 #: The paper's training qualities.
 DEFAULT_QUALITIES = tuple(range(10, 101, 10))
+#: Orientations of a patch: bit 0 flips left-right, bit 1 flips top-bottom, bit 2 then transposes.
+ORIENTATIONS = 8
 
 
 class DatasetError(ValueError):
@@ -88,29 +87,74 @@ class Batch:
     y: torch.Tensor  # (B, 1, P, P)
     chroma: torch.Tensor  # (B, 2, P/v, P/h)
     tables: torch.Tensor  # (B, 3, 8, 8)
-    target: torch.Tensor  # (B, C, P, P) DCT of the original, full resolution
-    pixels: torch.Tensor  # (B, C, P, P) original pixels, [0, 255]
+    pixels: torch.Tensor  # (B, 3, P, P) original RGB pixels, [0, 255]
     factor: tuple[int, int]
     quality: torch.Tensor  # (B,)
 
     def to(self, device: torch.device) -> Batch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.y), move(self.chroma), move(self.tables), move(self.target), move(self.pixels),
-                     self.factor, self.quality)
-
-
-def make_sample(patch: np.ndarray, quality: int, subsampling: str) -> dict[str, torch.Tensor]:
-    """Compress one uint8 ``(P, P, C)`` patch and build the network input and target."""
-    coefficients = read_coefficients(compress(Image.fromarray(patch), int(quality), SUBSAMPLINGS[subsampling][0]))
-    planes, tables = coefficients.to_tensors()
-    pixels = torch.from_numpy(patch).permute(2, 0, 1).to(torch.float32)
-    target = torch.stack(pixels_to_coefficients(pixels, (1, 1)))
-    return {"y": planes[0], "chroma": torch.cat(planes[1:], dim=0), "tables": tables, "target": target, "pixels": pixels}
+        return Batch(move(self.y), move(self.chroma), move(self.tables), move(self.pixels), self.factor, self.quality)
 
 
 def batch_seed(seed: int, rank: int, step: int) -> int:
     """The random seed of batch ``step`` of process ``rank``: independent streams per triple."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Everything random about one batch: which crops, how turned, how compressed."""
+
+    subsampling: str
+    qualities: tuple[int, ...]
+    images: tuple[int, ...]
+    tops: tuple[int, ...]
+    lefts: tuple[int, ...]
+    orientations: tuple[int, ...]
+
+
+class PhotoBank:
+    """The training photos decoded once into one flat uint8 tensor on ``device``.
+
+    Photos smaller than a patch are mirrored out to ``patch_size`` at load time.
+    """
+
+    def __init__(self, paths: Sequence[Path], patch_size: int, device: torch.device | str = "cpu") -> None:
+        arrays = []
+        for path in paths:
+            array = read_rgb(path)
+            height, width = array.shape[:2]
+            if height < patch_size or width < patch_size:
+                pad = ((0, max(0, patch_size - height)), (0, max(0, patch_size - width)), (0, 0))
+                array = np.pad(array, pad, mode="reflect" if min(height, width) > 1 else "edge")
+            arrays.append(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        self.device = torch.device(device)
+        self.heights = [a.shape[1] for a in arrays]
+        self.widths = [a.shape[2] for a in arrays]
+        self.offsets = np.cumsum([0] + [a.size for a in arrays])[:-1].tolist()
+        self.pixels = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays])).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.heights)
+
+    def crops(self, plan: BatchPlan, size: int) -> torch.Tensor:
+        """``(B, 3, size, size)`` uint8 crops of ``plan``, each in its orientation, in one gather."""
+        def column(values: Sequence[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64, device=self.device)[:, None, None]
+
+        images = list(plan.images)
+        heights = column([self.heights[i] for i in images])
+        widths = column([self.widths[i] for i in images])
+        orientation = column(plan.orientations)
+        grid = torch.arange(size, device=self.device)
+        rows, cols = grid[:, None].expand(size, size), grid[None, :].expand(size, size)
+        transpose = (orientation & 4).bool()
+        rows, cols = torch.where(transpose, cols, rows), torch.where(transpose, rows, cols)
+        rows = torch.where((orientation & 2).bool(), size - 1 - rows, rows) + column(plan.tops)
+        cols = torch.where((orientation & 1).bool(), size - 1 - cols, cols) + column(plan.lefts)
+        start = column([self.offsets[i] for i in images]) + rows * widths + cols  # (B, size, size)
+        channel = torch.arange(3, device=self.device)[None, :, None, None] * (heights * widths)[:, None]
+        return self.pixels[start[:, None] + channel]
 
 
 class PatchStream(IterableDataset):
@@ -120,7 +164,8 @@ class PatchStream(IterableDataset):
     drawn uniformly (integers) when ``continuous``. Each batch uses one chroma
     subsampling, drawn with ``subsampling_weights``. Batch ``k`` is drawn from its own
     generator seeded by :func:`batch_seed`; with ``n`` loader workers, worker ``w``
-    makes batches ``w, w + n, ...``, which the loader yields back in order.
+    makes batches ``w, w + n, ...``, which the loader yields back in order. The photos
+    are loaded on first use, on ``device``, where the batches are made.
     """
 
     def __init__(
@@ -134,54 +179,49 @@ class PatchStream(IterableDataset):
         seed: int = 0,
         rank: int = 0,
         start_step: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         if patch_size % 16:
             raise ValueError("patch size must be a multiple of 16 (one 4:2:0 MCU)")
         if not qualities or not all(1 <= q <= 100 for q in qualities):
             raise ValueError(f"qualities must be JPEG qualities in 1..100, got {list(qualities)}")
         weights = subsampling_weights or DEFAULT_SUBSAMPLING_WEIGHTS
-        if set(weights) - set(SUBSAMPLINGS) or not any(w > 0 for w in weights.values()):
-            raise ValueError(f"subsampling weights must be positive shares of {sorted(SUBSAMPLINGS)}, got {weights}")
+        if set(weights) - set(DEFAULT_SUBSAMPLING_WEIGHTS) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"subsampling weights must be positive shares of {sorted(DEFAULT_SUBSAMPLING_WEIGHTS)}, "
+                             f"got {weights}")
         self.paths = list(paths)
         self.patch_size, self.batch_size = patch_size, batch_size
         self.qualities, self.continuous = list(qualities), continuous
         self.subsampling_weights = dict(weights)
         self.seed, self.rank, self.start_step = seed, rank, start_step
-        self._cache: dict[Path, np.ndarray] = {}
+        self.device = torch.device(device)
+        self._bank: PhotoBank | None = None
 
-    def _image(self, path: Path) -> np.ndarray:
-        if path not in self._cache:
-            self._cache[path] = read_rgb(path)
-        return self._cache[path]
+    @property
+    def bank(self) -> PhotoBank:
+        if self._bank is None:
+            self._bank = PhotoBank(self.paths, self.patch_size, self.device)
+        return self._bank
 
-    def _patch(self, rng: random.Random) -> np.ndarray:
-        image = self._image(rng.choice(self.paths))
-        size = self.patch_size
-        height, width = image.shape[:2]
-        if height < size or width < size:
-            image = np.pad(image, ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0)), mode="reflect")
-            height, width = image.shape[:2]
-        top, left = rng.randrange(height - size + 1), rng.randrange(width - size + 1)
-        patch = image[top : top + size, left : left + size]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        if rng.random() < 0.5:
-            patch = patch[::-1]
-        return np.ascontiguousarray(patch)
-
-    def _quality(self, rng: random.Random) -> int:
-        if self.continuous:
-            return rng.randint(min(self.qualities), max(self.qualities))
-        return rng.choice(self.qualities)
-
-    def batch(self, step: int) -> Batch:
-        """Batch number ``step`` of this stream (a pure function of seed, rank and step)."""
+    def plan(self, step: int) -> BatchPlan:
+        """The draws of batch ``step`` (a pure function of seed, rank and step)."""
         rng = random.Random(batch_seed(self.seed, self.rank, step))
         names, weights = zip(*self.subsampling_weights.items())
         subsampling = rng.choices(names, weights)[0]
-        qualities = [self._quality(rng) for _ in range(self.batch_size)]
-        samples = [make_sample(self._patch(rng), q, subsampling) for q in qualities]
-        return collate(samples, SUBSAMPLINGS[subsampling][1], qualities)
+        low, high = min(self.qualities), max(self.qualities)
+        qualities = [rng.randint(low, high) if self.continuous else rng.choice(self.qualities)
+                     for _ in range(self.batch_size)]
+        images = [rng.randrange(len(self.paths)) for _ in range(self.batch_size)]
+        size, bank = self.patch_size, self.bank
+        tops = [rng.randrange(bank.heights[i] - size + 1) for i in images]
+        lefts = [rng.randrange(bank.widths[i] - size + 1) for i in images]
+        orientations = [rng.randrange(ORIENTATIONS) for _ in images]
+        return BatchPlan(subsampling, tuple(qualities), tuple(images), tuple(tops), tuple(lefts), tuple(orientations))
+
+    def batch(self, step: int) -> Batch:
+        """Batch number ``step`` of this stream, made on the stream's device."""
+        plan = self.plan(step)
+        return compressed_batch(self.bank.crops(plan, self.patch_size), plan.qualities, plan.subsampling)
 
     def __iter__(self) -> Iterator[Batch]:
         worker = get_worker_info()
@@ -190,17 +230,12 @@ class PatchStream(IterableDataset):
             yield self.batch(step)
 
 
-def collate(samples: list[dict[str, torch.Tensor]], factor: tuple[int, int], qualities: Sequence[int]) -> Batch:
-    stack = lambda key: torch.stack([s[key] for s in samples])  # noqa: E731
-    return Batch(
-        y=stack("y"),
-        chroma=stack("chroma"),
-        tables=stack("tables"),
-        target=stack("target"),
-        pixels=stack("pixels"),
-        factor=factor,
-        quality=torch.tensor(list(qualities)),
-    )
+def compressed_batch(pixels: torch.Tensor, qualities: Sequence[int], subsampling: str) -> Batch:
+    """A batch of uint8 RGB ``(B, 3, P, P)`` patches, compressed where they are."""
+    quality = torch.tensor(list(qualities), dtype=torch.int64)
+    planes, tables = compress(pixels, quality.to(pixels.device), subsampling)
+    return Batch(y=planes[0], chroma=torch.cat(planes[1:], dim=1), tables=tables, pixels=pixels.to(torch.float32),
+                 factor=SUBSAMPLINGS[subsampling], quality=quality)
 
 
 def validation_batches(paths: Sequence[Path], qualities: Sequence[int], patch_size: int = 256) -> list[Batch]:
@@ -213,5 +248,5 @@ def validation_batches(paths: Sequence[Path], qualities: Sequence[int], patch_si
         if size == 0:
             raise DatasetError(path, f"{width}x{height} is too small to validate on (at least 16x16)")
         top, left = (height - size) // 2, (width - size) // 2
-        patches.append(np.ascontiguousarray(array[top : top + size, left : left + size]))
-    return [collate([make_sample(p, q, "4:2:0")], (2, 2), [q]) for q in qualities for p in patches]
+        patches.append(torch.from_numpy(np.ascontiguousarray(array[top : top + size, left : left + size])))
+    return [compressed_batch(p.permute(2, 0, 1)[None], [q], "4:2:0") for q in qualities for p in patches]

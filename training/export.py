@@ -25,6 +25,7 @@ from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import ModelCardInfo, markdown_table
 
 from .data import MANIFEST_NAME, DatasetError, list_images
+from .checkpoints import read_checkpoint
 from .trainer import STAGES, load_qgac
 
 
@@ -61,7 +62,7 @@ def read_lineage(folder: str | Path) -> list[StageRecord]:
 
 def read_stage(checkpoint: str | Path) -> StageRecord:
     """The training facts of one checkpoint (its weights are not needed here)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)  # the tensors stay on disk
+    state = read_checkpoint(checkpoint, mmap=True)  # the tensors stay on disk
     history = state.get("history") or []
     return StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
                        history[-1] if history else None, Path(checkpoint).parent.name)

@@ -17,14 +17,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from qgac_transforms.codec import coefficients_to_pixels
+from qgac_transforms.color import rgb_to_ycbcr
 from qgac_transforms.configs import build_model
 from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
+from .checkpoints import read_checkpoint, write_checkpoint
 from .data import (
     DEFAULT_QUALITIES,
     DEFAULT_SUBSAMPLING_WEIGHTS,
@@ -69,6 +72,7 @@ class TrainConfig:
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
     stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
     max_minutes: float | None = None  # training-time budget of the stage; the cosine schedule follows it
+    session_minutes: float | None = None  # end this invocation after this much training time (checkpointed)
     batch_size: int = 16
     patch_size: int = 64
     qualities: list[int] = field(default_factory=lambda: list(DEFAULT_QUALITIES))
@@ -84,10 +88,13 @@ class TrainConfig:
     texture_network: str = "training.losses:vgg16_conv5_3"  # "module:callable" -> nn.Module
     texture_weights: str | None = None  # safetensors state dict of the texture network
     texture_layer: str | None = None  # node of the texture network whose output is compared (None: its output)
-    workers: int = 2
+    workers: int = 2  # loader processes on the CPU; on a GPU the batches are made on it, in the main process
+    ema_decay: float = 0.999  # exponential moving average of the weights (validated, exported); 0: none
+    precision: str = "auto"  # "fp32", "bf16" (autocast, fp32 master weights); auto: bf16 on CUDA, fp32 on CPU
     validation_images: int = 6
     validate_every: int = 500
     checkpoint_minutes: float = 5.0
+    checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
     seed: int = 0
     device: str | None = None
     threads: int | None = None
@@ -106,6 +113,10 @@ class TrainConfig:
         if self.stage != "y" and not self.init:
             raise ValueError(f"stage {self.stage!r} starts from the previous stage's weights: give --init "
                              "(a checkpoint .pt or an exported model folder)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         weights = self.subsampling_weights
         if len(weights) != len(SUBSAMPLING_ORDER) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"subsampling_weights are {len(SUBSAMPLING_ORDER)} shares, not negative and not all "
@@ -140,29 +151,33 @@ def stage_parameters(model: QGAC, stage: str) -> list[nn.Parameter]:
 def load_qgac(source: str | Path) -> QGAC:
     """A QGAC model from a training checkpoint (``*.pt``) or an exported folder or Hub id."""
     if str(source).endswith(".pt"):
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = read_checkpoint(source)
         model = QGAC(**state["model_config"])
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("ema") or state["model"])  # a run's product is its moving average
         return model
     from qgac_transforms.hub import load_model  # noqa: PLC0415 - only exported models need the Hub
 
     return load_model(str(source))
 
 
-def predict_pixels(model: nn.Module, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model on a batch and return (output pixels, target pixels), unclamped.
+def predict_pixels(model: nn.Module, batch: Batch, stage: str, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model on a batch and return (output pixels, target pixels), unclamped, in float32.
 
     Stage ``y`` sees only the Y plane (the grayscale path of ``QGAC.forward``); the
     other stages decode the corrected Y, Cb, Cr to RGB. Going through ``model(...)``
-    keeps DistributedDataParallel's gradient synchronisation in the loop.
+    keeps DistributedDataParallel's gradient synchronisation in the loop. ``bf16`` runs
+    the network under autocast; the DCTs inside it, the decoding and the loss stay float32.
     """
     height, width = batch.pixels.shape[-2:]
+    with torch.autocast(batch.y.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if stage == "y":
+            corrected = model(batch.y, batch.tables)
+        else:
+            corrected = model(batch.y, batch.tables, batch.chroma, batch.factor)
+    corrected = corrected.float()
     if stage == "y":
-        corrected = model(batch.y, batch.tables)
-        output, target = (coefficients_to_pixels([planes[:, 0]], height, width, clamp=False)
-                          for planes in (corrected, batch.target))
-        return output, target
-    corrected = model(batch.y, batch.tables, batch.chroma, batch.factor)
+        output = coefficients_to_pixels([corrected[:, 0]], height, width, clamp=False)
+        return output, rgb_to_ycbcr(batch.pixels)[:, :1]
     return coefficients_to_pixels(list(corrected.unbind(1)), height, width, clamp=False), batch.pixels
 
 
@@ -187,6 +202,22 @@ def validate(model: QGAC, batches: list[Batch], stage: str, device: torch.device
     return {f"q{q}": sum(v) / len(v) for q, v in sorted(gains.items())}
 
 
+def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the
+    average follows a freshly initialised network closely at first.
+    """
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        n = int(updates)
+        weight = 1.0 - min(decay, (1 + n) / (10 + n))
+        floating = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floating:
+            torch._foreach_lerp_([a for a, _ in floating], [c for _, c in floating], weight)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def _leave_signals_to_main(_worker_id: int) -> None:
     """Loader workers ignore SIGINT/SIGTERM: the main process stops after its step and ends them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -209,6 +240,7 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         else:
             self.device = torch.device("cpu")
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         if self.device.type == "cuda":
             # TF32 where the GPU has it: the regression targets are far coarser than its 10-bit mantissa.
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -246,6 +278,7 @@ class Trainer:
             if config.texture_weights is None and self.is_main:
                 log.warning("texture network %s has no trained weights (--texture-weights): the texture "
                             "term is only a placeholder", config.texture_network)
+        self.ema = moving_average(self.model, config.ema_decay) if config.ema_decay and self.is_main else None
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
@@ -262,14 +295,21 @@ class Trainer:
             if self.discriminator is not None:
                 self.discriminator_network = DistributedDataParallel(self.discriminator, device_ids=device_ids)
         self.validation = validation_batches(held_out, [10, 50]) if self.is_main and held_out else []
-        stream = PatchStream(
+        on_gpu = self.device.type == "cuda"
+        self.stream = PatchStream(
             train_paths, config.patch_size, config.batch_size, config.qualities, config.continuous_quality,
             config.subsampling_shares, seed=config.seed, rank=self.rank, start_step=self.step,
+            device=self.device if on_gpu else "cpu",
         )
-        self.loader = DataLoader(stream, batch_size=None, num_workers=config.workers,
-                                 persistent_workers=config.workers > 0, pin_memory=self.device.type == "cuda",
-                                 worker_init_fn=_leave_signals_to_main if config.workers > 0 else None)
+        workers = 0 if on_gpu else config.workers  # a GPU makes its own batches faster than any worker
+        self.loader = DataLoader(self.stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                                 worker_init_fn=_leave_signals_to_main if workers > 0 else None)
         self.built = True
+
+    @property
+    def averaged_model(self) -> QGAC:
+        """The weights a run validates and exports: the moving average where there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _initial_model(self) -> QGAC:
         config = self.config
@@ -298,6 +338,9 @@ class Trainer:
             "python_rng": random.getstate(),
             "config": asdict(self.config),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+            state["ema_updates"] = int(self.ema.n_averaged)
         if self.discriminator is not None:
             state["discriminator"] = self.discriminator.state_dict()
             state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
@@ -308,15 +351,12 @@ class Trainer:
         """Write the run's state atomically (a temporary file renamed over the last checkpoint)."""
         if not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self._state(), temporary)
-        os.replace(temporary, self.checkpoint_path)
+        write_checkpoint(self._state(), self.checkpoint_path, self.config.checkpoint_part_mb)
         log.info("checkpoint step %d -> %s", self.step, self.checkpoint_path)
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        missing = sorted(set(self._state()) - set(state))
+        state = read_checkpoint(self.checkpoint_path, map_location=self.device)
+        missing = sorted(set(self._state()) - set(state) - {"ema", "ema_updates"})
         if missing:
             raise ValueError(f"{self.checkpoint_path} cannot be resumed: it has no {', '.join(missing)} (a copy "
                              "of the weights alone?); start a new run folder with --init pointing at it")
@@ -325,8 +365,15 @@ class Trainer:
             raise ValueError(f"{self.checkpoint_path} was trained with the {trained_with!r} schedule, not "
                              f"{self.config.schedule!r}: keep it, or start a new run folder")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:
+            log.warning("%s was saved without its optimizer state (too large for its parts): Adam starts afresh",
+                        self.checkpoint_path)
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state.get("ema", state["model"]))
+            self.ema.n_averaged.fill_(state.get("ema_updates", 0))
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
@@ -356,18 +403,20 @@ class Trainer:
     # ----------------------------------------------------------------- steps
     def regression_step(self, batch: Batch) -> dict[str, float]:
         """One Adam step on Eq. 1 (stages y and color)."""
-        output, target = predict_pixels(self.network, batch, self.config.stage)
+        output, target = predict_pixels(self.network, batch, self.config.stage, self.bf16)
         loss = regression_loss(output, target, self.config.ssim_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return {"loss": loss.item()}
 
     def gan_step(self, batch: Batch) -> dict[str, float]:
         """One generator step on Eq. 3, then one discriminator step on the RaGAN loss."""
         config = self.config
         assert self.discriminator is not None and self.discriminator_network is not None
-        output, target = predict_pixels(self.network, batch, "gan")
+        output, target = predict_pixels(self.network, batch, "gan", self.bf16)
         # The generator step goes through the bare discriminator, frozen: only the
         # discriminator's own step below takes part in its gradient synchronisation.
         self.discriminator.requires_grad_(False)
@@ -379,6 +428,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.discriminator.requires_grad_(True)
         real_logits = self.discriminator_network(target)
         fake_logits = self.discriminator_network(output.detach())
@@ -430,7 +481,9 @@ class Trainer:
             flag = torch.tensor([float(stop)], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
-        stop_at = self.config.stop_at
+        stop_at, session = self.config.stop_at, self.config.session_minutes
+        if session is not None and self.elapsed - self.session_start >= 60 * session:
+            stop = True  # every process counts the same (slowest) clock when a budget is set
         return stop or (stop_at is not None and self.step >= stop_at)
 
     def train(self) -> None:
@@ -442,6 +495,7 @@ class Trainer:
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         last_save = time.monotonic()
         start_step, start_elapsed = self.step, self.elapsed
+        self.session_start = self.elapsed
         progress = tqdm(total=None if config.max_minutes else config.steps, initial=self.step,
                         disable=not self.is_main, dynamic_ncols=True, desc=f"stage {config.stage}")
         batches = iter(self.loader)
@@ -453,7 +507,7 @@ class Trainer:
                 now = time.monotonic()
                 self.elapsed += now - tick
                 tick = now
-                if self.distributed and config.max_minutes is not None:
+                if self.distributed and (config.max_minutes is not None or config.session_minutes is not None):
                     self.elapsed = self._slowest_elapsed()  # one rate and one last step on every process
                 self._step_schedules()
                 patches = (self.step - start_step) * config.batch_size * self.world_size
@@ -479,7 +533,7 @@ class Trainer:
             dist.destroy_process_group()
 
     def _validate(self) -> None:
-        gains = validate(self.model, self.validation, self.config.stage, self.device)
+        gains = validate(self.averaged_model, self.validation, self.config.stage, self.device)
         record = {"step": self.step, "elapsed_s": round(self.elapsed, 1), **{k: round(v, 4) for k, v in gains.items()}}
         self.history.append(record)
         log.info("validation %s", json.dumps(record))

@@ -1,0 +1,120 @@
+"""Checkpoint files: one ``.pt`` file, or a small ``.pt`` index plus safetensors parts.
+
+A GPU machine that returns at most a few files of a capped size (see the GPU recipe in
+``training/README.md``) needs a checkpoint split into parts: with ``part_mb`` set, every
+tensor of at least :data:`INLINE_BYTES` moves into ``<name>.<step>.partN.safetensors``
+files of at most ``part_mb`` MiB each, and the ``.pt`` file keeps the rest of the state
+with the tensors' keys in their places. Parts carry the step in their names and the
+index is written last, atomically, so a checkpoint cut short by a crash leaves the
+previous one readable. If the parts would be more than ``max_parts``, the optimizer
+state is left out first (resuming then restarts Adam's moments, and says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+#: Tensors smaller than this stay in the ``.pt`` index (random-number states, schedules).
+INLINE_BYTES = 4096
+#: Placeholder for a tensor stored in a part: ``{PART_KEY: "<flat key>"}``.
+PART_KEY = "__part_tensor__"
+log = logging.getLogger("training")
+
+
+def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` with every large tensor replaced by a placeholder, collected in ``tensors``."""
+    if isinstance(value, torch.Tensor) and value.numel() * value.element_size() >= INLINE_BYTES:
+        tensors[prefix] = value.detach().cpu().contiguous()
+        return {PART_KEY: prefix}
+    if isinstance(value, dict):
+        return {key: _flatten(item, f"{prefix}/{key}", tensors) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_flatten(item, f"{prefix}/{index}", tensors) for index, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _restore(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {PART_KEY}:
+            return tensors[value[PART_KEY]]
+        return {key: _restore(item, tensors) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_restore(item, tensors) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_restore(item, tensors) for item in value)
+    return value
+
+
+#: Room for each tensor's entry in a safetensors header (name, dtype, shape, offsets).
+HEADER_BYTES = 256
+
+
+def _pack(tensors: dict[str, torch.Tensor], limit: int) -> list[dict[str, torch.Tensor]]:
+    """Greedy packing of tensors into files of at most ``limit`` bytes (a larger tensor gets its own)."""
+    parts: list[dict[str, torch.Tensor]] = []
+    size = limit
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size() + HEADER_BYTES + len(key.encode())
+        if size + nbytes > limit:
+            parts.append({})
+            size = 0
+        parts[-1][key] = tensor
+        size += nbytes
+    return parts
+
+
+def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | None = None,
+                     max_parts: int = 6) -> list[Path]:
+    """Write ``state`` to ``path`` atomically; with ``part_mb``, split as the module says. Returns the files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_parts = set(path.parent.glob(f"{path.stem}.*.part*.safetensors"))
+    files: list[Path] = []
+    if part_mb is not None:
+        limit = int(part_mb * 2**20)
+        tensors: dict[str, torch.Tensor] = {}
+        index = _flatten(state, "", tensors)
+        parts = _pack(tensors, limit)
+        if len(parts) > max_parts and state.get("optimizer") is not None:
+            log.warning("checkpoint needs %d parts of %g MiB, more than %d: leaving out the optimizer state",
+                        len(parts), part_mb, max_parts)
+            return write_checkpoint({**state, "optimizer": None}, path, part_mb, max_parts)
+        if len(parts) > max_parts:
+            raise ValueError(f"{path}: the weights alone need {len(parts)} parts of {part_mb:g} MiB "
+                             f"(at most {max_parts}); raise checkpoint_part_mb")
+        names = []
+        for number, part in enumerate(parts):
+            name = f"{path.stem}.{int(state.get('step', 0)):08d}.part{number}.safetensors"
+            save_file(part, path.parent / name)
+            names.append(name)
+            files.append(path.parent / name)
+        state = {"parts": names, "index": index}
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+    for stale in old_parts - set(files):
+        stale.unlink(missing_ok=True)
+    return [path, *files]
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by :func:`write_checkpoint` (or ``torch.save``), parts joined back in."""
+    path = Path(path)
+    state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    if set(state) != {"parts", "index"}:
+        return state
+    tensors: dict[str, torch.Tensor] = {}
+    for name in state["parts"]:
+        part = path.parent / name
+        if not part.is_file():
+            raise FileNotFoundError(f"{path}: its part {name} is missing (copy every {path.stem}.*.safetensors "
+                                    "file with it)")
+        tensors.update(load_file(part, device=str(map_location)))
+    return _restore(state["index"], tensors)
