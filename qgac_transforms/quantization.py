@@ -54,13 +54,25 @@ def quality_to_table(quality: int, chroma: bool = False, baseline: bool = True) 
     return table.reshape(BLOCK, BLOCK).to(torch.int32)
 
 
+def _libjpeg_tables(quality: int, chroma: bool) -> tuple[Tensor, Tensor]:
+    """libjpeg's table for ``quality``, baseline (steps clamped to 255) and not (16-bit steps: ``force_baseline=FALSE``)."""
+    return quality_to_table(quality, chroma), quality_to_table(quality, chroma, baseline=False)
+
+
 def estimate_quality(table: Tensor, chroma: bool = False) -> int:
-    """The libjpeg quality whose table is closest (mean absolute difference) to ``table``."""
+    """The libjpeg quality whose table (baseline or not) is closest (mean absolute difference) to ``table``."""
     t = torch.as_tensor(table).reshape(BLOCK, BLOCK).to(torch.float64)
     errors = [
-        (quality_to_table(q, chroma).to(torch.float64) - t).abs().mean().item() for q in range(1, 101)
+        min((candidate.to(torch.float64) - t).abs().mean().item() for candidate in _libjpeg_tables(q, chroma))
+        for q in range(1, 101)
     ]
     return 1 + min(range(100), key=errors.__getitem__)
+
+
+def is_libjpeg_table(table: Tensor, quality: int, chroma: bool = False) -> bool:
+    """Whether ``table`` is exactly libjpeg's for ``quality``, baseline or not."""
+    t = torch.as_tensor(table).reshape(BLOCK, BLOCK).to(torch.int32)
+    return any(torch.equal(candidate, t) for candidate in _libjpeg_tables(quality, chroma))
 
 
 def _tile_table(table: Tensor, plane: Tensor) -> Tensor:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import jpeglib
 import pytest
 import torch
 from PIL import Image, ImageOps
@@ -158,3 +161,67 @@ def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tin
         assert code == 0
     assert not list((photos / "out").rglob("out"))
     assert sorted(p.name for p in (photos / "out").rglob("*.jpg")) == ["a.jpg", "b.jpg", "gray.jpg"]
+
+
+# --------------------------------------------------------------------------- issue 16
+
+
+@pytest.mark.parametrize("form", ["jpeg", "keep"])
+def test_a_second_run_skips_the_first_runs_outputs(qgac, photos, tiny_weights, form):  # noqa: F811
+    (photos / "broken.jpg").unlink()
+    assert qgac("correct", photos, "--format", form, "--weights", tiny_weights)[0] == 0
+    assert qgac("correct", photos, "-o", photos / "out", "--format", form, "--weights", tiny_weights)[0] == 0
+    code, _, err = qgac("correct", photos, "--format", form, "--overwrite", "--weights", tiny_weights)
+    assert code == 0 and "a_qgac.jpg: an output of qgac correct" in err
+    assert not list(photos.rglob("*_qgac_qgac*")) and not list((photos / "out").rglob("*_qgac*"))
+
+
+def test_output_file_name_with_several_inputs_is_a_usage_error(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+    code, _, err = qgac("correct", photos / "a.jpg", photos / "sub" / "b.jpeg", "-o", tmp_path / "out.png",
+                        "--weights", tiny_weights)  # fmt: skip
+    assert code == 2 and "names a file" in err and not (tmp_path / "out.png").exists()
+
+
+def test_a_named_non_jpeg_is_a_failure(qgac, photos, tiny_weights):  # noqa: F811
+    code, _, err = qgac("correct", photos / "c.png", "--weights", tiny_weights)
+    assert code == 1 and "c.png: not a JPEG file" in err
+
+
+def test_unwritable_outputs_fail_before_any_correction(qgac, photos, tiny_weights, tmp_path, monkeypatch):  # noqa: F811
+    calls = []
+    monkeypatch.setattr("qgac_transforms.cli.correct.correct_file", lambda *args: calls.append(args))
+    (tmp_path / "c").write_text("a file where a folder should be")
+    code, _, err = qgac("correct", photos / "sub", "-o", tmp_path / "c" / "out", "--weights", tiny_weights)
+    assert code == 1 and calls == []
+    assert f"cannot write {tmp_path / 'c' / 'out' / 'b.png'}: {tmp_path / 'c'} is a file, not a folder" in err
+    assert ".tmp" not in err
+
+
+def test_info_into_a_closed_pipe_exits_quietly(photos):
+    command = [sys.executable, "-c", "import sys; from qgac_transforms.cli import main; sys.exit(main())",
+               "info", *[photos / "a.jpg"] * 200]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader went away, as `| head -1` does
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_info_json_without_tables(qgac, photos):
+    code, out, _ = qgac("info", photos / "a.jpg", "--json", "--tables", "none")
+    info = json.loads(out)
+    assert code == 0 and all("table" not in table for table in info["tables"]) and info["tables"][0]["quality"] == 30
+
+
+def test_no_progress_bar_into_a_log(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+    (photos / "broken.jpg").unlink()
+    code, _, err = qgac("correct", photos, "-o", tmp_path / "out", "--weights", tiny_weights)
+    assert code == 0 and "\r" not in err and "file/s" not in err
+
+
+def test_info_recognises_non_baseline_libjpeg_tables(qgac, tmp_path):
+    blocks = read_coefficients(save_jpeg(textured_image(4, 16, 16, "L"), quality=20)).y
+    jpeg = jpeglib.from_dct(Y=blocks, qt=F.quality_to_table(20, baseline=False).numpy()[None], quant_tbl_no=[0])
+    jpeg.height, jpeg.width = 16, 16
+    jpeg.write_dct(str(tmp_path / "q20-16bit.jpg"))  # libjpeg warns: steps above 255 are not baseline
+    code, out, _ = qgac("info", tmp_path / "q20-16bit.jpg")
+    assert code == 0 and "quality (Y): 20 (libjpeg table)" in out and "303" in out

@@ -1,6 +1,7 @@
 """The ``qgac`` command line: one module per subcommand, imported only when used.
 
-Exit codes: 0 all good, 1 some inputs failed (listed on stderr), 2 usage error.
+Exit codes: 0 all good, 1 some inputs failed (listed on stderr), 2 usage error,
+141 (128 + SIGPIPE, as Unix tools) when the reader of the output went away (``qgac info | head``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,10 @@ SUBCOMMANDS = {
     "eval": ("evaluate", "evaluate a model on a folder of images under the paper's protocol"),
     "bench": ("bench", "measure read, network and end-to-end speed and peak memory"),
 }
+
+
+#: Exit status when stdout's reader went away: 128 + SIGPIPE, what a shell reports for Unix tools.
+EXIT_BROKEN_PIPE = 141
 
 
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
@@ -59,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.run(args))
+    try:
+        code = int(args.run(args))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `qgac info ... | head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

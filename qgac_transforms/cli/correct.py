@@ -5,18 +5,26 @@ tag removed from the EXIF that is written (so every viewer shows the same pictur
 the rest of the EXIF and the ICC profile are kept. Outputs go next to their input as
 ``NAME_qgac.EXT`` unless ``-o`` names a folder (or, for a single input, a file);
 files found in a folder keep their path relative to it. Existing files, the input
-included, are never replaced without ``--overwrite``.
+included, are never replaced without ``--overwrite``, and every output is checked
+for being writable before any image is corrected.
+
+JPEG outputs carry a comment (:data:`OUTPUT_MARK`) by which files found in folders
+and globs are recognised as this command's results and skipped, so a second run does
+not correct the first run's outputs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._version import __version__
 from . import report_failures
 
 #: Extensions that promise a JPEG: such a file that cannot be read is a failure, not a skip.
@@ -25,6 +33,8 @@ JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo")
 KEEP_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 OUTPUT_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
 _SOI = b"\xff\xd8\xff"
+#: Start of the COM segment written into every JPEG output: the mark of this command's results.
+OUTPUT_MARK = b"corrected by qgac-transforms"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class Job:
     source: Path
     #: the folder argument the file was found in (outputs keep their path under it), or None
     root: Path | None
+    #: named on the command line itself, not found in a folder or by a glob
+    named: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +119,37 @@ def _looks_like_jpeg(path: Path) -> bool:
         return file.read(3) == _SOI
 
 
+def _written_by_qgac(path: Path) -> bool:
+    """Whether a JPEG file is an output of this command (it carries :data:`OUTPUT_MARK`)."""
+    from PIL import JpegImagePlugin  # noqa: PLC0415
+
+    try:
+        with JpegImagePlugin.JpegImageFile(path) as image:  # parses the header only
+            return any(name == "COM" and data.startswith(OUTPUT_MARK) for name, data in image.applist)
+    except Exception:  # noqa: BLE001 - an unreadable header is for the reader to report
+        return False
+
+
+def _names_a_file(path: Path) -> bool:
+    """``-o PATH`` names a file: an existing one, or a new name with an extension."""
+    return path.is_file() or (not path.is_dir() and bool(path.suffix))
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created when needed), or ``None``: tried now,
+    in the nearest existing folder, so that no image is corrected for nothing."""
+    existing = folder
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        tempfile.TemporaryFile(dir=existing, prefix=".qgac-").close()
+    except OSError as error:
+        return f"cannot create files in {existing} ({error.strerror or error})"
+    return None
+
+
 def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tuple[str, str]]]:
     """Expand files, folders (recursively, except the folder ``exclude``) and globs into jobs;
     returns ``(jobs, failures)``."""
@@ -114,11 +157,11 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
     failures: list[tuple[str, str]] = []
     seen: set[Path] = set()
 
-    def add(path: Path, root: Path | None) -> None:
+    def add(path: Path, root: Path | None, named: bool = False) -> None:
         resolved = path.resolve()
         if resolved not in seen:
             seen.add(resolved)
-            jobs.append(Job(path, root))
+            jobs.append(Job(path, root, named))
 
     for text in inputs:
         path = Path(text)
@@ -129,7 +172,7 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
                 for name in sorted(names):
                     add(Path(folder) / name, path)
         elif path.is_file():
-            add(path, None)
+            add(path, None, named=True)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
@@ -169,17 +212,21 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         file_format = "PNG"
     else:
         file_format = "JPEG"
+        mark = OUTPUT_MARK + f" {__version__}".encode()
+        options["extra"] = b"\xff\xfe" + (2 + len(mark)).to_bytes(2, "big") + mark  # a COM segment
         options["quality"] = args.quality
         if subsampling in ("4:4:4", "4:2:2", "4:2:0"):
             options["subsampling"] = subsampling
-    destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "xb") as file:  # a plain new file: the user's umask applies
             image.save(file, file_format, **options)
         os.replace(temporary, destination)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):  # name the output, not the temporary file
+            raise OSError(f"cannot write {destination} ({error.strerror or error})") from error
         raise
 
 
@@ -211,12 +258,14 @@ def _error(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     exclude = args.output.resolve() if args.output is not None and args.output.is_dir() else None
     jobs, failures = collect(args.inputs, exclude)
-    single_file = len(args.inputs) == 1 and len(jobs) == 1 and jobs[0].root is None
-    if args.output is not None and args.output.is_file() and not single_file:
-        return _error(f"-o {args.output} is a file, but there are several inputs: give a folder")
+    several = len(args.inputs) > 1 or len(jobs) > 1 or any(job.root is not None for job in jobs)
+    if args.output is not None and several and _names_a_file(args.output):
+        return _error(f"-o {args.output} names a file, but there are several inputs (or a folder): give a folder")
+    single_file = len(jobs) == 1 and not several
 
     todo: list[tuple[Job, Path]] = []
     planned: set[Path] = set()
+    unwritable = functools.cache(_unwritable)  # each output folder tried once per run
     for job in jobs:
         known_jpeg = job.source.suffix.lower() in JPEG_SUFFIXES
         try:
@@ -225,14 +274,24 @@ def run(args: argparse.Namespace) -> int:
             failures.append((str(job.source), f"cannot read file ({error.strerror or error})"))
             continue
         if not is_jpeg and not known_jpeg:
-            print(f"skipping {job.source}: not a JPEG file", file=sys.stderr)
+            if job.named:  # asked for by name: not processing it is a failure
+                failures.append((str(job.source), "not a JPEG file"))
+            else:
+                print(f"skipping {job.source}: not a JPEG file", file=sys.stderr)
+            continue
+        if not job.named and _written_by_qgac(job.source):
+            print(f"skipping {job.source}: an output of qgac correct", file=sys.stderr)
             continue
         destination = output_path(job, args, single_file)
         if destination.resolve() in planned:
             failures.append((str(job.source), f"another input is also written to {destination}"))
+        elif destination.is_dir():
+            failures.append((str(job.source), f"cannot write {destination}: it is a folder"))
         elif destination.exists() and not args.overwrite:
             what = "it is the input itself" if destination.resolve() == job.source.resolve() else "it exists"
             failures.append((str(job.source), f"not writing {destination}: {what} (pass --overwrite)"))
+        elif reason := unwritable(destination.parent):
+            failures.append((str(job.source), f"cannot write {destination}: {reason}"))
         else:
             planned.add(destination.resolve())
             todo.append((job, destination))
@@ -252,7 +311,9 @@ def run(args: argparse.Namespace) -> int:
             model = load_cached_model(args.weights, device)
         except (OSError, ValueError, RuntimeError) as error:
             return _error(f"cannot load the model {args.weights or '(default)'} on {device}: {error}")
-        progress = tqdm(todo, unit="file", disable=len(todo) <= 1, file=sys.stderr, dynamic_ncols=True)
+        # a bar only on a terminal: elsewhere (a log file) its carriage returns are noise
+        show = len(todo) > 1 and sys.stderr.isatty()
+        progress = tqdm(todo, unit="file", disable=not show, file=sys.stderr, dynamic_ncols=True)
         for job, destination in progress:
             try:
                 correct_file(model, job, destination, args)

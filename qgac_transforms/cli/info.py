@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def describe(path: str) -> dict[str, Any]:
     """Everything ``qgac info`` reports about one file (raises ``InvalidJPEGError``)."""
     from ..jpeg_io import read_coefficients  # noqa: PLC0415 - keep `qgac --help` light
-    from ..quantization import estimate_quality, quality_to_table  # noqa: PLC0415
+    from ..quantization import estimate_quality, is_libjpeg_table  # noqa: PLC0415
 
     coefficients = read_coefficients(path)
     names = ("Y",) if coefficients.is_gray else ("Y", "Cb", "Cr")
@@ -42,7 +42,7 @@ def describe(path: str) -> dict[str, Any]:
     for index, (name, table) in enumerate(zip(names, coefficients.tables)):
         chroma = index > 0
         quality = estimate_quality(table, chroma=chroma)
-        exact = bool((quality_to_table(quality, chroma=chroma).numpy() == table).all())
+        exact = is_libjpeg_table(table, quality, chroma)
         tables.append({"component": name, "quality": quality, "exact": exact, "table": table.tolist()})
     return {
         "file": path,
@@ -99,5 +99,7 @@ def run(args: argparse.Namespace) -> int:
         except InvalidJPEGError as error:
             failures.append((path, error.reason))
             continue
+        if args.json and args.tables == "none":
+            info["tables"] = [{key: value for key, value in table.items() if key != "table"} for table in info["tables"]]
         print(json.dumps(info) if args.json else format_text(info, args.tables))
     return report_failures("info", [(str(path), reason) for path, reason in failures], "file")
