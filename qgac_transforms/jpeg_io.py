@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Union
 
-import jpeglib
 import numpy as np
 import torch
 from PIL import Image
@@ -343,6 +342,14 @@ def _check_supported(data: bytes, name: str) -> tuple[_FrameHeader, Image.Image]
 # --------------------------------------------------------------------------- jpeglib calls
 
 
+def _jpeglib():  # noqa: ANN202 - the module
+    """jpeglib, imported on first use: what only compresses in torch (training on a GPU
+    machine, say) needs neither it nor its bundled libjpeg builds."""
+    import jpeglib  # noqa: PLC0415
+
+    return jpeglib
+
+
 @contextmanager
 def _captured_stderr() -> Iterator[io.StringIO]:
     """Capture what C code writes to file descriptor 2 (libjpeg's warnings)."""
@@ -417,7 +424,7 @@ def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoe
         data = _strip_app_markers(data)
     with _JPEGLIB_LOCK, _as_file(data) as path, _captured_stderr() as libjpeg_messages:
         try:
-            jpeg = jpeglib.read_dct(path)
+            jpeg = _jpeglib().read_dct(path)
             jpeg.load()
             planes = [jpeg.Y] if jpeg.Cb is None else [jpeg.Y, jpeg.Cb, jpeg.Cr]
             planes = [np.ascontiguousarray(p, dtype=np.int16) for p in planes]
@@ -470,7 +477,7 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
             unique.append(table)
     with _JPEGLIB_LOCK, tempfile.TemporaryDirectory(prefix="qgac-") as folder:
         path = os.path.join(folder, "out.jpg")
-        jpeg = jpeglib.from_dct(
+        jpeg = _jpeglib().from_dct(
             Y=planes[0],
             Cb=None if len(planes) == 1 else planes[1],
             Cr=None if len(planes) == 1 else planes[2],

@@ -409,6 +409,26 @@ def test_session_minutes_end_an_invocation_with_a_checkpoint(tmp_path, photos):
     assert second.step == 2
 
 
+def test_training_bench_reports_patches_per_second(tmp_path, photos):
+    report_path = tmp_path / "bench.json"
+    argv = ["bench", "--data", str(photos), "--model", "tiny", "--batch-size", "2", "--patch-size", "32",
+            "--workers", "0", "--threads", "1", "--batches", "2", "--warmup", "1", "--json", str(report_path)]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["command"] == "python -m training " + " ".join(argv)
+    assert report["data_patches_per_s"] > 0 and report["step_patches_per_s"] > 0
+    assert (report["batch_size"], report["patch_size"], report["device_type"]) == (2, 32, "cpu")
+    assert main(argv[:-2] + ["--batches", "0"]) == 2
+
+
+def test_training_needs_no_jpeglib():
+    """A GPU machine gets the training code without jpeglib's 23 MB wheel: nothing on the
+    training path imports it (it reads JPEG files, which training never does)."""
+    code = ("import sys, training.trainer, training.bench, training.export; "
+            "assert 'jpeglib' not in sys.modules, 'jpeglib was imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
 def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validation_images=0))
     resumed = train(tiny_config(tmp_path, photos, steps=8, validation_images=0))

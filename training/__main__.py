@@ -1,4 +1,4 @@
-"""Command line of the training package: ``python -m training {prepare,stats,train,interpolate,export} ...``.
+"""Command line of the training package: ``python -m training {prepare,stats,train,bench,interpolate,export} ...``.
 
 Exit codes: 0 done (or stopped by a signal, checkpoint kept), 2 bad options or data.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config-file", help="JSON file of options (flags override it)")
     _add_config_flags(train)
 
+    bench = commands.add_parser("bench", help="patches per second of the data path and of training steps")
+    bench.add_argument("--config-file", help="JSON file of training options (flags override it)")
+    bench.add_argument("--batches", type=int, default=20, help="timed batches of each measurement (default 20)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    _add_config_flags(bench)
+
     blend = commands.add_parser("interpolate", help="blend regression and GAN weights (network interpolation)")
     blend.add_argument("--regression", required=True, help="regression model: checkpoint .pt or exported folder")
     blend.add_argument("--gan", required=True, help="GAN model: checkpoint .pt or exported folder")
@@ -95,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return _run(args)
     except _UsageError as error:
@@ -134,6 +143,16 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"exported {args.run} stage {args.stage} -> {folder}")
             return 0
         config = build_config(args)
+        if args.command == "bench":
+            from .bench import format_bench, run_training_bench  # noqa: PLC0415
+
+            report = {"command": "python -m training " + shlex.join(args.argv),
+                      **run_training_bench(config, args.batches, args.warmup)}
+            print(format_bench(report))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(report, indent=1) + "\n")
+            return 0
         trainer = Trainer(config)
         configure_logging(Path(config.run), trainer.rank)
         trainer.build()
