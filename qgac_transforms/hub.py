@@ -163,8 +163,23 @@ def save_model(
 
 
 # ---------------------------------------------------------------------- reading
-def _constructor_arguments(model_class: type[QGAC]) -> set[str]:
-    return set(inspect.signature(model_class.__init__).parameters) - {"self"}
+def _constructor_arguments(model_class: type[QGAC]) -> dict[str, inspect.Parameter]:
+    parameters = dict(inspect.signature(model_class.__init__).parameters)
+    parameters.pop("self", None)
+    return parameters
+
+
+def _check_types(config: Mapping[str, Any], model_class: type[QGAC], path: Path) -> None:
+    """Refuse a value whose type is not that of the constructor argument's default (a whole
+    number, a flag, a name), naming the key: the constructor's own error would not."""
+    for name, parameter in _constructor_arguments(model_class).items():
+        expected = type(parameter.default)
+        if name not in config or expected not in (int, bool, str):
+            continue
+        value = config[name]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            kind = {int: "an integer", bool: "true or false", str: "a string"}[expected]
+            raise InvalidWeightsError(path, f"{name} must be {kind}, got {json.dumps(value)}")
 
 
 def read_config(directory: str | os.PathLike[str], model_class: type[QGAC] = QGAC) -> dict[str, Any]:
@@ -189,11 +204,12 @@ def read_config(directory: str | os.PathLike[str], model_class: type[QGAC] = QGA
             f"format_version {version!r} written by qgac-transforms {writer}; qgac-transforms {__version__} "
             f"reads format_version {FORMAT_VERSION} only{advice}",
         )
-    unknown = sorted(set(config) - set(METADATA_KEYS) - _constructor_arguments(model_class))
+    unknown = sorted(set(config) - set(METADATA_KEYS) - _constructor_arguments(model_class).keys())
     if unknown:
         raise InvalidWeightsError(
             path, f"unknown configuration keys {unknown} (written by qgac-transforms {writer}, this is {__version__})"
         )
+    _check_types(config, model_class, path)
     digest = config.get("weights_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise InvalidWeightsError(path, "weights_sha256 is missing or not a SHA-256 hex digest")

@@ -246,6 +246,11 @@ def test_statistics_that_differ_from_the_config_are_an_error(tmp_path):
         ({"format_version": True}, "format_version True"),
         ({"new_argument": 3}, "unknown configuration keys \\['new_argument'\\]"),
         ({"block_width": -1}, "cannot build QGAC"),
+        ({"features": "sixteen"}, 'features must be an integer, got "sixteen"'),
+        ({"block_width": 16.0}, "block_width must be an integer, got 16.0"),
+        ({"features": True}, "features must be an integer, got true"),
+        ({"color": 1}, "color must be true or false, got 1"),
+        ({"block_body": 3}, "block_body must be a string, got 3"),
     ],
 )
 def test_incompatible_config_is_an_error(tmp_path, change, message):
