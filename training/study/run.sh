@@ -9,4 +9,5 @@ if [ ! -d "$code" ]; then
     git archive "$commit" qgac_transforms training | tar -x -C "$code.tmp"
     mv "$code.tmp" "$code"
 fi
-PYTHONPATH=$code exec python -m training.study.run "$@" --commit="$commit"
+# PYTHONSAFEPATH: python -m must not put the working tree (the current folder) before the snapshot
+PYTHONSAFEPATH=1 PYTHONPATH=$code exec python -m training.study.run "$@" --commit="$commit"
