@@ -1,18 +1,21 @@
-"""Run the capacity study: throughput, equal-compute training, then the report.
+"""Run the capacity study: equal-time training of each variant, then the report.
 
 Start it with ``training/study/run.sh``, which runs this from a snapshot of one commit,
 so that uncommitted edits in the working tree cannot change a study in progress.
 
 Every variant is the ``small`` configuration with the constructor overrides of
-``variants.json``, trained for stage y with ``study-y.json`` from scratch, one thread.
-Training compute is made equal by steps: a short back-to-back run measures each
-variant's steps per second, and each then gets the steps that fit ``--minutes`` (the
-machine is shared, so a step budget is fairer than a clock budget). The report adds
-parameters, multiply-accumulates and the 512 x 512 colour correction time on
-``--bench-threads`` threads (fastest of 5) to the last held-out validation, and times
-the untrained ``candidates.json`` too (speed only: configurations not trained here)::
+``variants.json``, trained for stage y with ``study-y.json`` from scratch, one thread,
+for ``--minutes`` of training time each (``max_minutes``: the cosine rate follows the
+share of the budget spent), one after the other. On the shared machine one-minute
+throughput samples, to budget by steps, gave 0.38 to 0.64 steps/s for the same variant
+within 15 minutes, while a 20-minute budget averages the load out; the CPU seconds
+each training got (trainer and loader together) and the load average are recorded in
+``usage.json`` of its run, so the noise can be read off. The report adds parameters,
+multiply-accumulates and the 512 x 512 colour correction time on ``--bench-threads``
+threads (fastest of 5) to the last held-out validation, and times the untrained
+``candidates.json`` too (speed only: configurations not trained here)::
 
-    training/study/run.sh all           # throughput, train, report
+    training/study/run.sh all           # train, report
     training/study/run.sh report        # only the report, from the finished runs
 """
 
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import resource
 import shlex
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,7 @@ def variants(path: Path = VARIANTS) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
-def train_command(name: str, options: dict[str, Any], run: Path, *extra: str) -> list[str]:
+def train_command(options: dict[str, Any], run: Path, *extra: str) -> list[str]:
     """The ``python -m training train`` command of one variant."""
     return [
         sys.executable, "-m", "training", "train", "--config-file", str(CONFIG.relative_to(Path.cwd())),
@@ -60,40 +64,34 @@ def train_command(name: str, options: dict[str, Any], run: Path, *extra: str) ->
     ]
 
 
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_training(command: list[str], run: Path) -> None:
-    """Run one training command; its progress bar and errors go to ``run/stderr.log``."""
+    """Run one training command; its progress bar and errors go to ``run/stderr.log``, its
+    wall time, CPU seconds and the load average before and after add to ``run/usage.json``."""
     run.mkdir(parents=True, exist_ok=True)
+    path = run / "usage.json"
+    usage = json.loads(path.read_text()) if path.exists() else {"wall_s": 0.0, "cpu_s": 0.0, "loadavg": []}
+    start, cpu, load = time.monotonic(), child_cpu_seconds(), os.getloadavg()
     with open(run / "stderr.log", "a", encoding="utf-8") as stderr:
         subprocess.run(command, check=True, stderr=stderr)
+    usage["wall_s"] += time.monotonic() - start
+    usage["cpu_s"] += child_cpu_seconds() - cpu
+    usage["loadavg"].append({"start": load, "end": os.getloadavg()})
+    path.write_text(json.dumps(usage, indent=2) + "\n")
 
 
 def checkpoint(run: Path) -> dict[str, Any]:
     return torch.load(run / "checkpoint-y.pt", map_location="cpu", weights_only=True, mmap=True)
 
 
-def measure_throughput(root: Path, minutes: float) -> dict[str, float]:
-    """Steps per second of each variant in a fresh ``minutes``-long run without validation."""
-    rates = {}
-    for name, options in variants().items():
-        run = root / "throughput" / name
-        shutil.rmtree(run, ignore_errors=True)
-        command = train_command(
-            name, options, run, "--steps", "1000000", "--max-minutes", str(minutes), "--validation-images", "0"
-        )
-        run_training(command, run)
-        state = checkpoint(run)
-        rates[name] = state["step"] / state["elapsed"]
-        print(f"{name}: {state['step']} steps in {state['elapsed']:.1f} s = {rates[name]:.3f} steps/s", flush=True)
-    (root / "throughput.json").write_text(json.dumps({"minutes": minutes, "steps_per_s": rates}, indent=2) + "\n")
-    return rates
-
-
 def train(root: Path, minutes: float) -> None:
-    """Train each variant for the steps that fit ``minutes`` at its measured rate, one after the other."""
-    rates = json.loads((root / "throughput.json").read_text())["steps_per_s"]
+    """Train each variant for ``minutes`` of training time, one after the other."""
     for name, options in variants().items():
-        steps = math.floor(rates[name] * 60 * minutes)
-        command = train_command(name, options, root / name, "--steps", str(steps))
+        command = train_command(options, root / name, "--steps", "1000000", "--max-minutes", str(minutes))
         print(shlex.join(command), flush=True)
         run_training(command, root / name)
 
@@ -156,7 +154,6 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def report(root: Path, out: Path, threads: int, command: str, commit: str | None) -> dict[str, Any]:
     """The study's JSON report: per variant, the last validation and the measurements."""
-    throughput = json.loads((root / "throughput.json").read_text())
     config = json.loads(CONFIG.read_text())
     rows = []
     for name, options in variants().items():
@@ -164,8 +161,7 @@ def report(root: Path, out: Path, threads: int, command: str, commit: str | None
         validation = last_validation(root / name)
         rows.append({
             "variant": name, "model_options": options, "steps": state["step"],
-            "training_s": round(state["elapsed"], 1),
-            "throughput_steps_per_s": round(throughput["steps_per_s"][name], 4),
+            "training_s": round(state["elapsed"], 1), "usage": json.loads((root / name / "usage.json").read_text()),
             "gain_q10_db": validation["q10"], "gain_q50_db": validation["q50"], "history": state["history"],
             **measure(load_qgac(root / name / "checkpoint-y.pt"), threads),
         })
@@ -178,7 +174,7 @@ def report(root: Path, out: Path, threads: int, command: str, commit: str | None
     print(table(rows + candidates), flush=True)
     result = {
         "command": command, "commit": commit, "machine": machine(), "training_config": config,
-        "throughput_minutes": throughput["minutes"], "bench": {
+        "bench": {
             "image": f"{BENCH_SIZE}x{BENCH_SIZE} colour 4:2:0 (qgac_transforms.benchmark.synthetic_jpeg)",
             "threads": threads, "timing": f"fastest of {BENCH_RUNS}, each after an untimed warm-up",
         },
@@ -191,18 +187,15 @@ def report(root: Path, out: Path, threads: int, command: str, commit: str | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.study.run", description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["throughput", "train", "report", "all"])
+    parser.add_argument("phase", choices=["train", "report", "all"])
     parser.add_argument("--root", type=Path, default=Path("runs/study"), help="folder of the study's runs")
     parser.add_argument("--minutes", type=float, default=20.0, help="training compute per variant")
-    parser.add_argument("--throughput-minutes", type=float, default=1.0)
     parser.add_argument("--bench-threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/results/study-capacity.json"))
     parser.add_argument("--commit", help="the commit the study's code was taken from (run.sh sets it)")
     args = parser.parse_args(argv)
     arguments = [a for a in (sys.argv[1:] if argv is None else argv) if a != f"--commit={args.commit}"]
     command = shlex.join(["training/study/run.sh", *arguments])
-    if args.phase in ("throughput", "all"):
-        measure_throughput(args.root, args.throughput_minutes)
     if args.phase in ("train", "all"):
         train(args.root, args.minutes)
     if args.phase in ("report", "all"):
