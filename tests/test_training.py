@@ -429,6 +429,38 @@ def test_training_needs_no_jpeglib():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
+def test_resume_needs_no_init_and_can_go_without_adam_moments(tmp_path, photos, caplog):
+    """What a GPU machine gets back: a checkpoint without Adam's moments, resumed where the
+    init it started from is no longer there."""
+    train(tiny_config(tmp_path / "y", photos, steps=2))
+    init = tmp_path / "init.pt"
+    shutil.copy(tmp_path / "y" / "checkpoint-y.pt", init)
+    options = dict(stage="color", steps=4, init=str(init), checkpoint_optimizer=False)
+    first = train(tiny_config(tmp_path / "color", photos, stop_at=2, **options))
+    assert read_checkpoint(first.checkpoint_path)["optimizer"] is None
+    init.unlink()
+    resumed = train(tiny_config(tmp_path / "color", photos, **options))
+    assert resumed.step == 4 and "Adam's moments start afresh" in caplog.text
+
+
+def test_shards_keep_the_validation_photos_apart(tmp_path):
+    from training.shard import shard_folder
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(9):
+        Image.fromarray(rng.integers(0, 256, (16, 16 + 8 * index, 3), np.uint8)).save(source / f"p{index}.png")
+    folders = shard_folder(source, tmp_path / "out", shard_mb=6000 / 2**20, validation_images=3)
+    _, held_out = split_images(list_images(source), 3)
+    assert sorted(p.name for p in list_images(tmp_path / "out" / "validation")) == sorted(p.name for p in held_out)
+    sharded = [p.name for folder in folders for p in list_images(folder)]
+    assert sorted(sharded) == sorted(p.name for p in list_images(source) if p not in held_out)
+    assert all(sum(p.stat().st_size for p in list_images(f)) <= 6000 for f in folders) and len(folders) > 1
+    with pytest.raises(ValueError, match="larger than a shard"):
+        shard_folder(source, tmp_path / "small", shard_mb=1000 / 2**20)
+
+
 def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validation_images=0))
     resumed = train(tiny_config(tmp_path, photos, steps=8, validation_images=0))

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, help="folder to write the downscaled images to")
     prepare.add_argument("--factor", type=int, default=2, help="downscaling factor (default 2)")
 
+    shard = commands.add_parser("shard", help="split a training folder into shards and a validation folder")
+    shard.add_argument("--data", required=True, help="folder of training images")
+    shard.add_argument("--out", required=True, help="folder to write validation/ and shard-NN/ to")
+    shard.add_argument("--shard-mb", type=float, required=True, help="largest size of a shard, in MiB")
+    shard.add_argument("--validation-images", type=int, default=TrainConfig.validation_images,
+                       help="held-out images, chosen as training chooses them (default %(default)s)")
+
     stats = commands.add_parser("stats", help="compute normalization statistics of the training images")
     stats.add_argument("--data", required=True, help="folder of training images")
     stats.add_argument("--validation-images", type=int, default=TrainConfig.validation_images,
@@ -122,6 +129,12 @@ def _run(args: argparse.Namespace) -> int:
 
             written = downscale_folder(args.data, args.out, args.factor)
             print(f"{len(written)} images downscaled by {args.factor} -> {args.out}")
+            return 0
+        if args.command == "shard":
+            from .shard import shard_folder  # noqa: PLC0415
+
+            folders = shard_folder(args.data, args.out, args.shard_mb, args.validation_images)
+            print(f"{len(folders)} shards of at most {args.shard_mb:g} MiB and validation/ -> {args.out}")
             return 0
         if args.command == "stats":
             paths, _ = split_images(list_images(args.data), args.validation_images)

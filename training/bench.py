@@ -36,7 +36,7 @@ def run_training_bench(config: TrainConfig, batches: int = 20, warmup: int = 3) 
     if batches < 1 or warmup < 0:
         raise ValueError(f"batches must be at least 1 and warmup 0 or more, got {batches} and {warmup}")
     with tempfile.TemporaryDirectory(prefix="qgac-bench-") as run:
-        trainer = Trainer(dataclasses.replace(config, run=run, validation_images=0))
+        trainer = Trainer(dataclasses.replace(config, run=run, validation_images=0, validation_data=None))
         trainer.build()
         stream = trainer.stream
         _timed(trainer.device, stream.batch, 0, max(warmup, 1))  # loads the photos onto the device

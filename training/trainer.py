@@ -92,9 +92,11 @@ class TrainConfig:
     ema_decay: float = 0.999  # exponential moving average of the weights (validated, exported); 0: none
     precision: str = "auto"  # "fp32", "bf16" (autocast, fp32 master weights); auto: bf16 on CUDA, fp32 on CPU
     validation_images: int = 6
+    validation_data: str | None = None  # a folder of held-out photos; then every photo of `data` is trained on
     validate_every: int = 500
     checkpoint_minutes: float = 5.0
     checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
+    checkpoint_optimizer: bool = True  # false: leave Adam's moments out (half the size; a resumed run restarts them)
     seed: int = 0
     device: str | None = None
     threads: int | None = None
@@ -258,10 +260,15 @@ class Trainer:
     def build(self) -> None:
         """Model, optimizers, data and validation set; the run's checkpoint if it has one."""
         config = self.config
-        train_paths, held_out = split_images(list_images(config.data), config.validation_images)
+        if config.validation_data:
+            train_paths, held_out = list_images(config.data), list_images(config.validation_data)
+        else:
+            train_paths, held_out = split_images(list_images(config.data), config.validation_images)
         torch.manual_seed(config.seed + self.rank)
         random.seed(config.seed + self.rank)
-        self.model = self._initial_model().to(self.device).train()
+        resume = read_checkpoint(self.checkpoint_path, map_location=self.device) if self.checkpoint_path.exists() else None
+        # resuming needs no init: the checkpoint rebuilds the model (and the init may not have travelled with it)
+        self.model = (QGAC(**resume["model_config"]) if resume else self._initial_model()).to(self.device).train()
         if config.stage != "y" and self.model.color_network is None:
             raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
         self.parameters = stage_parameters(self.model, config.stage)
@@ -282,8 +289,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
-        if self.checkpoint_path.exists():
-            self._load_checkpoint()
+        if resume is not None:
+            self._load_checkpoint(resume)
         self.network: nn.Module = self.model
         self.discriminator_network: nn.Module | None = self.discriminator
         if self.distributed:
@@ -329,7 +336,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "model_config": self.model.config,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.config.checkpoint_optimizer else None,
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
@@ -354,8 +361,7 @@ class Trainer:
         write_checkpoint(self._state(), self.checkpoint_path, self.config.checkpoint_part_mb)
         log.info("checkpoint step %d -> %s", self.step, self.checkpoint_path)
 
-    def _load_checkpoint(self) -> None:
-        state = read_checkpoint(self.checkpoint_path, map_location=self.device)
+    def _load_checkpoint(self, state: dict[str, Any]) -> None:
         missing = sorted(set(self._state()) - set(state) - {"ema", "ema_updates"})
         if missing:
             raise ValueError(f"{self.checkpoint_path} cannot be resumed: it has no {', '.join(missing)} (a copy "
@@ -368,8 +374,7 @@ class Trainer:
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         else:
-            log.warning("%s was saved without its optimizer state (too large for its parts): Adam starts afresh",
-                        self.checkpoint_path)
+            log.warning("%s was saved without its optimizer state: Adam's moments start afresh", self.checkpoint_path)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state.get("ema", state["model"]))
