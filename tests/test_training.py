@@ -657,6 +657,16 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     assert all(torch.equal(value, trained.state_dict()[key]) for key, value in gray.state_dict().items())
     gray_jpeg = read_coefficients(make_jpeg(make_image(4, 40, 48, mode="L"), quality=30))
     assert torch.allclose(correct(gray, gray_jpeg), correct(trained, gray_jpeg), atol=1e-3)
+    # --half: float16 on disk, half the bytes, float32 again once loaded, the weights rounded once
+    half_folder = export_run(trained_run, "color", "qgac-half", tmp_path / "hub", half=True)[0]
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(half_folder / "model.safetensors").values()} == {torch.float16}
+    size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half_folder) < 0.55 * size(folders[0])
+    half = hub.load_model(half_folder)
+    assert all(torch.equal(value, trained.state_dict()[key].half().float()) for key, value in half.state_dict().items())
+    assert next(half.parameters()).dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- processes

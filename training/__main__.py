@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--hub-dir", default="hub", help="folder of Hub model folders")
     export.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<name>)")
     export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
+    export.add_argument("--half", action="store_true",
+                        help="store the weights in float16 (half the size; loaded back into float32)")
     export.add_argument("--embed", action="store_true",
                         help="also write the model into qgac_transforms/weights/<name>/ (shipped in the wheel)")
     return parser
@@ -151,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
             from .export import export_run  # noqa: PLC0415
 
             folders = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
-                                 repo_id=args.repo_id)
+                                 repo_id=args.repo_id, half=args.half)
             for folder in folders:
                 print(f"exported {args.run} stage {args.stage} -> {folder}")
             return 0

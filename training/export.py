@@ -210,8 +210,12 @@ def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[Stage
 
 
 def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
-               eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None) -> list[Path]:
-    """Write ``run``'s ``checkpoint-<stage>.pt`` to ``hub_dir/name`` (and the package's weights if ``embed``)."""
+               eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None,
+               half: bool = False) -> list[Path]:
+    """Write ``run``'s ``checkpoint-<stage>.pt`` to ``hub_dir/name`` (and the package's weights if ``embed``).
+
+    ``half`` stores the weights in float16 (half the size; models load them back into float32).
+    """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     checkpoint = Path(run) / f"checkpoint-{stage}.pt"
@@ -220,6 +224,8 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
     model = load_qgac(checkpoint)
     if stage == "y":
         model = gray_model(model)
+    if half:
+        model = model.half()
     stages = run_stages(run, stage)
     folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages)
     return [folder, hub.embed(folder, name)] if embed else [folder]
