@@ -412,7 +412,8 @@ def test_session_minutes_end_an_invocation_with_a_checkpoint(tmp_path, photos):
 def test_training_bench_reports_patches_per_second(tmp_path, photos):
     report_path = tmp_path / "bench.json"
     argv = ["bench", "--data", str(photos), "--model", "tiny", "--batch-size", "2", "--patch-size", "32",
-            "--workers", "0", "--threads", "1", "--batches", "2", "--warmup", "1", "--json", str(report_path)]
+            "--workers", "0", "--threads", "1", "--batches", "2", "--warmup", "1", "--repeats", "2",
+            "--json", str(report_path)]
     assert main(argv) == 0
     report = json.loads(report_path.read_text())
     assert report["command"] == "python -m training " + " ".join(argv)

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config-file", help="JSON file of training options (flags override it)")
     bench.add_argument("--batches", type=int, default=20, help="timed batches of each measurement (default 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
+    bench.add_argument("--repeats", type=int, default=3, help="timings of each figure; the fastest counts (default 3)")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     _add_config_flags(bench)
 
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             from .bench import format_bench, run_training_bench  # noqa: PLC0415
 
             report = {"command": "python -m training " + shlex.join(args.argv),
-                      **run_training_bench(config, args.batches, args.warmup)}
+                      **run_training_bench(config, args.batches, args.warmup, args.repeats)}
             print(format_bench(report))
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)

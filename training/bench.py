@@ -3,7 +3,8 @@
 Two figures for a training configuration: the data path alone (crops, compression and
 batch assembly, made where training makes them: on the GPU there, in this process on
 the CPU) and whole training steps (data through the run's loader, forward, backward,
-Adam, moving average). Nothing is written to the run folder.
+Adam, moving average), each the fastest of ``repeats`` timings of ``batches`` batches
+(shared machines are noisy). Nothing is written to the run folder.
 """
 
 from __future__ import annotations
@@ -31,21 +32,22 @@ def _timed(device: torch.device, work: Callable[[int], Any], first: int, count: 
     return time.perf_counter() - start
 
 
-def run_training_bench(config: TrainConfig, batches: int = 20, warmup: int = 3) -> dict[str, Any]:
+def run_training_bench(config: TrainConfig, batches: int = 20, warmup: int = 3, repeats: int = 3) -> dict[str, Any]:
     """Patches per second of the data path and of whole training steps for ``config``."""
-    if batches < 1 or warmup < 0:
-        raise ValueError(f"batches must be at least 1 and warmup 0 or more, got {batches} and {warmup}")
+    if batches < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"batches and repeats must be at least 1 and warmup 0 or more, "
+                         f"got {batches}, {repeats} and {warmup}")
     with tempfile.TemporaryDirectory(prefix="qgac-bench-") as run:
         trainer = Trainer(dataclasses.replace(config, run=run, validation_images=0, validation_data=None))
         trainer.build()
         stream = trainer.stream
         _timed(trainer.device, stream.batch, 0, max(warmup, 1))  # loads the photos onto the device
-        data_seconds = _timed(trainer.device, stream.batch, warmup, batches)
+        data_seconds = min(_timed(trainer.device, stream.batch, warmup + r * batches, batches) for r in range(repeats))
         loader = iter(trainer.loader)
         step = trainer.gan_step if config.stage == "gan" else trainer.regression_step
         run_step = lambda _k: step(next(loader).to(trainer.device))  # noqa: E731
         _timed(trainer.device, run_step, 0, warmup)
-        step_seconds = _timed(trainer.device, run_step, 0, batches)
+        step_seconds = min(_timed(trainer.device, run_step, 0, batches) for _ in range(repeats))
     patches = batches * config.batch_size
     device = trainer.device
     return {
@@ -61,6 +63,7 @@ def run_training_bench(config: TrainConfig, batches: int = 20, warmup: int = 3) 
         "workers": 0 if device.type == "cuda" else config.workers,
         "precision": "bf16" if trainer.bf16 else "fp32",
         "batches": batches,
+        "repeats": repeats,
         "data_patches_per_s": round(patches / data_seconds, 1),
         "step_patches_per_s": round(patches / step_seconds, 1),
     }
