@@ -7,6 +7,7 @@ their own Python interpreters.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,16 @@ from qgac_transforms.codec import SUBSAMPLINGS
 from qgac_transforms.evaluation import compress as pillow_compress
 from training.checkpoints import read_checkpoint
 from training.data import DatasetError, PatchStream, PhotoBank, list_images, split_images
-from training.export import StageRecord, export_run, interpolate, read_evaluations, read_lineage, run_stages, training_notes
+from training.export import (
+    StageRecord,
+    export_run,
+    interpolate,
+    read_evaluations,
+    read_lineage,
+    run_stages,
+    stage_checkpoint,
+    training_notes,
+)
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -293,20 +303,23 @@ def test_discriminator_takes_any_patch_size(size):
 
 def test_paper_schedules_are_the_defaults():
     for stage, schedule in PAPER_SCHEDULES.items():
-        config = TrainConfig(stage=stage, init=None if stage == "y" else "x.pt")
+        config = TrainConfig(data="photos", stage=stage, init=None if stage == "y" else "x.pt")
         assert (config.steps, config.lr, config.schedule) == (schedule["steps"], schedule["lr"], schedule["schedule"])
-    assert TrainConfig(stage="gan", init="x.pt", lr=3e-4).lr == 3e-4
+    assert TrainConfig(data="photos", stage="gan", init="x.pt", lr=3e-4).lr == 3e-4
     with pytest.raises(ValueError, match="--init"):
-        TrainConfig(stage="color")
+        TrainConfig(data="photos", stage="color")
+    with pytest.raises(ValueError, match="give --data"):
+        TrainConfig()
     for weights in ([1.0], [0.0, 0.0, 0.0], [1.0, -0.5, 0.5]):
         with pytest.raises(ValueError, match="subsampling_weights"):
-            TrainConfig(subsampling_weights=weights)
+            TrainConfig(data="photos", subsampling_weights=weights)
 
 
 def test_config_file_then_flags(tmp_path):
     from training.__main__ import build_config
 
-    (tmp_path / "c.json").write_text(json.dumps({"stage": "color", "init": "a.pt", "steps": 50, "lr": 2e-3}))
+    (tmp_path / "c.json").write_text(json.dumps({"data": "photos", "stage": "color", "init": "a.pt", "steps": 50,
+                                                 "lr": 2e-3}))
     args = build_parser().parse_args(["train", "--config-file", str(tmp_path / "c.json"), "--steps", "70",
                                       "--run-dir", "somewhere", "--subsampling-weights", "1", "0", "0"])
     config = build_config(args)
@@ -349,7 +362,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos, part
     assert tensors_equal(resumed.model.state_dict(), straight.model.state_dict())
     a, b = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
     assert a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
-    assert resumed.scheduler.state_dict() == straight.scheduler.state_dict()
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
     assert [r["step"] for r in resumed.history] == [3, 6]
     # the next step's loss is the same too
     batch = straight.loader.dataset.batch(6)
@@ -462,11 +475,42 @@ def test_shards_keep_the_validation_photos_apart(tmp_path):
         shard_folder(source, tmp_path / "small", shard_mb=1000 / 2**20)
 
 
+def test_a_finished_trainer_is_freed_at_once(tmp_path, photos):
+    """No reference cycle keeps a trainer (its model, data and loader workers) alive until
+    the garbage collector runs: at interpreter exit that wait hung on the workers."""
+    import gc
+    import weakref
+
+    trainer = train(tiny_config(tmp_path, photos, steps=2, workers=1))
+    gc.disable()
+    try:
+        alive = weakref.ref(trainer)
+        del trainer
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
+def test_best_validated_weights_and_the_effective_config_are_kept(tmp_path, photos):
+    trainer = train(tiny_config(tmp_path, photos, steps=6, validate_every=2))
+    scores = {r["step"]: (r["q10"] + r["q50"]) / 2 for r in trainer.history}
+    best = read_checkpoint(tmp_path / "best-y.pt")
+    assert best["step"] == max(scores, key=scores.__getitem__) and "optimizer" not in best
+    assert load_qgac(tmp_path / "best-y.pt").config == trainer.model.config
+    assert json.loads((tmp_path / "config-y.json").read_text()) == dataclasses.asdict(trainer.config)
+    quiet = train(tiny_config(tmp_path / "quiet", photos, steps=2, keep_best=False))
+    assert not quiet.best_path.exists()
+
+
 def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validation_images=0))
     resumed = train(tiny_config(tmp_path, photos, steps=8, validation_images=0))
-    assert resumed.step == 8 and resumed.scheduler.T_max == 8
-    assert resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6)
+    assert resumed.step == 8 and resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6)
+    # the schedule is a function of the step: half way through 8 steps, half way down the cosine
+    half = Trainer(tiny_config(tmp_path / "other", photos, steps=8, validation_images=0))
+    half.build()
+    half.step = 4
+    assert half.learning_rate() == pytest.approx(cosine_rate(1e-3, 1e-6, 0.5))
     with pytest.raises(ValueError, match="'cosine' schedule"):
         Trainer(tiny_config(tmp_path, photos, steps=10, schedule="step")).build()
 
@@ -487,7 +531,6 @@ def test_time_budget_ends_the_stage_at_the_final_rate(tmp_path, photos):
                                 min_lr=1e-5))
     assert 0 < trainer.step < 100_000 and trainer.elapsed >= budget_s
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
-    assert trainer.scheduler.last_epoch == trainer.step  # the schedule's count goes on for a later resume
     assert torch.load(trainer.checkpoint_path, weights_only=True)["step"] == trainer.step
     with pytest.raises(ValueError, match="max_minutes"):
         tiny_config(tmp_path, photos, max_minutes=1, schedule="step")
@@ -536,14 +579,14 @@ def test_gan_stage_trains_both_networks_and_resumes(tmp_path, photos):
     options = dict(stage="gan", init=str(init), texture_network="test_training:tiny_features", texture_layer="1")
     trainer = train(tiny_config(tmp_path / "run", photos, stop_at=2, **options))
     state = torch.load(trainer.checkpoint_path, weights_only=True)
-    assert {"model", "model_config", "optimizer", "scheduler", "step", "elapsed", "history", "torch_rng",
-            "python_rng", "config", "discriminator", "discriminator_optimizer", "discriminator_scheduler"} <= set(state)
+    assert {"model", "model_config", "optimizer", "step", "elapsed", "history", "torch_rng",
+            "python_rng", "config", "discriminator", "discriminator_optimizer"} <= set(state)
     start = torch.load(init, weights_only=True)["model"]
     for part in ("y_network.", "color_network."):
         assert any(not torch.equal(start[k], state["model"][k]) for k in start if k.startswith(part))
     resumed = train(tiny_config(tmp_path / "run", photos, stop_at=3, **options))
     assert resumed.step == 3
-    assert resumed.discriminator_scheduler.last_epoch == 3
+    assert resumed.discriminator_optimizer.param_groups[0]["lr"] == resumed.learning_rate()
     assert not tensors_equal(resumed.discriminator.state_dict(), state["discriminator"])
 
 
@@ -635,6 +678,7 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     (tmp_path / "eval.json").write_text(json.dumps({**report, "command": command}))
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "embedded")
     folders = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
+    assert stage_checkpoint(trained_run, "color") == trained_run / "best-color.pt"  # the best validated weights
     assert folders == [tmp_path / "hub" / "qgac-test", tmp_path / "embedded" / "qgac-test"]
     for folder in folders:
         assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md", "training.json"}
@@ -748,12 +792,13 @@ def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):
         cwd=REPO, env=_environment(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-y.pt", "train.log"]
+    # one process writes: the checkpoint, the best weights, the effective config and the log
+    assert sorted(p.name for p in run.iterdir()) == ["best-y.pt", "checkpoint-y.pt", "config-y.json", "train.log"]
     state = torch.load(run / "checkpoint-y.pt", weights_only=True)
     step = state["step"]
     assert (0 < step < 100_000 and state["elapsed"] >= 1.2) if budget else step == 3
     log = (run / "train.log").read_text()
-    assert log.count(f"checkpoint step {step}") == 1 and log.count("validation") == 1
+    assert log.count(f"checkpoint step {step}") == 1 and log.count("validation {") == 1
 
 
 @pytest.mark.slow

@@ -75,8 +75,15 @@ def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
     return _with_origins(_stage_records(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
 
 
+def stage_checkpoint(run: str | Path, stage: str) -> Path:
+    """What a run's stage produced: its best validated weights (``best-<stage>.pt``) where kept,
+    else its last checkpoint."""
+    best = Path(run) / f"best-{stage}.pt"
+    return best if best.is_file() else Path(run) / f"checkpoint-{stage}.pt"
+
+
 def _stage_records(run: Path, stages: Sequence[str]) -> list[StageRecord]:
-    return [read_stage(run / f"checkpoint-{s}.pt") for s in stages if (run / f"checkpoint-{s}.pt").exists()]
+    return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
 
 
 def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[StageRecord]:
@@ -212,13 +219,14 @@ def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[Stage
 def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
                eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None,
                half: bool = False) -> list[Path]:
-    """Write ``run``'s ``checkpoint-<stage>.pt`` to ``hub_dir/name`` (and the package's weights if ``embed``).
+    """Write what ``run``'s stage produced (:func:`stage_checkpoint`) to ``hub_dir/name`` (and the
+    package's weights if ``embed``).
 
     ``half`` stores the weights in float16 (half the size; models load them back into float32).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    checkpoint = Path(run) / f"checkpoint-{stage}.pt"
+    checkpoint = stage_checkpoint(run, stage)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no checkpoint of stage {stage!r} in this run")
     model = load_qgac(checkpoint)

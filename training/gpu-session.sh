@@ -19,14 +19,14 @@ shift $(( $# < 4 ? $# : 4 ))
 out=${OUT:?set OUT to the folder whose files come back}
 here=$(dirname "$0")
 export PYTHONUNBUFFERED=1
-python -m training bench --config-file "$here/small-y-gpu-session.json" --data "$shard" --run "$run" \
+python -m training bench --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
     --batches "${BENCH_BATCHES:-50}" --json "$out/bench.json" "$@"
 if [ "$y_minutes" != 0 ]; then
-    python -m training train --config-file "$here/small-y-gpu-session.json" --data "$shard" --run "$run" \
+    python -m training train --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
         --session-minutes "$y_minutes" "$@"
 fi
 if [ "$color_minutes" != 0 ]; then
-    python -m training train --config-file "$here/small-color-gpu-session.json" --data "$shard" --run "$run" \
+    python -m training train --config-file "$here/configs/small-color-gpu-session.json" --data "$shard" --run "$run" \
         --init "$run/checkpoint-y.pt" --session-minutes "$color_minutes" "$@"
 fi
 cp "$run"/checkpoint-*.pt "$run"/train.log "$out"/

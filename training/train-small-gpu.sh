@@ -14,7 +14,7 @@ run=${2:-runs/small-gpu}
 here=$(dirname "$0")
 mkdir -p "$run"
 [ -f "$run/stats.json" ] || python -m training stats --data "$data" --out "$run/stats.json"
-python -m training train --config-file "$here/small-y-gpu.json" --data "$data" --run "$run" --stats "$run/stats.json" \
+python -m training train --config-file "$here/configs/small-y-gpu.json" --data "$data" --run "$run" --stats "$run/stats.json" \
     ${3:+--max-minutes "$3"}
-python -m training train --config-file "$here/small-color-gpu.json" --data "$data" --run "$run" \
+python -m training train --config-file "$here/configs/small-color-gpu.json" --data "$data" --run "$run" \
     --init "$run/checkpoint-y.pt" ${4:+--max-minutes "$4"}

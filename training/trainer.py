@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ log = logging.getLogger("training")
 class TrainConfig:
     """Everything a run needs; every field is a command-line flag and a config-file key."""
 
-    data: str = "../shared/datasets/train-photos"
+    data: str = ""  # a folder of training images (required)
     run: str = "runs/small"
     stage: str = "y"
     model: str = "small"
@@ -97,11 +98,14 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
     checkpoint_optimizer: bool = True  # false: leave Adam's moments out (half the size; a resumed run restarts them)
+    keep_best: bool = True  # also keep best-<stage>.pt: the moving average at its best validation so far
     seed: int = 0
     device: str | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("no training data: give --data, a folder of training images")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         for name, value in PAPER_SCHEDULES[self.stage].items():
@@ -130,10 +134,42 @@ class TrainConfig:
         return {name: share for name, share in zip(SUBSAMPLING_ORDER, self.subsampling_weights) if share > 0}
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps, eta_min=config.min_lr)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.5)
+@dataclass(frozen=True)
+class Process:
+    """This process's place in a run: its rank among ``world_size`` processes and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_process(config: TrainConfig) -> Process:
+    """Threads, device and (under ``torchrun``) the process group, from the config and environment."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.device:
+        device = torch.device(config.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        # TF32 where the GPU has it: the regression targets are far coarser than its 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Process(rank, world_size, device)
 
 
 def cosine_rate(start: float, end: float, progress: float) -> float:
@@ -229,31 +265,16 @@ def _leave_signals_to_main(_worker_id: int) -> None:
 class Trainer:
     """One resumable training run of one stage; under ``torchrun``, one process of it."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, process: Process | None = None) -> None:
         self.config = config
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.distributed = self.world_size > 1
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        if config.device:
-            self.device = torch.device(config.device)
-        elif torch.cuda.is_available():
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        else:
-            self.device = torch.device("cpu")
+        process = process or setup_process(config)
+        self.rank, self.world_size, self.device = process.rank, process.world_size, process.device
+        self.distributed, self.is_main = process.distributed, process.is_main
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
-        if self.device.type == "cuda":
-            # TF32 where the GPU has it: the regression targets are far coarser than its 10-bit mantissa.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
-        if self.distributed and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.run_dir = Path(config.run)
         self.checkpoint_path = self.run_dir / f"checkpoint-{config.stage}.pt"
+        self.best_path = self.run_dir / f"best-{config.stage}.pt"
         self.stop_requested = False
-        self.is_main = self.rank == 0
         self.built = False
 
     # ----------------------------------------------------------------- setup
@@ -273,12 +294,10 @@ class Trainer:
             raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
         self.parameters = stage_parameters(self.model, config.stage)
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
-        self.scheduler = build_scheduler(self.optimizer, config)
         self.discriminator: DCGANDiscriminator | None = None
         if config.stage == "gan":
             self.discriminator = DCGANDiscriminator().to(self.device)
             self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr)
-            self.discriminator_scheduler = build_scheduler(self.discriminator_optimizer, config)
             self.texture = TextureLoss(load_texture_network(config.texture_network, config.texture_weights),
                                        layer=config.texture_layer)
             self.texture.to(self.device)
@@ -291,6 +310,14 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._load_checkpoint(resume)
+        self.best_score = max((_score(record) for record in self.history), default=-math.inf)
+        # after the checkpoint, so that the first rate is the resumed step's
+        self.scheduler = self._schedule(self.optimizer)
+        if self.discriminator is not None:
+            self.discriminator_scheduler = self._schedule(self.discriminator_optimizer)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / f"config-{config.stage}.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
         self.network: nn.Module = self.model
         self.discriminator_network: nn.Module | None = self.discriminator
         if self.distributed:
@@ -309,7 +336,8 @@ class Trainer:
             device=self.device if on_gpu else "cpu",
         )
         workers = 0 if on_gpu else config.workers  # a GPU makes its own batches faster than any worker
-        self.loader = DataLoader(self.stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+        # not persistent: the workers end with train()'s iterator, before the interpreter's exit joins them
+        self.loader = DataLoader(self.stream, batch_size=None, num_workers=workers,
                                  worker_init_fn=_leave_signals_to_main if workers > 0 else None)
         self.built = True
 
@@ -337,7 +365,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "model_config": self.model.config,
             "optimizer": self.optimizer.state_dict() if self.config.checkpoint_optimizer else None,
-            "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
             "history": self.history,
@@ -351,7 +378,6 @@ class Trainer:
         if self.discriminator is not None:
             state["discriminator"] = self.discriminator.state_dict()
             state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
-            state["discriminator_scheduler"] = self.discriminator_scheduler.state_dict()
         return state
 
     def save_checkpoint(self) -> None:
@@ -375,35 +401,16 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         else:
             log.warning("%s was saved without its optimizer state: Adam's moments start afresh", self.checkpoint_path)
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state.get("ema", state["model"]))
             self.ema.n_averaged.fill_(state.get("ema_updates", 0))
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
-            self.discriminator_scheduler.load_state_dict(state["discriminator_scheduler"])
         self.step, self.elapsed, self.history = state["step"], state["elapsed"], state["history"]
-        for scheduler in self._schedulers():
-            self._follow_config(scheduler)
         torch.set_rng_state(state["torch_rng"].cpu())
         random.setstate(_as_random_state(state["python_rng"]))
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
-
-    def _follow_config(self, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        """Let a resumed schedule take this run's ``steps``, ``min_lr`` and ``lr_step``.
-
-        Cosine annealing is computed step by step from the current rate, so a new end
-        continues smoothly from where the run is and still reaches ``min_lr`` there.
-        """
-        config = self.config
-        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            if (scheduler.T_max, scheduler.eta_min) != (config.steps, config.min_lr) and config.steps > self.step:
-                log.info("cosine schedule now ends at step %d with %g (was %d with %g)",
-                         config.steps, config.min_lr, scheduler.T_max, scheduler.eta_min)
-                scheduler.T_max, scheduler.eta_min = config.steps, config.min_lr
-        elif isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
-            scheduler.step_size = config.lr_step
 
     # ----------------------------------------------------------------- steps
     def regression_step(self, batch: Batch) -> dict[str, float]:
@@ -459,20 +466,20 @@ class Trainer:
             progress = max(progress, self.elapsed / (60 * self.config.max_minutes))
         return min(progress, 1.0)
 
-    def _step_schedules(self) -> None:
-        """Advance the learning rates; under a time budget, set them from :meth:`_progress`.
+    def learning_rate(self) -> float:
+        """The rate for the next step, a pure function of the config, the step and the time spent:
+        cosine from ``lr`` to ``min_lr`` over :meth:`_progress`, or halved every ``lr_step`` steps.
+        A resumed run with another ``steps``, ``max_minutes`` or ``min_lr`` follows them at once."""
+        config = self.config
+        if config.schedule == "cosine":
+            return cosine_rate(config.lr, config.min_lr, self._progress())
+        return config.lr * 0.5 ** (self.step // config.lr_step)
 
-        Changing ``max_minutes`` when resuming moves the rate to the new share of the
-        budget at once (a larger budget restarts from a higher rate).
-        """
-        for scheduler in self._schedulers():
-            scheduler.step()
-        if self.config.max_minutes is None:
-            return
-        rate = cosine_rate(self.config.lr, self.config.min_lr, self._progress())
-        for scheduler in self._schedulers():
-            for group in scheduler.optimizer.param_groups:
-                group["lr"] = rate
+    def _schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        for group in optimizer.param_groups:
+            group["initial_lr"] = self.config.lr  # the base of the factor, whatever a resumed run was started with
+        rate, base = weakref.WeakMethod(self.learning_rate), self.config.lr  # no cycle back to the trainer
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: rate()() / base)
 
     def _slowest_elapsed(self) -> float:
         elapsed = torch.tensor([self.elapsed], dtype=torch.float64, device=self.device)
@@ -514,7 +521,8 @@ class Trainer:
                 tick = now
                 if self.distributed and (config.max_minutes is not None or config.session_minutes is not None):
                     self.elapsed = self._slowest_elapsed()  # one rate and one last step on every process
-                self._step_schedules()
+                for scheduler in self._schedulers():
+                    scheduler.step()
                 patches = (self.step - start_step) * config.batch_size * self.world_size
                 rate = patches / max(self.elapsed - start_elapsed, 1e-9)
                 progress.update(1)
@@ -542,6 +550,22 @@ class Trainer:
         record = {"step": self.step, "elapsed_s": round(self.elapsed, 1), **{k: round(v, 4) for k, v in gains.items()}}
         self.history.append(record)
         log.info("validation %s", json.dumps(record))
+        if self.config.keep_best and _score(record) > self.best_score:
+            self.best_score = _score(record)
+            best = {key: value for key, value in self._state().items() if key in BEST_KEYS}
+            write_checkpoint({**best, "ema": self.averaged_model.state_dict()}, self.best_path,
+                             self.config.checkpoint_part_mb)
+            log.info("best validation so far: step %d -> %s", self.step, self.best_path)
+
+
+#: What ``best-<stage>.pt`` keeps besides the weights: enough to export it and to start a stage from it.
+BEST_KEYS = ("model_config", "step", "elapsed", "history", "config")
+
+
+def _score(record: dict[str, Any]) -> float:
+    """The mean held-out PSNR gain of a validation record (its ``q<quality>`` entries)."""
+    gains = [value for key, value in record.items() if key.startswith("q")]
+    return sum(gains) / len(gains) if gains else -math.inf
 
 
 def _as_random_state(state: Any) -> tuple:
