@@ -22,6 +22,8 @@ _EXPORTS = {
     "JPEGCoefficients": "jpeg_io",
     "InvalidJPEGError": "jpeg_io",
     "QGAC": "model",
+    "create_model": "configs",
+    "list_models": "configs",
     "build_model": "configs",
     "load_model": "hub",
     "correct_tiled": "tiling",

@@ -175,7 +175,7 @@ def _load(weights: str | None, device: str) -> QGAC:
 
 
 def _weights_label(weights: str | None) -> str:
-    from .hub import DEFAULT_MODEL
+    from .configs import DEFAULT_MODEL
 
     return weights if weights is not None else f"{DEFAULT_MODEL} (default)"
 

@@ -1,4 +1,9 @@
-"""Named QGAC configurations, from CPU-size to the paper's, timm-style.
+"""Named QGAC models, timm-style: configurations, their published weights, one way to build them.
+
+:func:`create_model` is the one way to get a model: ``create_model("qgac-small")`` builds
+a fresh network of a configuration, ``create_model("qgac-small", pretrained=True)`` loads
+its published weights, and ``create_model(folder_or_hub_id, pretrained=True)`` loads any
+saved model. :func:`list_models` names what is registered.
 
 A configuration is exactly the keyword arguments of :class:`~qgac_transforms.model.QGAC`;
 normalization statistics are added by training. Every configuration keeps every part
@@ -16,9 +21,15 @@ name        total        Y network    colour network
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from .model import QGAC
+from .model_card import HUB_NAMESPACE
 
 CONFIGS: dict[str, dict[str, Any]] = {
     # The paper's widths: 259.4M parameters, the count of the author's port.
@@ -38,3 +49,98 @@ def build_model(name: str, **overrides: Any) -> QGAC:
     if name not in CONFIGS:
         raise KeyError(f"unknown QGAC configuration {name!r}; choose one of {', '.join(list_configs())}")
     return QGAC(**{**CONFIGS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """Where a registered model's trained weights are published.
+
+    ``revision`` is the Hub commit this release was tested with, and ``embedded`` the name
+    of the identical copy inside the package (``qgac_transforms/weights/``). Until the
+    first upload ``revision`` is ``None`` and the packaged copy is the only source: no
+    request goes to the Hub for it.
+    """
+
+    repo_id: str
+    revision: str | None = None
+    embedded: str | None = None
+
+
+#: Registered model names -> (configuration, published weights or None).
+MODELS: dict[str, tuple[str, PublishedWeights | None]] = {
+    "qgac-tiny": ("tiny", None),
+    "qgac-small": ("small", PublishedWeights(f"{HUB_NAMESPACE}/qgac-small", revision=None, embedded="qgac-small")),
+    "qgac-medium": ("medium", None),
+    "qgac-paper": ("paper", None),
+}
+#: The model used wherever none is named.
+DEFAULT_MODEL = "qgac-small"
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Registered model names; with ``pretrained``, only those with published weights."""
+    return sorted(name for name, (_, weights) in MODELS.items() if weights is not None or not pretrained)
+
+
+def create_model(
+    name: str | os.PathLike[str] = DEFAULT_MODEL,
+    pretrained: bool = False,
+    *,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    **overrides: Any,
+) -> QGAC:
+    """A QGAC model by name; the one loader behind the transform, the hook, the CLI and training.
+
+    ``name``: a registered name (:func:`list_models`), a saved model folder or a Hugging
+    Face Hub repo id. A registered name without ``pretrained`` builds a freshly initialised
+    network (``overrides`` change its constructor arguments); with it, its published
+    weights (the packaged copy while unpublished, else the Hub at the pinned ``revision``
+    with the packaged copy as a fallback offline). Folders and Hub ids are sources of
+    weights and need ``pretrained=True``; ``revision``, ``cache_dir``, ``local_files_only``
+    and ``token`` reach the Hub as for any Hub model (see :mod:`.hub`). Pretrained models
+    are returned in eval mode on ``device``.
+    """
+    name = os.fspath(name)
+    registered = MODELS.get(name)
+    if registered is not None and not pretrained:
+        model = build_model(registered[0], **overrides)
+        return model.to(device) if device is not None else model
+    if overrides:
+        raise TypeError(f"{name}: pretrained weights fix the configuration; got overrides {sorted(overrides)}")
+    if not pretrained:
+        raise ValueError(f"{name!r} is not a registered model ({', '.join(list_models())}); a saved folder or "
+                         "Hub repo id is a source of weights: pass pretrained=True")
+    from .hub import load_folder  # noqa: PLC0415 - the Hub client is needed only for trained weights
+
+    folder = pretrained_folder(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                               token=token)
+    return load_folder(folder, map_location=device if device is not None else "cpu")
+
+
+def pretrained_folder(
+    name: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
+) -> Path:
+    """The local folder of ``name``'s weights: a registered model's published weights, a
+    saved folder, or a Hub repo's snapshot (see :mod:`.hub`)."""
+    from . import hub  # noqa: PLC0415 - hub imports this module
+
+    name = os.fspath(name)
+    options: dict[str, Any] = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                   token=token, force_download=force_download)
+    if name not in MODELS:
+        return hub.resolve(name, **options)
+    weights = MODELS[name][1]
+    if weights is None:
+        raise ValueError(f"{name!r} has no published weights; models with weights: "
+                         f"{', '.join(list_models(pretrained=True))}")
+    return hub.resolve_published(weights, **options)

@@ -110,7 +110,8 @@ def _resolve_model(model_or_weights: QGAC | str | os.PathLike | None, device: st
     if isinstance(model_or_weights, torch.nn.Module):
         model = model_or_weights.to(device) if device is not None else model_or_weights
         return model.eval(), f"<in-memory {type(model_or_weights).__name__}>"
-    from .hub import DEFAULT_MODEL, load_model  # the Hub client is only needed here
+    from .configs import DEFAULT_MODEL
+    from .hub import load_model  # the Hub client is only needed here
 
     label = str(model_or_weights) if model_or_weights is not None else f"{DEFAULT_MODEL} (default)"
     return load_model(model_or_weights, device=device), label

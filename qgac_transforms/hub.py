@@ -1,21 +1,22 @@
-"""Pretrained QGAC models: the saved folder format, Hub download with an embedded default, upload.
+"""Where weights come from: the saved folder format, Hub download, the packaged copies, upload.
 
-Where weights come from (:func:`load_model`, :meth:`QGAC.from_pretrained`):
+:func:`qgac_transforms.configs.create_model` asks this module for a folder
+(:func:`resolve`, :func:`resolve_published`) and loads it (:func:`load_folder`):
 
 1. An existing folder is read as it is.
 2. Anything else is a Hugging Face Hub repo id, fetched with
    :func:`huggingface_hub.hf_hub_download`, so the Hub cache (``HF_HUB_CACHE`` or
    ``cache_dir``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``revision`` and ``token`` behave
    as for any Hub model. Both files come from one commit, even when ``revision`` is a branch.
-3. No name means :data:`DEFAULT_MODEL` at the commit :data:`DEFAULT_REVISION`; a warm
-   cache then answers without any request. When that commit cannot be had from the Hub
-   (connection error, server error, offline mode, ``local_files_only``, or the Hub
-   answering that the repo or revision does not exist or is refused, which is logged as
-   a warning) and it is not cached, the copy shipped inside the package,
-   ``qgac_transforms/weights/qgac-small/``, is used: a wheel install corrects JPEGs with
-   or without a network. A downloaded file that fails its integrity check still raises.
-   Every failure for another name or revision raises :class:`WeightsNotFoundError`
-   saying what was tried.
+3. A registered model's published weights (:class:`~.configs.PublishedWeights`): while
+   unpublished (no revision), the copy shipped inside the package, with no request at
+   all. Once published, the Hub at the pinned revision (a warm cache answers without any
+   request); when that commit cannot be had (connection error, server error, offline
+   mode, ``local_files_only``, or the Hub answering that the repo or revision does not
+   exist or is refused, which is logged as a warning) and it is not cached, the packaged
+   copy of that same release: a wheel install corrects JPEGs with or without a network.
+   A downloaded file that fails its integrity check still raises. Every other failure
+   raises :class:`WeightsNotFoundError` saying what was tried.
 
 Each process resolves a given name and its options once and verifies a given weight file
 once (:func:`clear_cache` forgets both); every call still returns a new model, so callers
@@ -64,8 +65,9 @@ from safetensors.torch import load_file, save_model as save_safetensors
 from torch import Tensor
 
 from ._version import __version__
+from .configs import DEFAULT_MODEL, PublishedWeights, create_model
 from .model import QGAC
-from .model_card import HUB_NAMESPACE, ModelCardInfo
+from .model_card import ModelCardInfo
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +85,6 @@ PUBLISHED_FILES = (*FOLDER_FILES, TRAINING_NAME)
 #: Keys of ``config.json`` that are not constructor arguments.
 METADATA_KEYS = ("format_version", "qgac_transforms_version", "weights_sha256")
 
-#: The model used when none is named: a Hub repo id.
-DEFAULT_MODEL = f"{HUB_NAMESPACE}/qgac-small"
-#: The Hub commit of :data:`DEFAULT_MODEL` this release was tested with. A placeholder until
-#: the first upload; at each release set it to the commit hash ``upload`` prints and embed
-#: the same folder (``hub/README.md``).
-DEFAULT_REVISION = "0" * 40
 #: Where the package keeps embedded model folders, one per model name.
 EMBEDDED_ROOT = Path(__file__).with_name("weights")
 
@@ -106,9 +102,9 @@ class WeightsNotFoundError(OSError):
     """Pretrained weights could not be obtained; the message lists what was tried."""
 
 
-def embedded_folder(repo_id: str = DEFAULT_MODEL) -> Path:
-    """The packaged copy of a model: ``weights/<repo name>/`` inside this package."""
-    return EMBEDDED_ROOT / repo_id.rsplit("/", 1)[-1]
+def embedded_folder(name: str) -> Path:
+    """The packaged copy of a model: ``weights/<name>/`` inside this package (a repo id's last part)."""
+    return EMBEDDED_ROOT / name.rsplit("/", 1)[-1]
 
 
 # ---------------------------------------------------------------------- writing
@@ -356,31 +352,32 @@ _RESOLVED: dict[tuple[Any, ...], Path] = {}
 
 
 def resolve(
-    name_or_path: str | os.PathLike[str] | None = None,
+    name_or_path: str | os.PathLike[str],
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
     token: str | bool | None = None,
     force_download: bool = False,
+    fallback: Path | None = None,
 ) -> Path:
-    """The local folder holding a model: the folder itself, a Hub cache snapshot or the embedded default."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
+    """The local folder holding a model: the folder itself or a Hub cache snapshot.
+
+    ``fallback`` is a packaged copy of exactly that repo and revision: used, instead of an
+    error, when the Hub cannot provide them (see the module docstring).
+    """
     if os.path.isdir(name_or_path):
         return Path(name_or_path)
     name = str(name_or_path)
-    if name == DEFAULT_MODEL and revision is None:
-        revision = DEFAULT_REVISION
     key = (name, revision, str(cache_dir), local_files_only, token, constants.ENDPOINT, constants.is_offline_mode())
     known = _RESOLVED.get(key)
     if known is not None and not force_download and (known / CONFIG_NAME).is_file():
         return known
     attempt = _attempt(name, revision, cache_dir, local_files_only, token)
-    is_default = name == DEFAULT_MODEL and revision == DEFAULT_REVISION
+    is_default = fallback is not None
     folder: Path | None = None
-    # huggingface_hub retries an unreachable Hub for about 20 s before giving up; for the
-    # default, one request without retries decides, so a first use offline is immediate.
+    # huggingface_hub retries an unreachable Hub for about 20 s before giving up; with a
+    # fallback, one request without retries decides, so a first use offline is immediate.
     if not is_default or local_files_only or force_download or _cached(name, revision, cache_dir) or _hub_answers(
         name, revision, token
     ):
@@ -401,15 +398,41 @@ def resolve(
                 raise WeightsNotFoundError(
                     f"cannot load {name!r}: it is not a folder, and tried {attempt}: {_summary(error)}"
                 ) from error
-            # The pinned default is missing or refused (not yet published, removed, gated):
-            # the packaged copy is that same release, so it still serves.
+            # The pinned release is missing or refused (removed, gated): the packaged copy
+            # is that same release, so it still serves.
             log.warning("the Hub has no %s@%s for this request (%s): using the packaged copy %s",
-                        name, revision, _summary(error), embedded_folder(name))
+                        name, revision, _summary(error), fallback)
     if folder is None:
-        folder = embedded_folder(name)
+        assert fallback is not None  # every other failure raised above
+        folder = fallback
         log.info("%s@%s not obtained from the Hub and not cached: using the packaged copy %s", name, revision, folder)
     _RESOLVED[key] = folder
     return folder
+
+
+def resolve_published(
+    weights: PublishedWeights,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
+) -> Path:
+    """The folder of a registered model's published weights (module docstring, point 3).
+
+    Another ``revision`` than the pinned one is any Hub commit of the repo, with no fallback.
+    """
+    options: dict[str, Any] = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                                   force_download=force_download)
+    if revision is not None and revision != weights.revision:
+        return resolve(weights.repo_id, revision=revision, **options)
+    packaged = embedded_folder(weights.embedded) if weights.embedded else None
+    if weights.revision is None:
+        if packaged is None:
+            raise WeightsNotFoundError(f"{weights.repo_id} is neither published nor packaged")
+        return packaged
+    return resolve(weights.repo_id, revision=weights.revision, fallback=packaged, **options)
 
 
 def clear_cache() -> None:
@@ -427,15 +450,11 @@ def load_model(
     token: str | bool | None = None,
     device: str | torch.device | None = None,
 ) -> QGAC:
-    """A new pretrained :class:`QGAC` in eval mode: :data:`DEFAULT_MODEL` when no name is given.
-
-    ``name_or_path`` is a saved model folder or a Hub repo id; see the module docstring for
-    where the weights come from and the offline fallback of the default model.
-    """
-    return QGAC.from_pretrained(
-        name_or_path if name_or_path is not None else DEFAULT_MODEL,
-        revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-        map_location=device if device is not None else "cpu",
+    """``create_model(name_or_path or DEFAULT_MODEL, pretrained=True, ...)``: see
+    :func:`qgac_transforms.configs.create_model`."""
+    return create_model(
+        name_or_path if name_or_path is not None else DEFAULT_MODEL, pretrained=True, revision=revision,
+        cache_dir=cache_dir, local_files_only=local_files_only, token=token, device=device,
     )
 
 

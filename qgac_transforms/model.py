@@ -284,7 +284,7 @@ class QGAC(
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
+        pretrained_model_name_or_path: str | os.PathLike[str] | None = None,
         *,
         force_download: bool = False,
         token: str | bool | None = None,
@@ -293,13 +293,14 @@ class QGAC(
         revision: str | None = None,
         map_location: str | torch.device = "cpu",
     ) -> QGAC:
-        """Load a saved folder or a Hub repo id strictly (see :mod:`.hub`); eval mode, on ``map_location``."""
-        from .hub import load_folder, resolve  # noqa: PLC0415 - .hub imports this module
+        """Load a registered model's weights (the default when no name is given), a saved folder or
+        a Hub repo id strictly, as :func:`~qgac_transforms.configs.create_model` does; eval mode."""
+        from .configs import DEFAULT_MODEL, pretrained_folder  # noqa: PLC0415 - configs imports this module
+        from .hub import load_folder  # noqa: PLC0415 - .hub imports this module
 
-        folder = resolve(
-            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, force_download=force_download,
-        )
+        name = DEFAULT_MODEL if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        folder = pretrained_folder(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                   token=token, force_download=force_download)
         return load_folder(folder, map_location=map_location, model_class=cls)
 
     def generate_model_card(

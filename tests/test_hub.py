@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 
 from hub_server import LocalHub
 from qgac_transforms import hub
+from qgac_transforms import configs
+from qgac_transforms.configs import DEFAULT_MODEL, PublishedWeights
 from qgac_transforms.hub import (
     CONFIG_NAME,
-    DEFAULT_MODEL,
-    DEFAULT_REVISION,
     FOLDER_FILES,
     PUBLISHED_FILES,
     TRAINING_NAME,
@@ -60,6 +60,19 @@ CARD = {
          "images": 3},
     ],
 }
+
+
+#: The default model's Hub repo, and the commit a published release would pin.
+DEFAULT_REPO = configs.MODELS[DEFAULT_MODEL][1].repo_id
+PINNED = "0" * 40
+PACKAGED = hub.embedded_folder(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The default model as it will be once uploaded: pinned to a Hub commit, the packaged copy beside."""
+    monkeypatch.setitem(configs.MODELS, DEFAULT_MODEL,
+                        ("small", PublishedWeights(DEFAULT_REPO, revision=PINNED, embedded=DEFAULT_MODEL)))
 
 
 def mini_model(seed: int = 0, **overrides) -> QGAC:
@@ -353,13 +366,23 @@ def test_revision_pins_the_weights(tmp_path, local_hub, cache_dir):
     assert len(local_hub.requests) == requests  # a cached commit needs no request at all
 
 
-def test_default_model_is_pinned_to_default_revision(tmp_path, local_hub, cache_dir):
+def test_unpublished_default_is_the_packaged_copy_without_a_request(local_hub, cache_dir, caplog):
+    """Until the first upload the default has no revision: nothing asks the Hub, nothing warns."""
+    with caplog.at_level(logging.INFO, logger=hub.log.name):
+        assert_same_weights(load_model(), hub.load_folder(PACKAGED))
+    assert len(local_hub.requests) == 0 and not caplog.text
+    with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError"):
+        load_model(DEFAULT_REPO, cache_dir=cache_dir)  # a named Hub repo goes to the Hub
+
+
+def test_default_model_is_pinned_to_its_revision(tmp_path, local_hub, cache_dir, published):
     pinned, later = mini_model(3), mini_model(4)
-    local_hub.publish_folder(DEFAULT_MODEL, saved(tmp_path, pinned, name="pinned"), commit=DEFAULT_REVISION)
-    local_hub.publish_folder(DEFAULT_MODEL, saved(tmp_path, later, name="later"))
+    local_hub.publish_folder(DEFAULT_REPO, saved(tmp_path, pinned, name="pinned"), commit=PINNED)
+    local_hub.publish_folder(DEFAULT_REPO, saved(tmp_path, later, name="later"))
     assert_same_weights(load_model(), pinned)
     assert_same_weights(load_model(DEFAULT_MODEL, revision="main"), later)
-    assert local_hub.count("HEAD", f"/resolve/{DEFAULT_REVISION}/") >= 1
+    assert_same_weights(load_model(DEFAULT_REPO), later)
+    assert local_hub.count("HEAD", f"/resolve/{PINNED}/") >= 1
 
 
 def test_offline_with_warm_cache(tmp_path, local_hub, cache_dir, monkeypatch):
@@ -375,9 +398,9 @@ def test_offline_with_warm_cache(tmp_path, local_hub, cache_dir, monkeypatch):
     assert len(local_hub.requests) == requests
 
 
-def test_offline_cold_cache_uses_the_embedded_default(local_hub, cache_dir, offline):
+def test_offline_cold_cache_uses_the_embedded_default(local_hub, cache_dir, offline, published):
     model = load_model()
-    assert_same_weights(model, hub.load_folder(hub.embedded_folder()))
+    assert_same_weights(model, hub.load_folder(PACKAGED))
     assert len(local_hub.requests) == 0
 
 
@@ -392,18 +415,18 @@ def test_offline_cold_cache_other_names_say_what_was_tried(local_hub, cache_dir,
         load_model(DEFAULT_MODEL, revision="main")
 
 
-def test_local_files_only_cold_cache_uses_the_embedded_default(local_hub, cache_dir):
-    assert_same_weights(load_model(local_files_only=True), hub.load_folder(hub.embedded_folder()))
+def test_local_files_only_cold_cache_uses_the_embedded_default(local_hub, cache_dir, published):
+    assert_same_weights(load_model(local_files_only=True), hub.load_folder(PACKAGED))
     assert len(local_hub.requests) == 0
 
 
-def test_unreachable_hub_falls_back_at_once(cache_dir, monkeypatch):
+def test_unreachable_hub_falls_back_at_once(cache_dir, monkeypatch, published):
     with LocalHub() as server:
         closed = server.url  # nothing listens here once the server is closed
     monkeypatch.setattr(constants, "ENDPOINT", closed)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    assert_same_weights(load_model(), hub.load_folder(hub.embedded_folder()))
+    assert_same_weights(load_model(), hub.load_folder(PACKAGED))
 
 
 def test_repo_that_does_not_exist(local_hub, cache_dir):
@@ -418,11 +441,11 @@ def test_revision_that_does_not_exist(tmp_path, local_hub, cache_dir):
         load_model("tests/qgac-mini", revision="v9", cache_dir=cache_dir)
 
 
-def test_missing_default_repo_falls_back_with_a_warning(local_hub, cache_dir, caplog):
-    """Not yet published (or removed): the packaged copy of the pinned default serves, said loudly."""
+def test_missing_default_repo_falls_back_with_a_warning(local_hub, cache_dir, caplog, published):
+    """Removed or refused: the packaged copy of the pinned default serves, said loudly."""
     with caplog.at_level(logging.WARNING, logger=hub.log.name):
         model = load_model()
-    assert_same_weights(model, hub.load_folder(hub.embedded_folder()))
+    assert_same_weights(model, hub.load_folder(PACKAGED))
     assert "RepositoryNotFoundError" in caplog.text and "packaged copy" in caplog.text
     with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError"):
         load_model(DEFAULT_MODEL, revision="main", cache_dir=cache_dir)  # another revision: no fallback
@@ -501,7 +524,7 @@ def test_embed_copies_a_folder_into_the_package(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------- the shipped default
 def test_embedded_default_is_the_published_folder():
-    embedded, published = hub.embedded_folder(), ROOT / "hub" / DEFAULT_MODEL.split("/")[1]
+    embedded, published = PACKAGED, ROOT / "hub" / DEFAULT_MODEL
     for name in PUBLISHED_FILES:
         assert (embedded / name).read_bytes() == (published / name).read_bytes(), name
     model = hub.load_folder(embedded)
@@ -520,7 +543,7 @@ def test_shipped_default_corrects_a_photo_like_image(make_image, make_jpeg, seed
     original = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
     coefficients = read_coefficients(make_jpeg(image, quality=10))
     jpeg = torch.from_numpy(np.array(Image.open(io.BytesIO(make_jpeg(image, quality=10))))).permute(2, 0, 1).float()
-    corrected = correct(hub.load_folder(hub.embedded_folder()), coefficients)
+    corrected = correct(hub.load_folder(PACKAGED), coefficients)
     assert float(psnr(corrected, original) - psnr(jpeg, original)) > 0.8
 
 
@@ -528,7 +551,7 @@ def test_wheel_package_data_covers_the_embedded_files():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["qgac_transforms"]
     package = ROOT / "qgac_transforms"
-    for path in hub.embedded_folder().iterdir():
+    for path in PACKAGED.iterdir():
         relative = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
 

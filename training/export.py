@@ -22,7 +22,7 @@ import torch
 
 from qgac_transforms import hub
 from qgac_transforms.model import QGAC
-from qgac_transforms.model_card import ModelCardInfo, markdown_table
+from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
 from .data import MANIFEST_NAME, DatasetError, list_images
 from .checkpoints import read_checkpoint
@@ -184,13 +184,13 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
 def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str | Path] = (),
              notes: str = "", repo_id: str | None = None) -> ModelCardInfo:
     """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
-    :data:`~qgac_transforms.hub.DEFAULT_MODEL`)."""
+    the default model's, :data:`~qgac_transforms.model_card.HUB_NAMESPACE`)."""
     evaluation, protocol, commands = read_evaluations(eval_json)
     first = stages[0].config if stages else None
     training_data = dataset_description(first["data"], first["validation_images"]) if first else ""
     return ModelCardInfo(
         model_name=name,
-        repo_id=repo_id or f"{hub.DEFAULT_MODEL.split('/')[0]}/{name}",
+        repo_id=repo_id or f"{HUB_NAMESPACE}/{name}",
         configuration=first["model"] if first else None,
         training_data=training_data,
         steps={f"{r.run}: {r.stage}": r.step for r in stages},
