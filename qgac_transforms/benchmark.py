@@ -27,7 +27,7 @@ import torch
 from PIL import Image, features
 from torch.utils.flop_counter import FlopCounterMode
 
-from .configs import build_model
+from .configs import DEFAULT_MODEL, build_model, create_model
 from .correction import correct, model_inputs
 from .evaluation import compress
 from .jpeg_io import read_coefficients
@@ -169,14 +169,10 @@ def bench_network(
 
 
 def _load(weights: str | None, device: str) -> QGAC:
-    from .hub import load_model  # the Hub client is only needed here
-
-    return load_model(weights, device=device)
+    return create_model(weights or DEFAULT_MODEL, pretrained=True, device=device)
 
 
 def _weights_label(weights: str | None) -> str:
-    from .configs import DEFAULT_MODEL
-
     return weights if weights is not None else f"{DEFAULT_MODEL} (default)"
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from qgac_transforms.codec import coefficients_to_pixels
 from qgac_transforms.color import rgb_to_ycbcr
-from qgac_transforms.configs import build_model
+from qgac_transforms.configs import build_model, create_model
 from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
@@ -193,9 +193,7 @@ def load_qgac(source: str | Path) -> QGAC:
         model = QGAC(**state["model_config"])
         model.load_state_dict(state.get("ema") or state["model"])  # a run's product is its moving average
         return model
-    from qgac_transforms.hub import load_model  # noqa: PLC0415 - only exported models need the Hub
-
-    return load_model(str(source))
+    return create_model(os.fspath(source), pretrained=True)
 
 
 def predict_pixels(model: nn.Module, batch: Batch, stage: str, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
