@@ -118,8 +118,10 @@ def pixels_to_coefficients(image: Tensor, chroma_factor: tuple[int, int] = (2, 2
 # --------------------------------------------------------------------------- libjpeg-turbo's encoder, bit for bit
 #
 # What Pillow's ``Image.save(..., "JPEG", quality=q)`` computes with libjpeg-turbo, in
-# exact integer arithmetic (int32 elementwise; float64 matrix products whose every
-# partial sum is an integer far below 2**53, so they are exact too).
+# exact integer arithmetic: samples are integers held in float32 (every value and partial
+# sum below 2**24, so exact), the DCT is float64 matrix products (every partial sum an
+# integer far below 2**53) and quantization is int32. No float32 matrix product is
+# involved, so TF32 on a GPU cannot round anything.
 
 #: jccolor.c: colour conversion in 16-bit fixed point.
 _COLOR_BITS = 16
@@ -133,15 +135,19 @@ def _fix(value: float, bits: int) -> int:
 
 
 def _rgb_to_ycbcr_exact(rgb: Tensor) -> Tensor:
-    """jccolor.c ``rgb_ycc_convert`` on int32 ``(B, 3, H, W)`` in 0..255."""
+    """jccolor.c ``rgb_ycc_convert`` on float32 ``(B, 3, H, W)`` integers in 0..255.
+
+    Every sum stays below 2**24 in magnitude (the largest, Cb's and Cr's positive terms
+    with the offset, is 2**24 - 1), so float32 holds it exactly.
+    """
     r, g, b = (rgb[:, i] for i in range(3))
     half, offset = 1 << (_COLOR_BITS - 1), 128 << _COLOR_BITS
     fix = lambda x: _fix(x, _COLOR_BITS)  # noqa: E731
-    y = fix(0.29900) * r + fix(0.58700) * g + fix(0.11400) * b + half
+    y = (fix(0.29900) * r).add_(fix(0.58700) * g).add_(fix(0.11400) * b + half)
     # Cb and Cr round with ONE_HALF - 1: libjpeg's table shares that term with the offset
-    cb = -fix(0.16874) * r - fix(0.33126) * g + fix(0.5) * b + offset + half - 1
-    cr = fix(0.5) * r - fix(0.41869) * g - fix(0.08131) * b + offset + half - 1
-    return torch.stack([y, cb, cr], dim=1) >> _COLOR_BITS
+    cb = (fix(0.5) * b + (offset + half - 1)).sub_(fix(0.16874) * r).sub_(fix(0.33126) * g)
+    cr = (fix(0.5) * r + (offset + half - 1)).sub_(fix(0.41869) * g).sub_(fix(0.08131) * b)
+    return torch.stack([y, cb, cr], dim=1).mul_(2.0**-_COLOR_BITS).floor_()
 
 
 def _replicate_edges(plane: Tensor, rows: int, cols: int) -> Tensor:
@@ -155,7 +161,7 @@ def _replicate_edges(plane: Tensor, rows: int, cols: int) -> Tensor:
 
 
 def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
-    """jcsample.c on int32 ``(B, H, W)`` whose sides are multiples of ``factor``.
+    """jcsample.c on float32 integers ``(B, H, W)`` whose sides are multiples of ``factor``.
 
     2x2 (``h2v2_downsample``) and 1x2 (``h2v1_downsample``) average with a bias that
     alternates along each row (1, 2, 1, ... and 0, 1, 0, ...) so that rounding does not
@@ -167,10 +173,10 @@ def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
     sums = sum(plane[:, i::v, j::h] for i in range(v) for j in range(h))
     column = torch.arange(sums.shape[-1], device=plane.device, dtype=plane.dtype)
     if factor == (2, 2):
-        return (sums + 1 + column % 2) >> 2
+        return torch.floor((sums + 1 + column % 2) / 4)
     if factor == (1, 2):
-        return (sums + column % 2) >> 1
-    return (sums + v * h // 2) // (v * h)
+        return torch.floor((sums + column % 2) / 2)
+    return torch.floor((sums + v * h // 2) / (v * h))
 
 
 def _islow_butterfly(d: Sequence[int]) -> list[int]:
@@ -293,7 +299,8 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
     if quality.is_floating_point() or bool(((quality < 1) | (quality > 100)).any()):
         raise ValueError(f"JPEG quality must be integers in 1..100, got {quality.tolist()}")
     factor = chroma_factor_of(subsampling)
-    samples = _rgb_to_ycbcr_exact(pixels.to(torch.int32)) if channels == 3 else pixels.to(torch.int32)
+    samples = pixels.to(torch.float32)
+    samples = _rgb_to_ycbcr_exact(samples) if channels == 3 else samples
     tables = quality_tables_batch(quality, channels)
     planes = []
     for index in range(channels):
@@ -302,7 +309,7 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
         v, h = component_factor
         sample = _replicate_edges(samples[:, index], _ceil_div(height, v) * v, cols * BLOCK * h)
         sample = _replicate_edges(_downsample_exact(sample, component_factor), rows * BLOCK, cols * BLOCK)
-        levels = _quantize_exact(_islow_dct(blockify(sample - int(LEVEL_SHIFT))), tables[:, index])
+        levels = _quantize_exact(_islow_dct(blockify(sample - LEVEL_SHIFT)), tables[:, index])
         plane = deblockify((levels * tables[:, index, None, None]).to(torch.float32))
         planes.append(plane[:, None] if batched else plane)
     tables = tables.to(torch.float32)
