@@ -502,6 +502,20 @@ def test_best_validated_weights_and_the_effective_config_are_kept(tmp_path, phot
     assert not quiet.best_path.exists()
 
 
+def test_half_precision_checkpoints_resume_from_the_rounded_weights(tmp_path, photos):
+    first = train(tiny_config(tmp_path, photos, steps=4, stop_at=2, checkpoint_half=True, checkpoint_optimizer=False))
+    state = read_checkpoint(first.checkpoint_path)
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float16}
+    assert {t.dtype for t in state["ema"].values() if t.is_floating_point()} == {torch.float16}
+    resumed = Trainer(tiny_config(tmp_path, photos, steps=4, checkpoint_half=True, checkpoint_optimizer=False))
+    resumed.build()
+    assert next(resumed.model.parameters()).dtype == torch.float32
+    assert tensors_equal(resumed.model.state_dict(), {k: v.float() if v.is_floating_point() else v
+                                                      for k, v in state["model"].items()})
+    resumed.train()
+    assert resumed.step == 4
+
+
 def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validation_images=0))
     resumed = train(tiny_config(tmp_path, photos, steps=8, validation_images=0))

@@ -98,6 +98,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
     checkpoint_optimizer: bool = True  # false: leave Adam's moments out (half the size; a resumed run restarts them)
+    checkpoint_half: bool = False  # weights and moving average in float16 (for models too large to send back)
     keep_best: bool = True  # also keep best-<stage>.pt: the moving average at its best validation so far
     seed: int = 0
     device: str | None = None
@@ -360,7 +361,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
         state = {
-            "model": self.model.state_dict(),
+            "model": self._weights(self.model),
             "model_config": self.model.config,
             "optimizer": self.optimizer.state_dict() if self.config.checkpoint_optimizer else None,
             "step": self.step,
@@ -371,12 +372,19 @@ class Trainer:
             "config": asdict(self.config),
         }
         if self.ema is not None:
-            state["ema"] = self.ema.module.state_dict()
+            state["ema"] = self._weights(self.ema.module)
             state["ema_updates"] = int(self.ema.n_averaged)
         if self.discriminator is not None:
             state["discriminator"] = self.discriminator.state_dict()
             state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
         return state
+
+    def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``model``'s state dict as checkpointed: floating tensors in float16 with ``checkpoint_half``."""
+        state = model.state_dict()
+        if not self.config.checkpoint_half:
+            return state
+        return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
 
     def save_checkpoint(self) -> None:
         """Write the run's state atomically (a temporary file renamed over the last checkpoint)."""
