@@ -38,7 +38,7 @@ from training.__main__ import build_parser, main
 from qgac_transforms.codec import SUBSAMPLINGS
 from qgac_transforms.evaluation import compress as pillow_compress
 from training.checkpoints import read_checkpoint
-from training.data import DatasetError, PatchStream, PhotoBank, list_images, split_images
+from training.data import DatasetError, PatchStream, PhotoBank, split_images, training_images
 from training.export import (
     StageRecord,
     export_run,
@@ -113,7 +113,7 @@ PILLOW_CODES = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 def test_batches_are_what_pillow_writes_for_their_crops(photos, seed, step, weights):
     """The reference: each patch of a batch, saved by Pillow at its quality and read back,
     gives the batch's coefficients and tables bit for bit."""
-    stream = PatchStream(list_images(photos), 16, 4, seed=seed, subsampling_weights={weights: 1.0})
+    stream = PatchStream(training_images(photos), 16, 4, seed=seed, subsampling_weights={weights: 1.0})
     plan, batch = stream.plan(step), stream.batch(step)
     patches = stream.bank.crops(plan, 16)
     assert torch.equal(batch.pixels, patches.float())
@@ -130,7 +130,7 @@ def test_batches_are_what_pillow_writes_for_their_crops(photos, seed, step, weig
 def test_crops_are_the_photo_region_in_its_orientation(photos, top, left, orientation):
     from training.data import BatchPlan
 
-    paths = list_images(photos)
+    paths = training_images(photos)
     bank = PhotoBank(paths, 32)
     plan = BatchPlan("4:2:0", (50,), (2,), (top,), (left,), (orientation,))
     crop = torch.from_numpy(np.array(Image.open(paths[2]).convert("RGB"))).permute(2, 0, 1)[:, top:top + 32, left:left + 32]
@@ -143,7 +143,7 @@ def test_crops_are_the_photo_region_in_its_orientation(photos, top, left, orient
 @pytest.mark.parametrize("continuous", [False, True])
 def test_drawn_qualities_respect_the_list_or_range(photos, continuous):
     qualities = [23, 57] if continuous else [10, 30, 90]
-    stream = PatchStream(list_images(photos), 16, 8, qualities, continuous)
+    stream = PatchStream(training_images(photos), 16, 8, qualities, continuous)
     drawn = torch.cat([stream.batch(step).quality for step in range(6)]).tolist()
     if continuous:
         assert all(23 <= q <= 57 for q in drawn) and len(set(drawn)) > 5
@@ -156,7 +156,7 @@ def test_drawn_qualities_respect_the_list_or_range(photos, continuous):
 
 @pytest.mark.parametrize("name", sorted(PILLOW_CODES))
 def test_subsampling_weights_pick_the_factor(photos, name):
-    stream = PatchStream(list_images(photos), 16, 1, subsampling_weights={name: 1.0})
+    stream = PatchStream(training_images(photos), 16, 1, subsampling_weights={name: 1.0})
     v, h = SUBSAMPLINGS[name]
     for step in range(3):
         batch = stream.batch(step)
@@ -165,7 +165,7 @@ def test_subsampling_weights_pick_the_factor(photos, name):
 
 
 def test_subsampling_weights_set_the_shares(photos):
-    stream = PatchStream(list_images(photos), 16, 1, qualities=[50],
+    stream = PatchStream(training_images(photos), 16, 1, qualities=[50],
                          subsampling_weights={"4:2:0": 0.75, "4:4:4": 0.25})
     factors = [stream.batch(step).factor for step in range(80)]
     share = factors.count((2, 2)) / len(factors)
@@ -173,7 +173,7 @@ def test_subsampling_weights_set_the_shares(photos):
 
 
 def test_stream_depends_only_on_seed_rank_and_step(photos):
-    paths = list_images(photos)
+    paths = training_images(photos)
     whole = PatchStream(paths, 16, 2, seed=3)
     resumed = PatchStream(paths, 16, 2, seed=3, start_step=4)
     expected = [whole.batch(step) for step in range(4, 8)]
@@ -184,7 +184,7 @@ def test_stream_depends_only_on_seed_rank_and_step(photos):
 
 
 def test_loader_with_two_workers_yields_the_same_stream(photos):
-    stream = PatchStream(list_images(photos), 16, 2, seed=1, start_step=2)
+    stream = PatchStream(training_images(photos), 16, 2, seed=1, start_step=2)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     batches = []
     for batch in loader:
@@ -197,16 +197,16 @@ def test_loader_with_two_workers_yields_the_same_stream(photos):
 
 def test_bad_data_folders_are_named(tmp_path, capsys):
     with pytest.raises(DatasetError, match="not a folder"):
-        list_images(tmp_path / "missing")
+        training_images(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(DatasetError, match="no images found") as error:
-        list_images(tmp_path)
+        training_images(tmp_path)
     assert error.value.path == str(tmp_path)
     Image.new("RGB", (32, 32)).save(tmp_path / "one.png")
     with pytest.raises(DatasetError, match="held out for validation"):
-        split_images(list_images(tmp_path), 1)
+        split_images(training_images(tmp_path), 1)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    stream = PatchStream(list_images(tmp_path), 16, 8)
+    stream = PatchStream(training_images(tmp_path), 16, 8)
     with pytest.raises(DatasetError, match="broken.png: cannot read image"):
         [stream.batch(step) for step in range(4)]
     empty = tmp_path / "empty"
@@ -466,11 +466,11 @@ def test_shards_keep_the_validation_photos_apart(tmp_path):
     for index in range(9):
         Image.fromarray(rng.integers(0, 256, (16, 16 + 8 * index, 3), np.uint8)).save(source / f"p{index}.png")
     folders = shard_folder(source, tmp_path / "out", shard_mb=6000 / 2**20, validation_images=3)
-    _, held_out = split_images(list_images(source), 3)
-    assert sorted(p.name for p in list_images(tmp_path / "out" / "validation")) == sorted(p.name for p in held_out)
-    sharded = [p.name for folder in folders for p in list_images(folder)]
-    assert sorted(sharded) == sorted(p.name for p in list_images(source) if p not in held_out)
-    assert all(sum(p.stat().st_size for p in list_images(f)) <= 6000 for f in folders) and len(folders) > 1
+    _, held_out = split_images(training_images(source), 3)
+    assert sorted(p.name for p in training_images(tmp_path / "out" / "validation")) == sorted(p.name for p in held_out)
+    sharded = [p.name for folder in folders for p in training_images(folder)]
+    assert sorted(sharded) == sorted(p.name for p in training_images(source) if p not in held_out)
+    assert all(sum(p.stat().st_size for p in training_images(f)) <= 6000 for f in folders) and len(folders) > 1
     with pytest.raises(ValueError, match="larger than a shard"):
         shard_folder(source, tmp_path / "small", shard_mb=1000 / 2**20)
 
@@ -556,9 +556,9 @@ def test_prepare_downscales_losslessly_and_keeps_the_manifest(tmp_path, photos):
         written = downscale_folder(photos, tmp_path / "half", factor=2)
     finally:
         (photos / "MANIFEST.tsv").unlink()
-    assert [p.stem for p in written] == [p.stem for p in list_images(photos)]
+    assert [p.stem for p in written] == [p.stem for p in training_images(photos)]
     assert (tmp_path / "half" / "MANIFEST.tsv").is_file()
-    with Image.open(written[0]) as small, Image.open(list_images(photos)[0]) as large:
+    with Image.open(written[0]) as small, Image.open(training_images(photos)[0]) as large:
         expected = large.convert("RGB").resize((large.width // 2, large.height // 2), Image.Resampling.LANCZOS)
         assert small.format == "WEBP" and np.array_equal(np.asarray(small.convert("RGB")), np.asarray(expected))
     twins = tmp_path / "twins"

@@ -13,7 +13,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .data import DatasetError, list_images, split_images
+from .data import DatasetError, split_images, training_images
 from .stats import coefficient_statistics
 from .trainer import TrainConfig, Trainer, configure_logging
 
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{len(folders)} shards of at most {args.shard_mb:g} MiB and validation/ -> {args.out}")
             return 0
         if args.command == "stats":
-            paths, _ = split_images(list_images(args.data), args.validation_images)
+            paths, _ = split_images(training_images(args.data), args.validation_images)
             Path(args.out).write_text(json.dumps(coefficient_statistics(paths)))
             print(f"statistics of {len(paths)} images -> {args.out}")
             return 0

@@ -46,7 +46,7 @@ class DatasetError(ValueError):
         self.reason = reason
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def training_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder`` (recursively), sorted; an error if there is none."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -24,7 +24,7 @@ from qgac_transforms import hub
 from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
-from .data import MANIFEST_NAME, DatasetError, list_images
+from .data import MANIFEST_NAME, DatasetError, training_images
 from .checkpoints import read_checkpoint
 from .trainer import STAGES, load_qgac
 
@@ -104,7 +104,7 @@ def dataset_description(folder: str | Path, held_out: int) -> str:
     ``MANIFEST.tsv``, the source packages and licences (a nested list)."""
     folder = Path(folder)
     try:
-        count = len(list_images(folder))
+        count = len(training_images(folder))
     except DatasetError:
         return f"`{folder}` (not found when exporting)"
     text = f"the folder `{folder.name}` ({count} images; {held_out} held out for validation)"

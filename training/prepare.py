@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data import MANIFEST_NAME, DatasetError, list_images, read_rgb
+from .data import MANIFEST_NAME, DatasetError, read_rgb, training_images
 
 
 def downscale_folder(source: str | Path, destination: str | Path, factor: int = 2) -> list[Path]:
@@ -28,7 +28,7 @@ def downscale_folder(source: str | Path, destination: str | Path, factor: int = 
     source, destination = Path(source), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     written: dict[Path, Path] = {}
-    for path in list_images(source):
+    for path in training_images(source):
         target = destination / path.relative_to(source).with_suffix(".webp")
         if target in written:
             raise DatasetError(path, f"has the same name as {written[target]} once saved as {target.name}")

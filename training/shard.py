@@ -14,7 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
-from .data import MANIFEST_NAME, list_images, split_images
+from .data import MANIFEST_NAME, split_images, training_images
 
 
 def shard_folder(source: str | Path, destination: str | Path, shard_mb: float,
@@ -23,7 +23,7 @@ def shard_folder(source: str | Path, destination: str | Path, shard_mb: float,
     if shard_mb <= 0:
         raise ValueError(f"shard_mb must be positive, got {shard_mb}")
     source, destination = Path(source), Path(destination)
-    train, held_out = split_images(list_images(source), validation_images)
+    train, held_out = split_images(training_images(source), validation_images)
     sizes = {path: path.stat().st_size for path in train}
     limit = shard_mb * 2**20
     if max(sizes.values()) > limit:

@@ -34,8 +34,8 @@ from .data import (
     DEFAULT_SUBSAMPLING_WEIGHTS,
     Batch,
     PatchStream,
-    list_images,
     split_images,
+    training_images,
     validation_batches,
 )
 from .losses import (
@@ -281,9 +281,9 @@ class Trainer:
         """Model, optimizers, data and validation set; the run's checkpoint if it has one."""
         config = self.config
         if config.validation_data:
-            train_paths, held_out = list_images(config.data), list_images(config.validation_data)
+            train_paths, held_out = training_images(config.data), training_images(config.validation_data)
         else:
-            train_paths, held_out = split_images(list_images(config.data), config.validation_images)
+            train_paths, held_out = split_images(training_images(config.data), config.validation_images)
         torch.manual_seed(config.seed + self.rank)
         random.seed(config.seed + self.rank)
         resume = read_checkpoint(self.checkpoint_path, map_location=self.device) if self.checkpoint_path.exists() else None
