@@ -19,19 +19,17 @@ eight times the work (:mod:`~qgac_transforms.self_ensemble`).
 
 Decoded pixels are turned back into coefficients by JPEG's own forward path (colour
 conversion, chroma subsampling, DCT, quantization with the tables they were saved
-with). Pixels must be in their stored orientation and uncropped, so that the 8x8
-grid lines up. Without a ``quality`` or ``tables``, the tables are estimated from
-the pixels (blind mode, :func:`estimate_quality_from_pixels`): it assumes libjpeg's
-scaled standard tables (what Pillow, OpenCV, libjpeg and most software write) and
-the given ``subsampling``. A colour image whose three channels are equal (a grayscale
-JPEG loaded as RGB, as torchvision's ``ImageFolder`` and ``decode_image(mode=RGB)`` do)
-is corrected as the grayscale image it is, and comes out gray. Measured on 238 files (10 scikit-image photos, colour at
-4:2:0 and 4:4:4 and grayscale, saved by Pillow at quality 10, 15, ..., 90): the
-estimate was exact for 237 and off by 1 for one (max error 1); about 0.6 s for a
-512x512 image on one CPU core. (Method: save each photo with ``Image.save(...,
-quality=q)``, decode it with Pillow, compare ``estimate_quality_from_pixels`` with ``q``.)
-Images with almost no unclipped texture, and textured pixels that show no 8x8
-quantization grid (not a JPEG decode), are refused with a ``ValueError`` saying which.
+with), on the JPEG's own block grid, which :mod:`~qgac_transforms.grid` finds in the
+pixels: a crop at any offset, a flip or a quarter turn of a decode is corrected on its
+grid and returned in its own geometry. Without a ``quality`` or ``tables``, the tables
+are estimated from the pixels too (blind mode, :func:`estimate_quality_from_pixels`):
+libjpeg's scaled standard tables (what Pillow, OpenCV, libjpeg and most software
+write), and the chroma subsampling unless ``subsampling`` is given. A colour image
+whose three channels are equal (a grayscale JPEG loaded as RGB, as torchvision's
+``ImageFolder`` and ``decode_image(mode=RGB)`` do) is corrected as the grayscale image
+it is, and comes out gray. Images with almost no unclipped texture (without a
+``quality`` or ``tables``), and textured pixels that show no 8x8 quantization grid at
+any phase (not a JPEG decode), are refused with a ``ValueError`` saying which.
 """
 
 from __future__ import annotations
@@ -46,13 +44,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .codec import DEFAULT_SUBSAMPLING, chroma_factor_of, pixels_to_coefficients
-from .color import rgb_to_ycbcr
+from .codec import chroma_factor_of, pixels_to_coefficients
 from .correction import ModelInputs, decode, model_inputs
-from .dct import BLOCK, block_dct, blockify
+from .dct import BLOCK
+from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored
 from .jpeg_io import JPEGCoefficients
 from .model import QGAC
-from .quantization import check_quality, dequantize, quality_to_table, quantize
+from .quantization import check_quality, dequantize, quality_tables, quantize
 from .self_ensemble import correct_self_ensemble
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, correct_planes_tiled
 
@@ -102,15 +100,6 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 # --------------------------------------------------------------------------- tables
 
 
-def quality_tables(quality: int, channels: int = 3) -> Tensor:
-    """libjpeg's tables for ``quality``: ``(channels, 8, 8)`` int32 (luma, then chroma twice)."""
-    luma = quality_to_table(quality)
-    if channels == 1:
-        return luma[None]
-    chroma = quality_to_table(quality, chroma=True)
-    return torch.stack([luma, chroma, chroma])
-
-
 def as_tables(tables: TablesLike, channels: int) -> Tensor:
     """Validate user tables -> ``(channels, 8, 8)`` int32.
 
@@ -142,108 +131,26 @@ def _network_tables(quality: int, batch: int, channels: int) -> Tensor:
 # --------------------------------------------------------------------------- blind estimation
 
 
-def _unsaturated_luma_blocks(pixels: Tensor) -> Tensor:
-    """``(N, 64)`` DCT coefficients (natural order) of the luma blocks of ``(C, H, W)``
-    pixels that have no clipped (0 or 255) sample; clipping moves coefficients off the grid."""
-    c, h, w = pixels.shape
-    rows, cols = h // BLOCK * BLOCK, w // BLOCK * BLOCK
-    pixels = pixels[:, :rows, :cols].to(torch.float64)
-    luma = rgb_to_ycbcr(pixels)[0] if c == 3 else pixels[0]
-    clipped = ((pixels <= 0) | (pixels >= 255)).any(0)
-    keep = ~blockify(clipped).flatten(-2).any(-1).flatten()
-    return block_dct(blockify(luma - 128.0)).reshape(-1, BLOCK * BLOCK)[keep]
-
-
-#: How many non-zero coefficients (and textured blocks) it takes to read a quantization step.
-MIN_SUPPORT = 20
-
-
-def estimate_luma_steps(
-    pixels: Tensor, max_blocks: int = 4096, min_support: int = MIN_SUPPORT
-) -> tuple[Tensor, Tensor]:
-    """Per-frequency luma quantization steps read off decoded ``(C, H, W)`` pixels in ``[0, 255]``.
-
-    For each frequency, the step is the largest ``q`` such that the DCT coefficients
-    that ``q`` does not round to zero (at least ``min_support`` of them) sit, 90% of
-    them, within ``min(1, q/4)`` of a multiple of ``q``: JPEG decoding only adds
-    rounding noise to coefficients that were exact multiples of their step.
-    Returns ``(steps (64,), support (64,))`` in natural order; a step is 0 where too
-    few coefficients were non-zero to tell.
-    """
-    coefficients = _unsaturated_luma_blocks(pixels)
-    if coefficients.shape[0] > max_blocks:  # keep the most textured blocks: they carry the evidence
-        energy = coefficients[:, 1:].abs().sum(1)
-        coefficients = coefficients[energy.topk(max_blocks).indices]
-    steps = torch.zeros(BLOCK * BLOCK, dtype=torch.int64)
-    support = torch.zeros(BLOCK * BLOCK, dtype=torch.int64)
-    for q in range(255, 0, -1):
-        levels = torch.round(coefficients / q)
-        nonzero = levels != 0
-        count = nonzero.sum(0)
-        near = (((coefficients - levels * q).abs() <= min(1.0, q / 4)) & nonzero).sum(0)
-        found = (steps == 0) & (count >= min_support) & (near >= 0.9 * count)
-        steps[found], support[found] = q, count[found]
-        if bool((steps > 0).all()):
-            break
-    return steps, support
-
-
 def estimate_quality_from_pixels(pixels: Tensor) -> int:
     """The libjpeg quality that decoded ``(C, H, W)`` pixels in ``[0, 255]`` were saved at.
 
-    Fits libjpeg's scaled standard luma tables to the steps found by
-    :func:`estimate_luma_steps` (relative error over the frequencies that could be
-    read). Pixels must be uncropped and in stored orientation. Raises ``ValueError``
-    for images too flat to show any step.
+    Finds the JPEG grid of the pixels (any crop offset, flip or quarter turn) and fits
+    libjpeg's scaled standard luma tables to the quantization steps read there (see
+    :mod:`~qgac_transforms.grid`). Raises ``ValueError`` for images too flat to show
+    any step, and for pixels that show no JPEG grid.
     """
-    steps, support = estimate_luma_steps(pixels)
-    known = steps > 0
-    if not bool(known.any()):
-        raise ValueError(_no_steps_reason(pixels))
-    candidates = torch.stack([quality_to_table(q).flatten() for q in range(1, 101)]).to(torch.float64)
-    errors = ((candidates[:, known] - steps[known]).abs() / candidates[:, known]).sum(1)
-    return int(errors.argmin()) + 1
-
-
-def _no_steps_reason(pixels: Tensor) -> str:
-    """Why no quantization step could be read: too little texture, or texture without a JPEG's grid."""
-    textured = int((_unsaturated_luma_blocks(pixels)[:, 1:].abs() >= 2).any(1).sum())
-    if textured < MIN_SUPPORT:
-        return (
-            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the steps from; "
-            "pass quality= or tables="
-        )
-    return (
-        f"cannot estimate the JPEG quality: the {textured} textured 8x8 blocks show no quantization grid, so these "
-        "pixels are not a JPEG decode as the decoder gave it (a lossless image such as a PNG, a JPEG resized, "
-        "rotated or cropped off the 8x8 grid, or pixels already corrected); pass the JPEG file itself, "
-        "or quality= or tables= if the pixels are a JPEG decode after all"
-    )
+    grid = find_grid(pixels)
+    assert grid.quality is not None  # fitted, as no tables were given
+    return grid.quality
 
 
 def estimate_tables(pixels: Tensor) -> Tensor:
-    """``(C, 8, 8)`` libjpeg tables of the quality estimated from ``(C, H, W)`` pixels."""
-    return quality_tables(estimate_quality_from_pixels(pixels), pixels.shape[-3])
+    """``(C, 8, 8)`` libjpeg tables of the quality estimated from ``(C, H, W)`` pixels,
+    in the JPEG's stored orientation (transposed if the pixels are a quarter turn of it)."""
+    return find_grid(pixels).tables
 
 
 # --------------------------------------------------------------------------- kernels
-
-
-def pixel_inputs(pixels: Tensor, tables: Tensor, chroma_factor: tuple[int, int]) -> ModelInputs:
-    """Recover a JPEG's dequantized planes from its decoded ``(B, C, H, W)`` pixels in ``[0, 255]``.
-
-    ``tables``: ``(C, 8, 8)`` or ``(B, C, 8, 8)`` steps the pixels were saved with.
-    """
-    batch, channels, height, width = pixels.shape
-    factor = chroma_factor if channels == 3 else (1, 1)
-    tables = tables.to(device=pixels.device, dtype=pixels.dtype).expand(batch, channels, BLOCK, BLOCK)
-    planes = [
-        dequantize(quantize(plane, tables[:, index]), tables[:, index])
-        for index, plane in enumerate(pixels_to_coefficients(pixels, factor))
-    ]
-    chroma = torch.stack(planes[1:], dim=1) if channels == 3 else None
-    network_tables = tables if channels == 3 else tables.expand(batch, 3, BLOCK, BLOCK)
-    return ModelInputs(planes[0][:, None], network_tables, chroma, factor, height, width)
 
 
 def correct_inputs(
@@ -309,19 +216,25 @@ def correct_pixels(
     *,
     quality: int | None = None,
     tables: TablesLike | None = None,
-    subsampling: str | tuple[int, int] = DEFAULT_SUBSAMPLING,
+    subsampling: str | tuple[int, int] | None = None,
     tile: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     quality_override: int | None = None,
     blend: float = 1.0,
     self_ensemble: bool = False,
 ) -> Tensor:
-    """Correct decoded JPEG pixels ``(..., C, H, W)`` in ``[0, 255]`` (C = 1 or 3), as one batch.
+    """Correct decoded JPEG pixels ``(..., C, H, W)`` in ``[0, 255]`` (C = 1 or 3).
 
-    The pixels are re-encoded with ``tables`` (or libjpeg's tables for ``quality``;
-    estimated per image when neither is given) and ``subsampling`` to recover the
-    file's coefficients, then corrected; colour images with three equal channels are
-    corrected as grayscale. Returns floats of the input's shape, on its device, in ``[0, 255]``.
+    Each image's JPEG grid is found in its pixels (:func:`~qgac_transforms.grid.find_grid`):
+    its 8x8 and MCU offset (a crop), whether it is a quarter turn of the JPEG, its chroma
+    subsampling (unless ``subsampling`` is given) and, unless ``quality`` or ``tables``
+    are given, its quantization tables. The pixels are then re-encoded on that grid, in
+    the JPEG's orientation, to recover the file's coefficients, corrected, and put back
+    in the input's geometry. Images whose three channels are equal are corrected as
+    grayscale; images on the same grid go through the model as one batch. Returns
+    floats of the input's shape, on its device, in ``[0, 255]``. Raises ``ValueError``
+    for pixels that show no JPEG grid (and, without ``quality`` or ``tables``, for pixels
+    too flat to estimate them).
     """
     _check_blend(blend)
     if quality is not None and tables is not None:
@@ -330,29 +243,43 @@ def correct_pixels(
         raise ValueError(f"expected pixels of shape (..., 1 or 3, H, W), got {tuple(pixels.shape)}")
     if pixels.numel() == 0:
         raise ValueError(f"cannot correct an empty image: pixels of shape {tuple(pixels.shape)}")
+    if quality is not None:
+        check_quality(quality, "quality")
+    factor = None if subsampling is None else chroma_factor_of(subsampling)
     device, dtype = _placement(model)
     batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=dtype)
-    factor = chroma_factor_of(subsampling)
-    gray = (batch == batch[:, :1]).flatten(1).all(1)  # every one-channel image, and R = G = B ones
+    height, width = batch.shape[-2:]
+    groups: dict[tuple, list[int]] = {}
+    grids = []
+    for index, image in enumerate(batch):
+        gray = bool((image == image[:1]).all())  # one-channel images, and R = G = B ones
+        planes = image[:1] if gray else image
+        given = _given_tables(quality, tables, planes.shape[0])
+        grid = find_grid(planes, given, quality, factor)
+        logger.debug("decoded pixels %d of %d: %s", index + 1, batch.shape[0], grid.describe())
+        grids.append(grid)
+        groups.setdefault((gray, grid.offset, grid.transposed, grid.factor), []).append(index)
     corrected = torch.empty_like(batch)
-    for chosen, planes in ((gray, batch[:, :1]), (~gray, batch)):
-        if bool(chosen.any()):
-            inputs = pixel_inputs(planes[chosen], _pixel_tables(planes[chosen], quality, tables), factor)
-            corrected[chosen] = correct_inputs(model, inputs, tile, overlap, quality_override, self_ensemble)
+    for (gray, *_), indices in groups.items():
+        grid = grids[indices[0]]
+        stored = to_stored(batch[indices][:, :1] if gray else batch[indices], grid)
+        group_tables = torch.stack([grids[i].tables for i in indices]).to(device)
+        inputs = recover_inputs(stored, grid, group_tables)
+        output = correct_inputs(model, inputs._replace(tables=inputs.tables.to(dtype)), tile, overlap, quality_override, self_ensemble)
+        corrected[indices] = from_stored(output, grid, height, width).to(dtype)
     if blend < 1.0:
         corrected = torch.lerp(batch, corrected, blend)
     out_dtype = pixels.dtype if pixels.is_floating_point() else torch.float32
     return corrected.reshape(pixels.shape).to(device=pixels.device, dtype=out_dtype)
 
 
-def _pixel_tables(batch: Tensor, quality: int | None, tables: TablesLike | None) -> Tensor:
-    """The tables ``(C, 8, 8)`` (or per image, ``(B, C, 8, 8)``) decoded ``(B, C, H, W)`` pixels were saved with."""
-    channels = batch.shape[1]
+def _given_tables(quality: int | None, tables: TablesLike | None, channels: int) -> Tensor | None:
+    """The ``(C, 8, 8)`` tables decoded pixels were saved with, when the caller knows them."""
     if tables is not None:
         return as_tables(tables, channels)
     if quality is not None:
         return quality_tables(quality, channels)
-    return torch.stack([estimate_tables(image) for image in batch])
+    return None
 
 
 def to_uint8(pixels: Tensor) -> Tensor:

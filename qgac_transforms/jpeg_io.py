@@ -159,6 +159,26 @@ def read_pillow_file(image: Image.Image, name: str) -> bytes:
     raise InvalidJPEGError(name, "the Pillow image's file is closed and it has no filename")
 
 
+def header_tables(image: Image.Image) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The quantization tables ``(C, 8, 8)`` (natural order) and the chroma factor
+    ``(vertical, horizontal)`` that Pillow parsed from a JPEG image's header when it was
+    opened: they stay with the image once its file is closed or gone. ``None`` for other
+    images, and for layouts this library does not correct."""
+    quantization, layer = getattr(image, "quantization", None), getattr(image, "layer", None)
+    if not quantization or not layer or len(layer) not in (1, 3):
+        return None
+    try:  # Pillow's layer: (component id, horizontal sampling, vertical sampling, table id)
+        tables = np.array([quantization[component[3]] for component in layer], dtype=np.int32).reshape(-1, BLOCK, BLOCK)
+    except (KeyError, ValueError):
+        return None
+    if len(layer) == 1:
+        return tables, (1, 1)
+    (_, luma_h, luma_v, _), (_, chroma_h, chroma_v, _) = layer[0], layer[1]
+    if layer[2][1:3] != layer[1][1:3] or luma_h % chroma_h or luma_v % chroma_v:
+        return None
+    return tables, (luma_v // chroma_v, luma_h // chroma_h)
+
+
 def current_frame(image: Image.Image, data: bytes) -> bytes:
     """The JPEG stream of a Pillow image's current frame in its file's bytes: an MPO file
     holds one JPEG per frame, and ``seek`` moves to another."""

@@ -54,6 +54,15 @@ def quality_to_table(quality: int, chroma: bool = False, baseline: bool = True) 
     return table.reshape(BLOCK, BLOCK).to(torch.int32)
 
 
+def quality_tables(quality: int, channels: int = 3) -> Tensor:
+    """libjpeg's tables for ``quality``: ``(channels, 8, 8)`` int32 (luma, then chroma twice)."""
+    luma = quality_to_table(quality)
+    if channels == 1:
+        return luma[None]
+    chroma = quality_to_table(quality, chroma=True)
+    return torch.stack([luma, chroma, chroma])
+
+
 def _libjpeg_tables(quality: int, chroma: bool) -> tuple[Tensor, Tensor]:
     """libjpeg's table for ``quality``, baseline (steps clamped to 255) and not (16-bit steps: ``force_baseline=FALSE``)."""
     return quality_to_table(quality, chroma), quality_to_table(quality, chroma, baseline=False)

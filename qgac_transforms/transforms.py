@@ -15,12 +15,16 @@ What goes in and what comes out:
   0..1 (others are refused); all leading dimensions go through the model as one batch.
 
 JPEG inputs are corrected from their own coefficients and tables. Decoded pixels
-(tensors, non-JPEG Pillow images, and a JPEG Pillow image whose pixels are no longer
-what its file decodes to, edited in place or its file replaced, or whose file can no
-longer be read) are re-encoded with
-``quality`` or ``tables`` and ``subsampling`` to recover the coefficients; with
-neither, the quality is estimated from the pixels (blind mode, see
-:func:`~qgac_transforms.functional.estimate_quality_from_pixels`).
+(tensors, non-JPEG Pillow images such as ``exif_transpose`` or ``convert`` copies) are
+re-encoded on the JPEG grid found in them (any crop offset, flip or quarter turn) with
+``quality`` or ``tables`` and ``subsampling`` to recover the coefficients; with neither,
+the tables are estimated from the pixels (blind mode, see
+:func:`~qgac_transforms.functional.correct_pixels`). A JPEG Pillow image whose pixels
+are no longer what its file decodes to (edited in place, its file replaced), or whose
+file can no longer be read (opened from bytes and loaded, as Hugging Face ``datasets``
+does; its file deleted), is corrected from its pixels with the tables and subsampling
+of the JPEG header Pillow parsed when it opened it. The ``qgac_transforms`` logger says
+at ``DEBUG`` level which way each image went, and what grid was found.
 
 As in torchvision, when a sample holds several inputs, Pillow images, ``tv_tensors``
 and coefficient objects are all corrected, while pure tensors and JPEG files (paths,
@@ -44,7 +48,8 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from . import functional as F
-from .jpeg_io import InvalidJPEGError, JPEGCoefficients, read_coefficients, read_jpeg_stream
+from .grid import logger
+from .jpeg_io import InvalidJPEGError, JPEGCoefficients, header_tables, read_coefficients, read_jpeg_stream
 from .pillow_plugin import shows_its_file
 from .quantization import check_quality
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -86,7 +91,7 @@ class JPEGArtifactCorrection(Transform):
         quality: libjpeg quality decoded pixels were compressed with (or pass ``tables``;
             neither: estimated from the pixels).
         tables: quantization tables decoded pixels were compressed with, ``(8, 8)`` or ``(C, 8, 8)``.
-        subsampling: chroma subsampling decoded colour pixels were compressed with.
+        subsampling: chroma subsampling decoded colour pixels were compressed with (``None``: found in the pixels).
         quality_override: strength: correct as if the image had libjpeg quality
             ``quality_override`` (lower corrects harder).
         blend: strength: ``1`` gives the corrected image, ``0`` the input decode, in between a mix.
@@ -103,7 +108,7 @@ class JPEGArtifactCorrection(Transform):
         overlap: int = DEFAULT_OVERLAP,
         quality: int | None = None,
         tables: F.TablesLike | None = None,
-        subsampling: str = F.DEFAULT_SUBSAMPLING,
+        subsampling: str | None = None,
         quality_override: int | None = None,
         blend: float = 1.0,
         self_ensemble: bool = False,
@@ -116,7 +121,8 @@ class JPEGArtifactCorrection(Transform):
         F.check_options(tile=tile, overlap=overlap, quality_override=quality_override, blend=blend)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
-        F.chroma_factor_of(subsampling)
+        if subsampling is not None:
+            F.chroma_factor_of(subsampling)
         if tables is not None:
             F.as_tables(tables, 3)  # fail early on malformed tables
         is_model = isinstance(weights, nn.Module)
@@ -191,8 +197,8 @@ class JPEGArtifactCorrection(Transform):
             return self._correct_pil_pixels(image)
         try:
             data, name = read_jpeg_stream(image)
-        except InvalidJPEGError:  # its file was closed, or deleted: the pixels are all there is
-            return self._correct_pil_pixels(image)
+        except InvalidJPEGError as error:  # opened from bytes and loaded, its stream closed, its file deleted
+            return self._correct_jpeg_pixels(image, error.source, "its file cannot be read any more")
         coefficients = read_coefficients(data, name=name)
         stored = (coefficients.width, coefficients.height)
         if image.size not in (stored, stored[::-1]):  # a transpose keeps the 8x8 grid; a resize does not
@@ -201,15 +207,31 @@ class JPEGArtifactCorrection(Transform):
                 "it was resized after opening (thumbnail(), draft(), reduce()); correct it before resizing"
             )
         if shows_its_file(image, data):
+            logger.debug("%s: corrected from its JPEG's coefficients", name)
             return self._correct_jpeg_image(image, coefficients)
-        return self._correct_pil_pixels(image)  # edited in place, or its file changed: correct what it shows
+        return self._correct_jpeg_pixels(image, name, "its pixels were changed since it was decoded")
 
-    def _correct_pil_pixels(self, image: Image.Image) -> Image.Image:
+    def _correct_jpeg_pixels(self, image: Image.Image, name: str, why: str) -> Image.Image:
+        """A Pillow JPEG whose file cannot give its pixels: from its pixels, with the tables
+        and subsampling of the header Pillow parsed when it was opened (else blind)."""
+        header = header_tables(image)
+        if header is None:
+            logger.debug("%s: %s; corrected from its pixels as decoded pixels", name, why)
+            return self._correct_pil_pixels(image)
+        tables, factor = header
+        logger.debug("%s: %s; corrected from its pixels with its JPEG header's tables", name, why)
+        return self._correct_pil_pixels(image, tables=torch.from_numpy(tables), subsampling=factor)
+
+    def _correct_pil_pixels(self, image: Image.Image, **known: Any) -> Image.Image:
+        """A Pillow image's pixels; ``known``: tables and subsampling that replace the transform's options."""
         if image.mode not in ("L", "RGB"):
             raise ValueError(f"cannot correct a Pillow image in mode {image.mode}: JPEG pixels are L or RGB")
         array = np.asarray(image)
         pixels = torch.from_numpy(array.reshape(*array.shape[:2], -1).copy()).permute(2, 0, 1)
-        return _to_pil(F.correct_pixels(self.model(), pixels, **self._pixel_options()), image)
+        options = self._pixel_options()
+        if known:
+            options.update(quality=None, **known)
+        return _to_pil(F.correct_pixels(self.model(), pixels, **options), image)
 
     def _correct_tensor(self, tensor: Tensor) -> Tensor:
         pixels = tensor.as_subclass(Tensor)
