@@ -44,13 +44,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .codec import chroma_factor_of, pixels_to_coefficients
+from .codec import chroma_factor_of
 from .correction import ModelInputs, decode, model_inputs
 from .dct import BLOCK
-from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored
+from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored  # noqa: F401 - pixel_inputs: the public kernel
 from .jpeg_io import JPEGCoefficients
 from .model import QGAC
-from .quantization import check_quality, dequantize, quality_tables, quantize
+from .quantization import check_quality, quality_tables
 from .self_ensemble import correct_self_ensemble
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, correct_planes_tiled
 

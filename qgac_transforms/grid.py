@@ -53,9 +53,10 @@ logger = logging.getLogger("qgac_transforms")
 #: How many non-zero coefficients (and textured blocks) it takes to read a quantization step.
 MIN_SUPPORT = 20
 #: The luma grid is searched in a central window of at most this many pixels a side, the
-#: chroma grid in one of at most :data:`CHROMA_WINDOW` (cut at multiples of 32 pixels from
-#: the top left, so that every MCU phase is the whole image's).
-SEARCH_WINDOW, CHROMA_WINDOW = 768, 384
+#: chroma grid in the part of it of at most :data:`CHROMA_WINDOW` (twice that where over a
+#: tenth of the pixels are clipped) where the chroma changes most (cut at multiples of 32
+#: pixels from the top left, so that every MCU phase is the whole image's).
+SEARCH_WINDOW, CHROMA_WINDOW = 512, 256
 #: Largest quantization step that is looked for (baseline tables: 255).
 MAX_STEP = 255
 #: How far (in coefficient units) decoded AC and DC coefficients may lie from their
@@ -80,8 +81,11 @@ MIN_MATCHES = 3
 #: Where no phase stands out, all 64 are screened on this many of the lowest frequencies
 #: (zigzag order) of this many blocks.
 SCREENED, SCREENED_BLOCKS = 15, 512
+#: A chroma subsampling and phase replaces the likelier one before it (4:2:0 first, at the
+#: luma offset) only if its misfit is below this fraction of that one's: flat chroma fits all.
+CHROMA_MARGIN = 0.8
 #: Fewest MCUs a chroma subsampling and phase is judged on.
-MIN_MCUS = 8
+MIN_MCUS = 2
 #: Rounds of :func:`recover_inputs` where pixels are clipped or missing.
 RECOVERY_ROUNDS = 3
 
@@ -226,13 +230,27 @@ def _phase_candidates(luma: Tensor) -> tuple[list[tuple[int, int]], bool]:
     return sorted(pairs, key=lambda rc: -float(shares[0][rc[0]] + shares[1][rc[1]])), stands_out
 
 
-def _central(pixels: Tensor, size: int) -> Tensor:
-    """The central part of ``(..., H, W)`` pixels, at most ``size`` a side, cut at
-    multiples of 32 pixels so that its grid offsets are the image's."""
+def _window(pixels: Tensor, size: int, weight: Tensor | None = None) -> tuple[slice, slice]:
+    """Where to look in ``(..., H, W)`` pixels: at most ``size`` a side, starting at
+    multiples of 32 pixels so that its grid offsets are the image's; the central one, or,
+    given a ``(H, W)`` ``weight``, the one of those on a 64-pixel lattice with the most."""
     height, width = pixels.shape[-2:]
-    top = max(0, (height - size) // 2) // 32 * 32
-    left = max(0, (width - size) // 2) // 32 * 32
-    return pixels[..., top : top + size, left : left + size]
+    if weight is None:
+        top, left = max(0, (height - size) // 2) // 32 * 32, max(0, (width - size) // 2) // 32 * 32
+    else:
+        tops, lefts = range(0, max(1, height - size + 1), 64), range(0, max(1, width - size + 1), 64)
+        top, left = max(((t, l) for t in tops for l in lefts), key=lambda tl: float(weight[tl[0] : tl[0] + size, tl[1] : tl[1] + size].sum()))
+    return slice(top, top + size), slice(left, left + size)
+
+
+def _chroma_detail(pixels: Tensor, clipped: Tensor) -> Tensor:
+    """``(H, W)``: how much the chroma of ``(3, H, W)`` pixels changes at each unclipped pixel
+    (the chroma grid shows where the chroma changes, and clipped pixels hide it)."""
+    chroma = rgb_to_ycbcr(pixels.to(torch.float32))[1:]
+    change = nnf.pad((chroma[:, 1:] - chroma[:, :-1]).abs().sum(0), (0, 0, 0, 1)) + nnf.pad(
+        (chroma[..., 1:] - chroma[..., :-1]).abs().sum(0), (0, 1)
+    )
+    return change * ~clipped
 
 
 # --------------------------------------------------------------------------- fitting tables
@@ -240,11 +258,15 @@ def _central(pixels: Tensor, size: int) -> Tensor:
 
 def _misfits(candidates: Tensor, steps: Tensor) -> Tensor:
     """How badly ``(K, 64)`` candidate tables explain the read steps: the sum over the read
-    steps of ``|candidate - step| / candidate``, each capped at 0.5 so that one misread step
-    cannot outweigh the others."""
+    steps of ``|candidate - step| / candidate``, or a quarter more than that for half the
+    step (where few coefficients are non-zero, their levels can all be even, and the step
+    read is twice the table's), each capped at 0.5 so that one misread step cannot
+    outweigh the others."""
     known = steps >= 2  # a step of 1 is read off rounding noise as often as off a grid
     chosen = candidates[:, known].to(torch.float64)
-    return ((chosen - steps[known].to(chosen)).abs() / chosen).clamp(max=0.5).sum(1)
+    read = steps[known].to(chosen)
+    errors = torch.minimum((chosen - read).abs() / chosen, (chosen - read / 2).abs() / chosen + 0.25)
+    return errors.clamp(max=0.5).sum(1)
 
 
 @functools.cache
@@ -346,7 +368,8 @@ def _chroma_grid(
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """The chroma subsampling among ``factors`` and the MCU offset (whose luma part is
     ``luma_offset``) that explain the chroma best (:func:`_chroma_misfit`, weighed for the
-    number of samples); the first factor at the luma offset when no MCU can tell."""
+    number of samples; the first ones unless a later one is clearly better); the first
+    factor at the luma offset when no MCU can tell."""
     chroma = rgb_to_ycbcr(pixels.to(torch.float32))[1:]
     best, best_misfit = (factors[0], luma_offset), float("inf")
     for factor in factors:
@@ -355,7 +378,7 @@ def _chroma_grid(
                 offset = (luma_offset[0] + BLOCK * a, luma_offset[1] + BLOCK * b)
                 # fewer samples fit noise less well: halve the misfit per factor of 4 fewer
                 misfit = _chroma_misfit(chroma, clipped, table, factor, offset) / (factor[0] * factor[1]) ** 0.5
-                if misfit < best_misfit:
+                if misfit < CHROMA_MARGIN * best_misfit:
                     best, best_misfit = (factor, offset), misfit
     return best
 
@@ -406,7 +429,7 @@ def _luma_grid(luma: Tensor, clipped: Tensor, table: Tensor | None) -> tuple[tup
         if best_matches < MIN_MATCHES:
             return None
     steps = _phase_steps(luma, clipped, best, screening=False)
-    if not bool((steps >= 2).any()):
+    if int((steps >= 2).sum()) < (1 if table is not None else 2):  # one step fits many qualities
         return None
     quality, transposed = fit_quality(steps) if table is None else (None, fits_transposed(steps, table))
     return ((-best[0]) % BLOCK, (-best[1]) % BLOCK), quality, transposed
@@ -426,7 +449,7 @@ def find_grid(
     factor. Raises ``ValueError`` for pixels that show no grid, or, without tables,
     are too flat to show one; with tables, such flat pixels get the decoder's own grid.
     """
-    window = _central(pixels, SEARCH_WINDOW)
+    window = pixels[(..., *_window(pixels, SEARCH_WINDOW))]
     luma, clipped = luma_plane(window), clipped_pixels(window)
     found = _luma_grid(luma, clipped, None if tables is None else tables[0])
     if found is None:
@@ -444,7 +467,9 @@ def find_grid(
     if pixels.shape[0] == 3:
         factors = [subsampling] if subsampling is not None else list(SUBSAMPLINGS.values())
         factors.sort(key=lambda f: f != SUBSAMPLINGS["4:2:0"])  # the default when the chroma cannot tell
-        factor, offset = _chroma_grid(_central(window, CHROMA_WINDOW), _central(clipped, CHROMA_WINDOW), offset, tables[1], factors)
+        size = CHROMA_WINDOW * (2 if float(clipped.to(torch.float32).mean()) > 0.1 else 1)  # clipped MCUs do not count
+        part = _window(window, size, _chroma_detail(window, clipped))
+        factor, offset = _chroma_grid(window[(..., *part)], clipped[part], offset, tables[1], factors)
     return JPEGGrid(offset, transposed, factor, tables, quality)
 
 
@@ -477,10 +502,10 @@ def recover_inputs(pixels: Tensor, grid: JPEGGrid, tables: Tensor, rounds: int =
     orientation, on ``grid`` (its offset and factor; ``tables`` ``(B, C, 8, 8)``).
 
     The pixels are placed at the grid's offset in whole MCUs. Padding, and pixels the
-    decoder clipped, are unknown: for up to ``rounds`` rounds, the planes are decoded
-    and the unknown pixels replaced by the decode (clipped ones only on their side of
-    0 or 255), then encoded and quantized again. The planes cover the whole MCUs;
-    ``height`` and ``width`` count the offset.
+    decoder clipped, are unknown: for up to ``rounds`` rounds (until nothing changes),
+    the planes are decoded and the unknown pixels replaced by the decode (clipped ones
+    only on their side of 0 or 255), then encoded and quantized again. The planes cover
+    the whole MCUs; ``height`` and ``width`` count the offset.
     """
     channels, height, width = pixels.shape[1:]
     factor = grid.factor if channels == 3 else (1, 1)
@@ -489,14 +514,15 @@ def recover_inputs(pixels: Tensor, grid: JPEGGrid, tables: Tensor, rounds: int =
     observed = nnf.pad(pixels.to(torch.float32), pad, mode="replicate") if any(pad) else pixels.to(torch.float32)
     known = nnf.pad(torch.ones_like(pixels[:, :1], dtype=torch.bool), pad)
     low, high, free = known & (observed <= 0), known & (observed >= 255), ~known
-    guess = observed
+    inputs = pixel_inputs(observed, tables, factor)
     for _ in range(rounds if bool((low | high | free).any()) else 0):
-        inputs = pixel_inputs(guess, tables, factor)
         planes = [inputs.y[:, 0]] if inputs.chroma is None else [inputs.y[:, 0], *inputs.chroma.unbind(1)]
-        decoded = coefficients_to_pixels(planes, guess.shape[-2], guess.shape[-1], factor, clamp=False)
+        decoded = coefficients_to_pixels(planes, observed.shape[-2], observed.shape[-1], factor, clamp=False)
         guess = torch.where(low, decoded.clamp(max=0), torch.where(high, decoded.clamp(min=255), observed))
-        guess = torch.where(free, decoded, guess)
-    return pixel_inputs(guess, tables, factor)
+        previous, inputs = inputs, pixel_inputs(torch.where(free, decoded, guess), tables, factor)
+        if torch.equal(inputs.y, previous.y) and (inputs.chroma is None or torch.equal(inputs.chroma, previous.chroma)):
+            break  # a fixed point
+    return inputs
 
 
 def from_stored(corrected: Tensor, grid: JPEGGrid, height: int, width: int) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights
 from qgac_transforms import cli
 from qgac_transforms import functional as F
 from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.quantization import quality_to_table
 
 
 @pytest.fixture
@@ -148,9 +150,9 @@ def test_info(qgac, photos):
     code, out, _ = qgac("info", photos / "sub" / "b.jpeg", "--json")
     info = json.loads(out)
     assert code == 0 and info["subsampling"] == "4:4:4" and info["tables"][0]["quality"] == 50
-    assert info["tables"][0]["table"] == F.quality_to_table(50).tolist()
+    assert info["tables"][0]["table"] == quality_to_table(50).tolist()
     code, out, _ = qgac("info", photos / "sub" / "b.jpeg", "--tables", "grid")
-    assert code == 0 and " ".join(f"{v:3d}" for v in F.quality_to_table(50)[0].tolist()) in out
+    assert code == 0 and " ".join(f"{v:3d}" for v in quality_to_table(50)[0].tolist()) in out
 
 
 def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tiny_weights):  # noqa: F811
@@ -220,8 +222,23 @@ def test_no_progress_bar_into_a_log(qgac, photos, tiny_weights, tmp_path):  # no
 
 def test_info_recognises_non_baseline_libjpeg_tables(qgac, tmp_path):
     blocks = read_coefficients(save_jpeg(textured_image(4, 16, 16, "L"), quality=20)).y
-    jpeg = jpeglib.from_dct(Y=blocks, qt=F.quality_to_table(20, baseline=False).numpy()[None], quant_tbl_no=[0])
+    jpeg = jpeglib.from_dct(Y=blocks, qt=quality_to_table(20, baseline=False).numpy()[None], quant_tbl_no=[0])
     jpeg.height, jpeg.width = 16, 16
     jpeg.write_dct(str(tmp_path / "q20-16bit.jpg"))  # libjpeg warns: steps above 255 are not baseline
     code, out, _ = qgac("info", tmp_path / "q20-16bit.jpg")
     assert code == 0 and "quality (Y): 20 (libjpeg table)" in out and "303" in out
+
+
+# --------------------------------------------------------------------------- issue 20
+
+
+def test_info_on_a_decode_saved_as_png(qgac, tmp_path):
+    with Image.open(io.BytesIO(save_jpeg(textured_image(5, 96, 128), quality=30))) as decoded:
+        decoded.crop((3, 5, 120, 90)).save(tmp_path / "cut.png")  # a crop at offset (5, 3), saved losslessly
+    textured_image(6, 64, 64).save(tmp_path / "drawn.png")
+    code, out, err = qgac("info", tmp_path / "cut.png", tmp_path / "drawn.png")
+    assert code == 1 and "drawn.png: PNG, not a JPEG, and its pixels are no JPEG decode" in err
+    assert "quality:     30" in out and "subsampling: 4:2:0" in out and "grid offset: 5,3" in out
+    code, out, _ = qgac("info", tmp_path / "cut.png", "--json", "--tables", "none")
+    found = json.loads(out)["decoded_jpeg"]
+    assert code == 0 and found["offset"] == [5, 3] and not found["transposed"] and "table" not in found["tables"][0]

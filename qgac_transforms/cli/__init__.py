@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "correct": ("correct", "correct JPEG artifacts in files, folders or globs"),
     "info": ("info", "show a JPEG's size, subsampling, tables and estimated quality"),
     "eval": ("evaluate", "evaluate a model on a folder of images under the paper's protocol"),
+    "eval-pipelines": ("evaluate_pipelines", "measure the gain of each way of feeding the transform against the file's"),
     "bench": ("bench", "measure read, network and end-to-end speed and peak memory"),
 }
 
@@ -35,6 +36,19 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def set_threads(command: str, threads: int | None) -> bool:
+    """Apply ``--threads`` (torch's intra-op threads) if given; ``False``, with a message, if it is below 1."""
+    if threads is None:
+        return True
+    if threads < 1:
+        print(f"qgac {command}: --threads must be at least 1, got {threads}", file=sys.stderr)
+        return False
+    import torch  # noqa: PLC0415 - keep `qgac --help` light
+
+    torch.set_num_threads(threads)
+    return True
 
 
 def report_failures(command: str, failures: Sequence[tuple[str, str]], noun: str) -> int:

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import report_failures, write_json
+from . import report_failures, set_threads, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation import evaluate_dataset, format_table
 
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"qgac eval: --threads must be at least 1, got {args.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
+    if not set_threads("eval", args.threads):
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = evaluate_dataset(

@@ -1,0 +1,42 @@
+"""``qgac eval-pipelines --dataset DIR``: the gain of each way of feeding the transform, against the file's.
+
+See :mod:`qgac_transforms.pipeline_evaluation`; ``docs/pipelines.md`` shows the table
+for LIVE1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import set_threads, write_json
+from .evaluate import command_line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path, metavar="DIR", help="folder of lossless ground-truth images")
+    parser.add_argument(
+        "--quality", type=int, nargs="+", default=[10, 30], metavar="Q", help="JPEG qualities to compress at (default 10 30)"
+    )
+    parser.add_argument("--weights", help="model: Hub repo id or saved model folder (default: the package's default model)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the full report (per image too) as JSON")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads (default: torch's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..hub import load_model
+    from ..pipeline_evaluation import evaluate_pipelines, format_table
+
+    if not set_threads("eval-pipelines", args.threads):
+        return 2
+    try:
+        model = load_model(args.weights, device="cpu").eval().requires_grad_(False)
+        report = evaluate_pipelines(model, args.dataset, args.quality, progress=None)
+    except (OSError, ValueError) as error:  # no such folder, no images, bad quality, weights not found or invalid
+        print(f"qgac eval-pipelines: {error}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    command = command_line(args).replace("qgac eval ", "qgac eval-pipelines ", 1)
+    write_json(args.json, {"command": command, "weights": args.weights or "the package's default", **report})
+    return 0
