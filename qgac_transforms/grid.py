@@ -57,6 +57,10 @@ MIN_SUPPORT = 20
 #: tenth of the pixels are clipped) where the chroma changes most (cut at multiples of 32
 #: pixels from the top left, so that every MCU phase is the whole image's).
 SEARCH_WINDOW, CHROMA_WINDOW = 512, 256
+#: The luma phases are ranked on a central part of the search window this many pixels a side.
+RANKING_WINDOW = 320
+#: The chroma subsamplings blind mode tells apart, the likeliest first (4:1:1 only when given).
+BLIND_SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4", "4:4:0")
 #: Largest quantization step that is looked for (baseline tables: 255).
 MAX_STEP = 255
 #: How far (in coefficient units) decoded AC and DC coefficients may lie from their
@@ -82,8 +86,10 @@ MIN_MATCHES = 3
 #: (zigzag order) of this many blocks.
 SCREENED, SCREENED_BLOCKS = 15, 512
 #: A chroma subsampling and phase replaces the likelier one before it (4:2:0 first, at the
-#: luma offset) only if its misfit is below this fraction of that one's: flat chroma fits all.
-CHROMA_MARGIN = 0.8
+#: luma offset) only if its misfit is below this fraction of that one's, and misfits below
+#: :data:`CHROMA_NOISE` (squared levels per sample: the decoder's rounding) are equal: flat
+#: chroma fits every one.
+CHROMA_MARGIN, CHROMA_NOISE = 0.8, 0.05
 #: Fewest MCUs a chroma subsampling and phase is judged on.
 MIN_MCUS = 2
 #: Rounds of :func:`recover_inputs` where pixels are clipped or missing.
@@ -223,6 +229,7 @@ def _near_zero_share(plane: Tensor) -> Tensor:
 def _phase_candidates(luma: Tensor) -> tuple[list[tuple[int, int]], bool]:
     """The 64 luma block phases (first whole block row and column), the likeliest first,
     and whether the first stands out on both axes (:data:`STANDOUT`)."""
+    luma = luma[_window(luma, RANKING_WINDOW)]
     shares = _near_zero_share(luma.T), _near_zero_share(luma)
     tops = [share.topk(2).values for share in shares]
     stands_out = all(float(1 - top[0]) < STANDOUT * float(1 - top[1]) for top in tops)
@@ -336,50 +343,61 @@ def unsample_chroma(plane: Tensor, factor: tuple[int, int]) -> Tensor:
     return plane
 
 
-def _chroma_misfit(chroma: Tensor, clipped: Tensor, table: Tensor, factor: tuple[int, int], offset: tuple[int, int]) -> float:
-    """How far the chroma of the whole MCUs at ``offset`` is from a decode of chroma
-    subsampled by ``factor`` and quantized by ``table``: the mean squared error, per
-    sample, of what subsampling loses plus what quantizing moves. Counted over the MCUs
-    with at most 1/8 of their pixels clipped (clipped pixels themselves not at all);
-    ``inf`` where there are fewer than :data:`MIN_MCUS` of them."""
+def _chroma_misfits(
+    chroma: Tensor, clipped: Tensor, table: Tensor, factor: tuple[int, int], luma_offset: tuple[int, int]
+) -> dict[tuple[int, int], float]:
+    """For each MCU offset of chroma subsampling ``factor`` whose luma part is
+    ``luma_offset``: how far the ``(2, H, W)`` chroma of its whole MCUs is from a decode
+    of chroma subsampled by ``factor`` and quantized by ``table``, the mean squared error
+    per sample of what subsampling loses plus what quantizing moves. Counted over the
+    MCUs with at most 1/8 of their pixels clipped (clipped pixels themselves not at all);
+    ``inf`` where there are fewer than :data:`MIN_MCUS` of them. Every offset pairs the
+    pixels the same way, so the chroma is subsampled once for all."""
     v, h = factor
-    mcu_rows, mcu_cols = BLOCK * v, BLOCK * h
-    top, left = (-offset[0]) % mcu_rows, (-offset[1]) % mcu_cols
-    rows, cols = (chroma.shape[-2] - top) // mcu_rows, (chroma.shape[-1] - left) // mcu_cols
-    if rows < 1 or cols < 1:
-        return float("inf")
-    window = chroma[:, top : top + rows * mcu_rows, left : left + cols * mcu_cols]
-    mask = clipped[top : top + rows * mcu_rows, left : left + cols * mcu_cols].to(window.dtype)
-    usable = nnf.avg_pool2d(mask[None, None], (mcu_rows, mcu_cols))[0, 0] <= 1 / 8
-    if int(usable.sum()) < MIN_MCUS:
-        return float("inf")
+    first = ((-luma_offset[0]) % v, (-luma_offset[1]) % h)  # where the samples' pixel pairs start
+    rows, cols = (chroma.shape[-2] - first[0]) // v, (chroma.shape[-1] - first[1]) // h
+    window = chroma[:, first[0] : first[0] + rows * v, first[1] : first[1] + cols * h]
+    mask = clipped[first[0] : first[0] + rows * v, first[1] : first[1] + cols * h].to(window.dtype)
     samples = unsample_chroma(window, factor)
-    lost = ((upsample_chroma(samples, factor) - window) * (1 - mask)).square()
-    lost = lost.reshape(2, rows, mcu_rows, cols, mcu_cols).sum((2, 4))
-    coefficients = block_dct(blockify(samples - 128.0))  # (2, rows, cols, 8, 8): one block per MCU
-    steps = table.to(coefficients)
-    moved = (coefficients - torch.round(coefficients / steps) * steps).square().sum((-2, -1))
-    total = (lost + v * h * moved)[:, usable]
-    return float(total.sum()) / (total.numel() * mcu_rows * mcu_cols)
+    lost = ((upsample_chroma(samples, factor) - window) * (1 - mask)).square().sum(0)
+    lost = nnf.avg_pool2d(lost[None, None], (v, h))[0, 0] * (v * h)  # per sample
+    clip = nnf.avg_pool2d(mask[None, None], (v, h))[0, 0]
+    misfits = {}
+    for a in range(v):
+        for b in range(h):
+            offset = (luma_offset[0] + BLOCK * a, luma_offset[1] + BLOCK * b)
+            top = ((-offset[0]) % (BLOCK * v) - first[0]) // v  # the first whole MCU, in samples
+            left = ((-offset[1]) % (BLOCK * h) - first[1]) // h
+            blocks = (rows - top) // BLOCK, (cols - left) // BLOCK
+            area = (slice(top, top + BLOCK * blocks[0]), slice(left, left + BLOCK * blocks[1]))
+            usable = nnf.avg_pool2d(clip[area][None, None], BLOCK)[0, 0] <= 1 / 8 if min(blocks) > 0 else None
+            if usable is None or int(usable.sum()) < MIN_MCUS:
+                misfits[offset] = float("inf")
+                continue
+            coefficients = block_dct(blockify(samples[(slice(None), *area)] - 128.0))  # (2, rows, cols, 8, 8)
+            steps = table.to(coefficients)
+            moved = (coefficients - torch.round(coefficients / steps) * steps).square().sum((0, -2, -1))
+            missed = nnf.avg_pool2d(lost[area][None, None], BLOCK)[0, 0] * BLOCK * BLOCK
+            total = (missed + v * h * moved)[usable]
+            misfits[offset] = float(total.sum()) / (total.numel() * 2 * BLOCK * BLOCK * v * h)
+    return misfits
 
 
 def _chroma_grid(
     pixels: Tensor, clipped: Tensor, luma_offset: tuple[int, int], table: Tensor, factors: Sequence[tuple[int, int]]
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """The chroma subsampling among ``factors`` and the MCU offset (whose luma part is
-    ``luma_offset``) that explain the chroma best (:func:`_chroma_misfit`, weighed for the
+    ``luma_offset``) that explain the chroma best (:func:`_chroma_misfits`, weighed for the
     number of samples; the first ones unless a later one is clearly better); the first
     factor at the luma offset when no MCU can tell."""
     chroma = rgb_to_ycbcr(pixels.to(torch.float32))[1:]
     best, best_misfit = (factors[0], luma_offset), float("inf")
     for factor in factors:
-        for a in range(factor[0]):
-            for b in range(factor[1]):
-                offset = (luma_offset[0] + BLOCK * a, luma_offset[1] + BLOCK * b)
-                # fewer samples fit noise less well: halve the misfit per factor of 4 fewer
-                misfit = _chroma_misfit(chroma, clipped, table, factor, offset) / (factor[0] * factor[1]) ** 0.5
-                if misfit < CHROMA_MARGIN * best_misfit:
-                    best, best_misfit = (factor, offset), misfit
+        for offset, misfit in _chroma_misfits(chroma, clipped, table, factor, luma_offset).items():
+            # fewer samples fit noise less well: halve the misfit per factor of 4 fewer
+            misfit = max(misfit / (factor[0] * factor[1]) ** 0.5, CHROMA_NOISE)
+            if misfit < CHROMA_MARGIN * best_misfit:
+                best, best_misfit = (factor, offset), misfit
     return best
 
 
@@ -465,8 +483,7 @@ def find_grid(
         window, clipped, offset = window.transpose(-2, -1), clipped.T, (offset[1], offset[0])
     factor = (1, 1)
     if pixels.shape[0] == 3:
-        factors = [subsampling] if subsampling is not None else list(SUBSAMPLINGS.values())
-        factors.sort(key=lambda f: f != SUBSAMPLINGS["4:2:0"])  # the default when the chroma cannot tell
+        factors = [subsampling] if subsampling is not None else [SUBSAMPLINGS[name] for name in BLIND_SUBSAMPLINGS]
         size = CHROMA_WINDOW * (2 if float(clipped.to(torch.float32).mean()) > 0.1 else 1)  # clipped MCUs do not count
         part = _window(window, size, _chroma_detail(window, clipped))
         factor, offset = _chroma_grid(window[(..., *part)], clipped[part], offset, tables[1], factors)
