@@ -214,6 +214,14 @@ class JPEGArtifactCorrection(Transform):
     def _correct_jpeg_pixels(self, image: Image.Image, name: str, why: str) -> Image.Image:
         """A Pillow JPEG whose file cannot give its pixels: from its pixels, with the tables
         and subsampling of the header Pillow parsed when it was opened (else blind)."""
+        if image.tile:  # never loaded, and its stream is gone: there are no pixels either
+            try:
+                image.load()
+            except (OSError, ValueError) as error:
+                raise InvalidJPEGError(
+                    name, f"its stream was closed before it was loaded ({error}): no file and no pixels to correct; "
+                    "load() the image while its stream is open, or pass the JPEG's bytes"
+                ) from error
         header = header_tables(image)
         if header is None:
             logger.debug("%s: %s; corrected from its pixels as decoded pixels", name, why)

@@ -118,3 +118,25 @@ def test_eval_pipelines_command(tiny_weights, dataset, tmp_path, capsys):  # noq
     assert code == 0 and "| decoded pixels |" in printed and "Blind correction of a" in printed
     report = json.loads(out.read_text())
     assert report["command"].startswith("qgac eval-pipelines --dataset") and report["qualities"] == [30]
+
+
+def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_bytes, caplog):  # noqa: F811
+    from qgac_transforms import register_jpeg_opener, unregister_jpeg_opener
+
+    register_jpeg_opener()
+    try:
+        image = hf_decode_example(jpeg_bytes)  # the hook captured the stream before load() dropped it
+    finally:
+        unregister_jpeg_opener()
+    with caplog.at_level(logging.DEBUG, logger="qgac_transforms"):
+        out = JPEGArtifactCorrection(tiny_model)(image)
+    assert "corrected from its JPEG's coefficients" in caplog.text
+    assert torch.equal(to_tensor(out), to_tensor(JPEGArtifactCorrection(tiny_model)(jpeg_bytes)))
+
+
+def test_stream_closed_before_loading_says_so(tiny_model, jpeg_bytes):  # noqa: F811
+    stream = io.BytesIO(jpeg_bytes)
+    image = Image.open(stream)
+    stream.close()  # Pillow itself cannot decode it any more
+    with pytest.raises(ValueError, match="its stream was closed before it was loaded"):
+        JPEGArtifactCorrection(tiny_model)(image)

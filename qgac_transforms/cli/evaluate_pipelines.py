@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..configs import DEFAULT_MODEL
     from ..hub import load_model
     from ..pipeline_evaluation import evaluate_pipelines, format_table
 
@@ -38,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(report))
     command = command_line(args).replace("qgac eval ", "qgac eval-pipelines ", 1)
-    write_json(args.json, {"command": command, "weights": args.weights or "the package's default", **report})
+    write_json(args.json, {"command": command, "weights": args.weights or f"{DEFAULT_MODEL} (default)", **report})
     return 0
