@@ -6,7 +6,7 @@ dequantized; pixels are floats in ``[0, 255]`` with channels first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from torch import Tensor
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma, ycbcr_to_rgb
 from .dct import BLOCK, blockify, crop, deblockify, image_dct, image_idct, pad_to_multiple
 from .jpeg_io import CoefficientTensors
-from .quantization import STANDARD_CHROMA_TABLE, STANDARD_LUMA_TABLE
+from .quantization import quality_tables
 
 LEVEL_SHIFT = 128.0
 
@@ -95,24 +95,34 @@ def pixels_to_coefficients(image: Tensor, chroma_factor: tuple[int, int] = (2, 2
     Each plane has exactly the block grid a JPEG file of this size and subsampling
     stores (luma ``ceil(H/8) x ceil(W/8)`` blocks); edges are replicated as libjpeg does.
     """
-    channels, height, width = image.shape[-3:]
+    channels = image.shape[-3]
     if channels not in (1, 3):
         raise ValueError(f"expected 1 or 3 channels, got {channels}")
     image = image if image.is_floating_point() else image.to(torch.float32)
     components = rgb_to_ycbcr(image) if channels == 3 else image
-    planes = []
-    for index in range(channels):
+    return [image_dct(sample - LEVEL_SHIFT) for sample in _block_samples(components, chroma_factor, downsample_chroma)]
+
+
+def _block_samples(
+    components: Tensor, chroma_factor: tuple[int, int], downsample: Callable[[Tensor, tuple[int, int]], Tensor]
+) -> list[Tensor]:
+    """Each component of ``(..., C, H, W)`` as libjpeg hands it to the DCT: chroma downsampled,
+    edges replicated out to whole blocks (the block grid a file of this size stores).
+
+    libjpeg's edge padding (jcsample.c, jcprepct.c): the right edge is replicated at full
+    resolution out to the block grid before downsampling; the bottom edge only to a
+    multiple of the factor, then the last downsampled row is replicated.
+    """
+    height, width = components.shape[-2:]
+    samples = []
+    for index in range(components.shape[-3]):
         factor = chroma_factor if index > 0 else (1, 1)
-        rows, cols = block_grid(height, width, factor)
-        # libjpeg's edge padding (jcsample.c, jcprepct.c): the right edge is replicated at
-        # full resolution out to the block grid before downsampling; the bottom edge only
-        # to a multiple of the factor, then the last downsampled row is replicated
+        _, cols = block_grid(height, width, factor)
         sample = pad_to_multiple(components[..., index, :, :], factor[0], cols * BLOCK * factor[1])
         if index > 0:
-            sample = downsample_chroma(sample, factor)
-        sample = pad_to_multiple(sample, BLOCK, BLOCK)
-        planes.append(image_dct(sample - LEVEL_SHIFT))
-    return planes
+            sample = downsample(sample, factor)
+        samples.append(pad_to_multiple(sample, BLOCK, BLOCK))
+    return samples
 
 
 # --------------------------------------------------------------------------- libjpeg-turbo's encoder, bit for bit
@@ -148,16 +158,6 @@ def _rgb_to_ycbcr_exact(rgb: Tensor) -> Tensor:
     cb = (fix(0.5) * b + (offset + half - 1)).sub_(fix(0.16874) * r).sub_(fix(0.33126) * g)
     cr = (fix(0.5) * r + (offset + half - 1)).sub_(fix(0.41869) * g).sub_(fix(0.08131) * b)
     return torch.stack([y, cb, cr], dim=1).mul_(2.0**-_COLOR_BITS).floor_()
-
-
-def _replicate_edges(plane: Tensor, rows: int, cols: int) -> Tensor:
-    """Extend ``(..., h, w)`` to ``rows x cols`` by repeating the last row and column (any dtype)."""
-    h, w = plane.shape[-2:]
-    if (rows, cols) == (h, w):
-        return plane
-    row_index = torch.arange(rows, device=plane.device).clamp(max=h - 1)
-    col_index = torch.arange(cols, device=plane.device).clamp(max=w - 1)
-    return plane.index_select(-2, row_index).index_select(-1, col_index)
 
 
 def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
@@ -260,18 +260,6 @@ def _quantize_exact(coefficients: Tensor, tables: Tensor) -> Tensor:
     return ((coefficients.abs() + correction) * reciprocal >> shift) * coefficients.sign()
 
 
-def quality_tables_batch(quality: Tensor, channels: int) -> Tensor:
-    """libjpeg's baseline tables (``jpeg_set_quality(..., force_baseline=TRUE)``) for each
-    quality of ``(B,)``: ``(B, channels, 8, 8)`` int64, luma then chroma for Cb and Cr."""
-    q = quality.to(torch.int64)
-    scale = torch.where(q < 50, 5000 // q, 200 - 2 * q)[:, None]
-    tables = []
-    for index in range(channels):
-        base = torch.tensor(STANDARD_CHROMA_TABLE if index else STANDARD_LUMA_TABLE, device=q.device)
-        tables.append(((base * scale + 50) // 100).clamp(1, 255).reshape(-1, BLOCK, BLOCK))
-    return torch.stack(tables, dim=1)
-
-
 def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SUBSAMPLING) -> CoefficientTensors:
     """JPEG-compress uint8 pixels in torch, on their device: the coefficients Pillow would write.
 
@@ -294,21 +282,16 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
     pixels = image if batched else image[None]
     if pixels.ndim != 4 or pixels.shape[1] not in (1, 3) or 0 in pixels.shape[-2:]:
         raise ValueError(f"expected (C, H, W) or (B, C, H, W) with C = 1 or 3 and H, W >= 1, got {tuple(image.shape)}")
-    batch, channels, height, width = pixels.shape
+    batch, channels = pixels.shape[:2]
     quality = torch.as_tensor(quality, device=pixels.device).reshape(-1).expand(batch)
     if quality.is_floating_point() or bool(((quality < 1) | (quality > 100)).any()):
         raise ValueError(f"JPEG quality must be integers in 1..100, got {quality.tolist()}")
     factor = chroma_factor_of(subsampling)
     samples = pixels.to(torch.float32)
     samples = _rgb_to_ycbcr_exact(samples) if channels == 3 else samples
-    tables = quality_tables_batch(quality, channels)
+    tables = quality_tables(quality, channels)
     planes = []
-    for index in range(channels):
-        component_factor = factor if index else (1, 1)
-        rows, cols = block_grid(height, width, component_factor)
-        v, h = component_factor
-        sample = _replicate_edges(samples[:, index], _ceil_div(height, v) * v, cols * BLOCK * h)
-        sample = _replicate_edges(_downsample_exact(sample, component_factor), rows * BLOCK, cols * BLOCK)
+    for index, sample in enumerate(_block_samples(samples, factor, _downsample_exact)):
         levels = _quantize_exact(_islow_dct(blockify(sample - LEVEL_SHIFT)), tables[:, index])
         plane = deblockify((levels * tables[:, index, None, None]).to(torch.float32))
         planes.append(plane[:, None] if batched else plane)

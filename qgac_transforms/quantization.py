@@ -40,27 +40,41 @@ def check_quality(quality: int, name: str = "JPEG quality") -> int:
     return int(quality)
 
 
+def _scale(quality: Tensor) -> Tensor:
+    """``jpeg_quality_scaling`` on checked qualities: quality 1..100 -> percentage scale factor."""
+    q = quality.to(torch.int64)
+    return torch.where(q < 50, 5000 // q, 200 - 2 * q)
+
+
 def quality_scale(quality: int) -> int:
     """libjpeg's ``jpeg_quality_scaling``: quality 1..100 -> percentage scale factor."""
-    q = check_quality(quality)
-    return 5000 // q if q < 50 else 200 - 2 * q
+    return int(_scale(torch.tensor(check_quality(quality))))
+
+
+def scaled_tables(quality: Tensor, chroma: bool = False, baseline: bool = True) -> Tensor:
+    """libjpeg's ``jpeg_set_quality`` tables for a tensor of qualities (already checked to be
+    1..100), on its device: ``(..., 8, 8)`` int32, clamped to 1..255 if baseline."""
+    scale = _scale(quality)[..., None]
+    base = torch.tensor(STANDARD_CHROMA_TABLE if chroma else STANDARD_LUMA_TABLE, device=scale.device)
+    table = (base * scale + 50) // 100
+    table = table.clamp(1, 255 if baseline else 32767)
+    return table.reshape(*scale.shape[:-1], BLOCK, BLOCK).to(torch.int32)
 
 
 def quality_to_table(quality: int, chroma: bool = False, baseline: bool = True) -> Tensor:
     """The (8, 8) int32 table libjpeg writes for ``quality`` (clamped to 1..255 if baseline)."""
-    base = torch.tensor(STANDARD_CHROMA_TABLE if chroma else STANDARD_LUMA_TABLE, dtype=torch.int64)
-    table = (base * quality_scale(quality) + 50) // 100
-    table = table.clamp(1, 255 if baseline else 32767)
-    return table.reshape(BLOCK, BLOCK).to(torch.int32)
+    return scaled_tables(torch.tensor(check_quality(quality)), chroma, baseline)
 
 
-def quality_tables(quality: int, channels: int = 3) -> Tensor:
-    """libjpeg's tables for ``quality``: ``(channels, 8, 8)`` int32 (luma, then chroma twice)."""
-    luma = quality_to_table(quality)
+def quality_tables(quality: int | Tensor, channels: int = 3) -> Tensor:
+    """libjpeg's tables for ``quality``: ``(channels, 8, 8)`` int32 (luma, then chroma twice);
+    for a ``(B,)`` tensor of checked qualities, ``(B, channels, 8, 8)``."""
+    q = quality if isinstance(quality, Tensor) else torch.tensor(check_quality(quality))
+    luma = scaled_tables(q)
     if channels == 1:
-        return luma[None]
-    chroma = quality_to_table(quality, chroma=True)
-    return torch.stack([luma, chroma, chroma])
+        return luma.unsqueeze(-3)
+    chroma = scaled_tables(q, chroma=True)
+    return torch.stack([luma, chroma, chroma], dim=-3)
 
 
 def _libjpeg_tables(quality: int, chroma: bool) -> tuple[Tensor, Tensor]:
