@@ -25,7 +25,7 @@ _EXPORTS = {
     "create_model": "configs",
     "list_models": "configs",
     "build_model": "configs",
-    "load_model": "hub",
+    "load_model": "configs",
     "correct_tiled": "tiling",
 }
 _SUBMODULES = ("functional",)

@@ -22,12 +22,14 @@ name        total        Y network    colour network
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .hub import HubOptions, WeightsNotFoundError, embedded_folder, load_folder, resolve
 from .model import QGAC
 from .model_card import HUB_NAMESPACE
 
@@ -101,8 +103,8 @@ def create_model(
     weights (the packaged copy while unpublished, else the Hub at the pinned ``revision``
     with the packaged copy as a fallback offline). Folders and Hub ids are sources of
     weights and need ``pretrained=True``; ``revision``, ``cache_dir``, ``local_files_only``
-    and ``token`` reach the Hub as for any Hub model (see :mod:`.hub`). Pretrained models
-    are returned in eval mode on ``device``.
+    and ``token`` reach the Hub as for any Hub model (one :class:`~.hub.HubOptions`).
+    Pretrained models are returned in eval mode on ``device``.
     """
     name = os.fspath(name)
     registered = MODELS.get(name)
@@ -114,33 +116,53 @@ def create_model(
     if not pretrained:
         raise ValueError(f"{name!r} is not a registered model ({', '.join(list_models())}); a saved folder or "
                          "Hub repo id is a source of weights: pass pretrained=True")
-    from .hub import load_folder  # noqa: PLC0415 - the Hub client is needed only for trained weights
-
-    folder = pretrained_folder(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                               token=token)
-    return load_folder(folder, map_location=device if device is not None else "cpu")
+    options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    return load_folder(pretrained_folder(name, options), QGAC, map_location=device if device is not None else "cpu")
 
 
-def pretrained_folder(
-    name: str | os.PathLike[str] = DEFAULT_MODEL,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-) -> Path:
-    """The local folder of ``name``'s weights: a registered model's published weights, a
-    saved folder, or a Hub repo's snapshot (see :mod:`.hub`)."""
-    from . import hub  # noqa: PLC0415 - hub imports this module
+def load_model(name: str | os.PathLike[str] | None = None, **options: Any) -> QGAC:
+    """``create_model(name or DEFAULT_MODEL, pretrained=True, **options)``: trained weights by name."""
+    return create_model(DEFAULT_MODEL if name is None else name, pretrained=True, **options)
 
+
+def pretrained_folder(name: str | os.PathLike[str] = DEFAULT_MODEL, options: HubOptions = HubOptions()) -> Path:
+    """The local folder of ``name``'s weights: a saved folder, a Hub repo's snapshot, or a
+    registered model's published weights (:mod:`.hub`'s docstring, point 3): another
+    ``revision`` than the pinned one is any Hub commit of its repo, with no fallback."""
     name = os.fspath(name)
-    options: dict[str, Any] = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                                   token=token, force_download=force_download)
     if name not in MODELS:
-        return hub.resolve(name, **options)
+        return resolve(name, options)
     weights = MODELS[name][1]
     if weights is None:
         raise ValueError(f"{name!r} has no published weights; models with weights: "
                          f"{', '.join(list_models(pretrained=True))}")
-    return hub.resolve_published(weights, **options)
+    if options.revision is not None and options.revision != weights.revision:
+        return resolve(weights.repo_id, options)
+    packaged = embedded_folder(weights.embedded) if weights.embedded else None
+    if weights.revision is None:
+        if packaged is None:
+            raise WeightsNotFoundError(f"{weights.repo_id} is neither published nor packaged")
+        return packaged
+    return resolve(weights.repo_id, replace(options, revision=weights.revision), fallback=packaged)
+
+
+_SHARED: dict[tuple[str, str, torch.dtype], QGAC] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model(
+    name: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> QGAC:
+    """The trained model ``name`` (``None``: the default) for inference, loaded at most once per
+    process, ``device`` and ``dtype``: what the transform, the Pillow hook and the CLI share.
+    Frozen (eval mode, no gradients); do not train or move it: :func:`create_model` gives a
+    model of one's own."""
+    key = (DEFAULT_MODEL if name is None else os.fspath(name), str(torch.device(device or "cpu")),
+           dtype or torch.float32)
+    with _SHARED_LOCK:
+        model = _SHARED.get(key)
+        if model is None:
+            model = create_model(key[0], pretrained=True, device=key[1]).to(dtype=key[2]).eval().requires_grad_(False)
+            _SHARED[key] = model
+    return model

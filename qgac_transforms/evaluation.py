@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .configs import DEFAULT_MODEL, create_model
 from .functional import correct_jpeg, to_uint8
 from .jpeg_io import read_coefficients
 from .metrics import psnr, psnr_b, ssim
@@ -110,11 +111,9 @@ def _resolve_model(model_or_weights: QGAC | str | os.PathLike | None, device: st
     if isinstance(model_or_weights, torch.nn.Module):
         model = model_or_weights.to(device) if device is not None else model_or_weights
         return model.eval(), f"<in-memory {type(model_or_weights).__name__}>"
-    from .configs import DEFAULT_MODEL
-    from .hub import load_model  # the Hub client is only needed here
-
+    name = DEFAULT_MODEL if model_or_weights is None else model_or_weights
     label = str(model_or_weights) if model_or_weights is not None else f"{DEFAULT_MODEL} (default)"
-    return load_model(model_or_weights, device=device), label
+    return create_model(name, pretrained=True, device=device), label
 
 
 def evaluate_dataset(
@@ -128,7 +127,7 @@ def evaluate_dataset(
     weights_label: str | None = None,
     self_ensemble: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a model (or the weights :func:`qgac_transforms.hub.load_model` finds) on a folder.
+    """Evaluate a model (or the weights :func:`qgac_transforms.configs.create_model` loads) on a folder.
 
     For each image and quality: compress (:func:`compress`), read the coefficients,
     correct them, and measure the JPEG input and the corrected output against the

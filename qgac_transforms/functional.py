@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import threading
 from collections.abc import Sequence
 from typing import Union
 
@@ -45,6 +44,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .codec import chroma_factor_of
+from .configs import shared_model
 from .correction import ModelInputs, decode, model_inputs
 from .dct import BLOCK
 from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored  # noqa: F401 - pixel_inputs: the public kernel
@@ -62,34 +62,14 @@ TablesLike = Union[Tensor, Sequence]
 # --------------------------------------------------------------------------- models
 
 
-_MODELS: dict[tuple[str | None, str, torch.dtype], QGAC] = {}
-_MODELS_LOCK = threading.Lock()
-
-
 def load_cached_model(
     weights: Weights = None, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> QGAC:
-    """The model for ``weights``, loaded at most once per process and ``(device, dtype)``.
-
-    ``weights``: ``None`` (the default model), a Hub name, a local folder (see
-    :func:`qgac_transforms.hub.load_model`), or a model object, which is returned
-    as is (moved to ``device`` and ``dtype`` where given).
-    """
+    """The model for ``weights``: a model object as is (moved to ``device`` and ``dtype`` where
+    given), else the trained model of that name, shared per process (:func:`~.configs.shared_model`)."""
     if isinstance(weights, nn.Module):
         return weights.to(device=device, dtype=dtype) if device is not None or dtype is not None else weights
-    key = (
-        None if weights is None else os.fspath(weights),
-        str(torch.device(device if device is not None else "cpu")),
-        dtype or torch.float32,
-    )
-    with _MODELS_LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            from .hub import load_model  # noqa: PLC0415 - the Hub client is only needed here
-
-            model = load_model(key[0], device=key[1]).to(dtype=key[2]).eval().requires_grad_(False)
-            _MODELS[key] = model
-    return model
+    return shared_model(weights, device, dtype)
 
 
 def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:

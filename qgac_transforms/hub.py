@@ -1,7 +1,10 @@
-"""Where weights come from: the saved folder format, Hub download, the packaged copies, upload.
+"""Where weights come from: the saved folder format, Hub download, the packaged copies.
 
 :func:`qgac_transforms.configs.create_model` asks this module for a folder
-(:func:`resolve`, :func:`resolve_published`) and loads it (:func:`load_folder`):
+(:func:`resolve`; registered names through :func:`~.configs.pretrained_folder`) and loads
+it with the model class's own hook (``QGAC._from_pretrained`` calls :func:`load_folder`).
+The Hub options of every request are one :class:`HubOptions`. This module imports no
+model: the class to build is always passed in.
 
 1. An existing folder is read as it is.
 2. Anything else is a Hugging Face Hub repo id, fetched with
@@ -38,38 +41,34 @@ wrong shapes, statistics that differ from the config, unknown config keys or ano
 ``format_version`` are errors.
 
 The published folders live in the repository's ``hub/`` (see ``hub/README.md``);
-``python -m qgac_transforms.hub upload FOLDER REPO_ID`` publishes one and
-``python -m qgac_transforms.hub embed FOLDER`` copies one into the package.
+:mod:`.publish` uploads one or copies one into the package.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import inspect
 import json
 import logging
 import os
-import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model as save_safetensors
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._version import __version__
-from .configs import DEFAULT_MODEL, PublishedWeights, create_model
-from .model import QGAC
 from .model_card import ModelCardInfo
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 #: Version of the folder layout and config keys; a reader accepts only its own.
 FORMAT_VERSION = 1
@@ -102,6 +101,18 @@ class WeightsNotFoundError(OSError):
     """Pretrained weights could not be obtained; the message lists what was tried."""
 
 
+@dataclass(frozen=True)
+class HubOptions:
+    """How to ask the Hub for weights: the keyword arguments of :func:`huggingface_hub.hf_hub_download`
+    that a caller may set, in one place (``create_model`` and ``QGAC.from_pretrained`` build it)."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    local_files_only: bool = False
+    token: str | bool | None = None
+    force_download: bool = False
+
+
 def embedded_folder(name: str) -> Path:
     """The packaged copy of a model: ``weights/<name>/`` inside this package (a repo id's last part)."""
     return EMBEDDED_ROOT / name.rsplit("/", 1)[-1]
@@ -127,7 +138,7 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     os.replace(temporary, path)
 
 
-def write_folder(model: QGAC, directory: str | os.PathLike[str]) -> None:
+def write_folder(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     """``model.safetensors``, then ``config.json`` with its SHA-256 (called by ``save_pretrained``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -144,7 +155,7 @@ def write_folder(model: QGAC, directory: str | os.PathLike[str]) -> None:
 
 
 def save_model(
-    model: QGAC, directory: str | os.PathLike[str], *, card: ModelCardInfo | Mapping[str, Any] | None = None
+    model: nn.Module, directory: str | os.PathLike[str], *, card: ModelCardInfo | Mapping[str, Any] | None = None
 ) -> Path:
     """Write a complete, publishable folder: config, weights and a freshly rendered card.
 
@@ -159,13 +170,13 @@ def save_model(
 
 
 # ---------------------------------------------------------------------- reading
-def _constructor_arguments(model_class: type[QGAC]) -> dict[str, inspect.Parameter]:
+def _constructor_arguments(model_class: type[nn.Module]) -> dict[str, inspect.Parameter]:
     parameters = dict(inspect.signature(model_class.__init__).parameters)
     parameters.pop("self", None)
     return parameters
 
 
-def _check_types(config: Mapping[str, Any], model_class: type[QGAC], path: Path) -> None:
+def _check_types(config: Mapping[str, Any], model_class: type[nn.Module], path: Path) -> None:
     """Refuse a value whose type is not that of the constructor argument's default (a whole
     number, a flag, a name), naming the key: the constructor's own error would not."""
     for name, parameter in _constructor_arguments(model_class).items():
@@ -178,7 +189,7 @@ def _check_types(config: Mapping[str, Any], model_class: type[QGAC], path: Path)
             raise InvalidWeightsError(path, f"{name} must be {kind}, got {json.dumps(value)}")
 
 
-def read_config(directory: str | os.PathLike[str], model_class: type[QGAC] = QGAC) -> dict[str, Any]:
+def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module]) -> dict[str, Any]:
     """The validated ``config.json`` of a saved model folder."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
@@ -242,7 +253,7 @@ def _few(keys: Sequence[str], limit: int = 5) -> str:
     return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
 
 
-def check_state_dict(model: QGAC, state: Mapping[str, Tensor], source: str | os.PathLike[str]) -> None:
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str | os.PathLike[str]) -> None:
     """Raise unless ``state`` has exactly the model's keys and shapes and the config's statistics."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -272,9 +283,9 @@ def check_state_dict(model: QGAC, state: Mapping[str, Tensor], source: str | os.
 
 
 def load_folder(
-    directory: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", model_class: type[QGAC] = QGAC
-) -> QGAC:
-    """Build and strictly load the model saved in ``directory``; returned in eval mode."""
+    directory: str | os.PathLike[str], model_class: type[ModelT], *, map_location: str | torch.device = "cpu"
+) -> ModelT:
+    """Build ``model_class`` from ``directory``'s config and strictly load its weights; eval mode."""
     directory = Path(directory)
     config = read_config(directory, model_class)
     state = read_weights(directory / WEIGHTS_NAME, config["weights_sha256"])
@@ -292,35 +303,27 @@ def load_folder(
 
 
 # ---------------------------------------------------------------------- finding
-def download(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-) -> Path:
+def download(repo_id: str, options: HubOptions = HubOptions()) -> Path:
     """Fetch ``config.json`` and ``model.safetensors`` of one commit; returns its cache snapshot folder."""
-    options: dict[str, Any] = dict(
-        repo_id=repo_id, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-        force_download=force_download, library_name="qgac-transforms", library_version=__version__,
-    )
-    config = Path(hf_hub_download(filename=CONFIG_NAME, revision=revision, **options))
+    arguments: dict[str, Any] = {**asdict(options), "repo_id": repo_id, "library_name": "qgac-transforms",
+                                 "library_version": __version__}
+    revision = arguments.pop("revision")
+    config = Path(hf_hub_download(filename=CONFIG_NAME, revision=revision, **arguments))
     # The cache keeps each commit in snapshots/<commit hash>/: pin the weights to the config's commit.
-    weights = Path(hf_hub_download(filename=WEIGHTS_NAME, revision=config.parent.name, **options))
+    weights = Path(hf_hub_download(filename=WEIGHTS_NAME, revision=config.parent.name, **arguments))
     if weights.parent != config.parent:
         raise WeightsNotFoundError(f"{repo_id}: config.json and model.safetensors resolved to different folders")
     return config.parent
 
 
-def _attempt(name: str, revision: str | None, cache_dir: Any, local_files_only: bool, token: Any) -> str:
-    cache = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE
+def _attempt(name: str, options: HubOptions) -> str:
+    cache = options.cache_dir if options.cache_dir is not None else constants.HF_HUB_CACHE
+    token = options.token
     token_source = "none" if token is False else "given" if isinstance(token, str) else "the saved login, if any"
     return (
-        f"Hub repo {name!r} at revision {revision or constants.DEFAULT_REVISION!r} from {constants.ENDPOINT} "
+        f"Hub repo {name!r} at revision {options.revision or constants.DEFAULT_REVISION!r} from {constants.ENDPOINT} "
         f"(cache {cache}, offline mode {'on' if constants.is_offline_mode() else 'off'}, "
-        f"local_files_only={local_files_only}, token: {token_source})"
+        f"local_files_only={options.local_files_only}, token: {token_source})"
     )
 
 
@@ -351,16 +354,8 @@ def _hub_answers(repo_id: str, revision: str, token: str | bool | None) -> bool:
 _RESOLVED: dict[tuple[Any, ...], Path] = {}
 
 
-def resolve(
-    name_or_path: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    fallback: Path | None = None,
-) -> Path:
+def resolve(name_or_path: str | os.PathLike[str], options: HubOptions = HubOptions(),
+            fallback: Path | None = None) -> Path:
     """The local folder holding a model: the folder itself or a Hub cache snapshot.
 
     ``fallback`` is a packaged copy of exactly that repo and revision: used, instead of an
@@ -369,23 +364,21 @@ def resolve(
     if os.path.isdir(name_or_path):
         return Path(name_or_path)
     name = str(name_or_path)
-    key = (name, revision, str(cache_dir), local_files_only, token, constants.ENDPOINT, constants.is_offline_mode())
+    revision = options.revision
+    key = (name, revision, str(options.cache_dir), options.local_files_only, options.token, constants.ENDPOINT,
+           constants.is_offline_mode())
     known = _RESOLVED.get(key)
-    if known is not None and not force_download and (known / CONFIG_NAME).is_file():
+    if known is not None and not options.force_download and (known / CONFIG_NAME).is_file():
         return known
-    attempt = _attempt(name, revision, cache_dir, local_files_only, token)
+    attempt = _attempt(name, options)
     is_default = fallback is not None
     folder: Path | None = None
     # huggingface_hub retries an unreachable Hub for about 20 s before giving up; with a
     # fallback, one request without retries decides, so a first use offline is immediate.
-    if not is_default or local_files_only or force_download or _cached(name, revision, cache_dir) or _hub_answers(
-        name, revision, token
-    ):
+    if (not is_default or options.local_files_only or options.force_download
+            or _cached(name, revision, options.cache_dir) or _hub_answers(name, revision, options.token)):
         try:
-            folder = download(
-                name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                force_download=force_download,
-            )
+            folder = download(name, options)
         except LocalEntryNotFoundError as error:
             # The Hub could not be reached (or must not be) and the files are not cached.
             if not is_default:
@@ -410,125 +403,17 @@ def resolve(
     return folder
 
 
-def resolve_published(
-    weights: PublishedWeights,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-) -> Path:
-    """The folder of a registered model's published weights (module docstring, point 3).
-
-    Another ``revision`` than the pinned one is any Hub commit of the repo, with no fallback.
-    """
-    options: dict[str, Any] = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                                   force_download=force_download)
-    if revision is not None and revision != weights.revision:
-        return resolve(weights.repo_id, revision=revision, **options)
-    packaged = embedded_folder(weights.embedded) if weights.embedded else None
-    if weights.revision is None:
-        if packaged is None:
-            raise WeightsNotFoundError(f"{weights.repo_id} is neither published nor packaged")
-        return packaged
-    return resolve(weights.repo_id, revision=weights.revision, fallback=packaged, **options)
-
-
 def clear_cache() -> None:
     """Forget this process's resolved names and verified weight files."""
     _RESOLVED.clear()
     _verify_digest.cache_clear()
 
 
-def load_model(
-    name_or_path: str | os.PathLike[str] | None = None,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    device: str | torch.device | None = None,
-) -> QGAC:
-    """``create_model(name_or_path or DEFAULT_MODEL, pretrained=True, ...)``: see
-    :func:`qgac_transforms.configs.create_model`."""
-    return create_model(
-        name_or_path if name_or_path is not None else DEFAULT_MODEL, pretrained=True, revision=revision,
-        cache_dir=cache_dir, local_files_only=local_files_only, token=token, device=device,
-    )
+def __getattr__(name: str) -> Any:
+    """``load_model``: the name published model cards and older code import from here
+    (:func:`qgac_transforms.configs.load_model`)."""
+    if name == "load_model":
+        from .configs import load_model  # noqa: PLC0415 - a re-export; configs imports this module
 
-
-# ---------------------------------------------------------------------- publishing
-def upload(
-    folder: str | os.PathLike[str],
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Publish a saved model folder to a Hub model repo (created if needed); returns the commit hash.
-
-    The folder must load (strictly, hash checked) and carry its card; only
-    :data:`PUBLISHED_FILES` are sent.
-    """
-    folder = Path(folder)
-    load_folder(folder)
-    if not (folder / CARD_NAME).is_file():
-        raise InvalidWeightsError(folder / CARD_NAME, "missing: write the folder with save_model to get a model card")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
-        commit_message=commit_message or f"Upload {folder.name} (qgac-transforms {__version__})",
-        allow_patterns=list(PUBLISHED_FILES),
-    )
-    return commit.oid
-
-
-def embed(folder: str | os.PathLike[str], name: str | None = None) -> Path:
-    """Copy a saved model folder into the package (``weights/<name>/``) after checking it loads."""
-    folder = Path(folder)
-    load_folder(folder)
-    target = EMBEDDED_ROOT / (name or folder.name)
-    target.mkdir(parents=True, exist_ok=True)
-    for file_name in PUBLISHED_FILES:
-        if (folder / file_name).is_file():
-            shutil.copyfile(folder / file_name, target / file_name)
-        else:
-            (target / file_name).unlink(missing_ok=True)  # no stale file from an earlier model
-    return target
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qgac_transforms.hub upload|embed ...``; exit 0 on success, 1 on failure."""
-    parser = argparse.ArgumentParser(prog="python -m qgac_transforms.hub", description=__doc__.split("\n", 1)[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    upload_parser = commands.add_parser("upload", help="publish a saved model folder to a Hub repo")
-    upload_parser.add_argument("folder")
-    upload_parser.add_argument("repo_id")
-    upload_parser.add_argument("--revision", help="branch to commit to (default: main)")
-    upload_parser.add_argument("--private", action="store_true", help="create the repo private")
-    upload_parser.add_argument("--message", help="commit message")
-    embed_parser = commands.add_parser("embed", help="copy a saved model folder into the package's weights/")
-    embed_parser.add_argument("folder")
-    embed_parser.add_argument("--name", help="folder name inside weights/ (default: the folder's name)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "upload":
-            commit = upload(
-                args.folder, args.repo_id, revision=args.revision, private=args.private or None,
-                commit_message=args.message,
-            )
-            print(f"uploaded {args.folder} to {args.repo_id} at commit {commit}")
-        else:
-            print(f"embedded {args.folder} as {embed(args.folder, args.name)}")
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

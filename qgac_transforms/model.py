@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
 from .layers import RRDB, CFMConv, TransposedCFMConv, block_body, group_concat
+from .hub import HubOptions, load_folder, resolve, write_folder
 from .model_card import ModelCardInfo, render_card
 
 FREQUENCIES = BLOCK * BLOCK
@@ -234,8 +235,9 @@ class QGAC(
     per-frequency (natural order) statistics used to normalize coefficients.
 
     ``save_pretrained``, ``push_to_hub`` and ``from_pretrained`` come from
-    :class:`huggingface_hub.PyTorchModelHubMixin`; the folder format, strict loading and
-    the Hub download are in :mod:`.hub`.
+    :class:`huggingface_hub.PyTorchModelHubMixin`, through its ``_save_pretrained`` and
+    ``_from_pretrained`` hooks; the folder format, strict loading and the Hub download
+    are in :mod:`.hub`.
     """
 
     def __init__(
@@ -277,31 +279,29 @@ class QGAC(
 
     # ------------------------------------------------------------ Hub integration
     def _save_pretrained(self, save_directory: Path) -> None:
-        from .hub import write_folder  # noqa: PLC0415 - .hub imports this module
-
+        """The mixin's hook for ``save_pretrained`` and ``push_to_hub``: the folder format of :mod:`.hub`."""
         write_folder(self, save_directory)
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def _from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike[str] | None = None,
         *,
-        force_download: bool = False,
-        token: str | bool | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        revision: str | None = None,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | os.PathLike[str] | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
         map_location: str | torch.device = "cpu",
+        **config: Any,
     ) -> QGAC:
-        """Load a registered model's weights (the default when no name is given), a saved folder or
-        a Hub repo id strictly, as :func:`~qgac_transforms.configs.create_model` does; eval mode."""
-        from .configs import DEFAULT_MODEL, pretrained_folder  # noqa: PLC0415 - configs imports this module
-        from .hub import load_folder  # noqa: PLC0415 - .hub imports this module
-
-        name = DEFAULT_MODEL if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
-        folder = pretrained_folder(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                                   token=token, force_download=force_download)
-        return load_folder(folder, map_location=map_location, model_class=cls)
+        """The mixin's hook for ``from_pretrained``: a saved folder or a Hub repo id, loaded strictly
+        (:func:`~.hub.load_folder` reads and checks ``config.json`` itself, so the ``config``
+        the mixin passes is not used); eval mode. Registered names and the default model
+        are :func:`~qgac_transforms.configs.create_model`'s."""
+        options = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                             force_download=force_download)
+        return load_folder(resolve(model_id, options), cls, map_location=map_location)
 
     def generate_model_card(
         self, *args: Any, card: ModelCardInfo | Mapping[str, Any] | None = None, **kwargs: Any

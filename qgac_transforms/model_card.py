@@ -47,7 +47,7 @@ coefficients; one model covers every quality setting.
 ## Usage
 
 ```python
-from qgac_transforms.hub import load_model
+from qgac_transforms import load_model
 
 model = load_model("{{ info.repo_id or namespace + "/" + info.model_name }}")
 ```

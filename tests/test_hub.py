@@ -25,9 +25,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from hub_server import LocalHub
-from qgac_transforms import hub
-from qgac_transforms import configs
-from qgac_transforms.configs import DEFAULT_MODEL, PublishedWeights
+from qgac_transforms import configs, hub, publish
+from qgac_transforms.configs import DEFAULT_MODEL, PublishedWeights, load_model
 from qgac_transforms.hub import (
     CONFIG_NAME,
     FOLDER_FILES,
@@ -36,7 +35,6 @@ from qgac_transforms.hub import (
     WEIGHTS_NAME,
     InvalidWeightsError,
     WeightsNotFoundError,
-    load_model,
     save_model,
 )
 from qgac_transforms.model import QGAC
@@ -369,7 +367,7 @@ def test_revision_pins_the_weights(tmp_path, local_hub, cache_dir):
 def test_unpublished_default_is_the_packaged_copy_without_a_request(local_hub, cache_dir, caplog):
     """Until the first upload the default has no revision: nothing asks the Hub, nothing warns."""
     with caplog.at_level(logging.INFO, logger=hub.log.name):
-        assert_same_weights(load_model(), hub.load_folder(PACKAGED))
+        assert_same_weights(load_model(), QGAC.from_pretrained(PACKAGED))
     assert len(local_hub.requests) == 0 and not caplog.text
     with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError"):
         load_model(DEFAULT_REPO, cache_dir=cache_dir)  # a named Hub repo goes to the Hub
@@ -400,7 +398,7 @@ def test_offline_with_warm_cache(tmp_path, local_hub, cache_dir, monkeypatch):
 
 def test_offline_cold_cache_uses_the_embedded_default(local_hub, cache_dir, offline, published):
     model = load_model()
-    assert_same_weights(model, hub.load_folder(PACKAGED))
+    assert_same_weights(model, QGAC.from_pretrained(PACKAGED))
     assert len(local_hub.requests) == 0
 
 
@@ -416,7 +414,7 @@ def test_offline_cold_cache_other_names_say_what_was_tried(local_hub, cache_dir,
 
 
 def test_local_files_only_cold_cache_uses_the_embedded_default(local_hub, cache_dir, published):
-    assert_same_weights(load_model(local_files_only=True), hub.load_folder(PACKAGED))
+    assert_same_weights(load_model(local_files_only=True), QGAC.from_pretrained(PACKAGED))
     assert len(local_hub.requests) == 0
 
 
@@ -426,7 +424,7 @@ def test_unreachable_hub_falls_back_at_once(cache_dir, monkeypatch, published):
     monkeypatch.setattr(constants, "ENDPOINT", closed)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    assert_same_weights(load_model(), hub.load_folder(PACKAGED))
+    assert_same_weights(load_model(), QGAC.from_pretrained(PACKAGED))
 
 
 def test_repo_that_does_not_exist(local_hub, cache_dir):
@@ -445,7 +443,7 @@ def test_missing_default_repo_falls_back_with_a_warning(local_hub, cache_dir, ca
     """Removed or refused: the packaged copy of the pinned default serves, said loudly."""
     with caplog.at_level(logging.WARNING, logger=hub.log.name):
         model = load_model()
-    assert_same_weights(model, hub.load_folder(PACKAGED))
+    assert_same_weights(model, QGAC.from_pretrained(PACKAGED))
     assert "RepositoryNotFoundError" in caplog.text and "packaged copy" in caplog.text
     with pytest.raises(WeightsNotFoundError, match="RepositoryNotFoundError"):
         load_model(DEFAULT_MODEL, revision="main", cache_dir=cache_dir)  # another revision: no fallback
@@ -495,7 +493,7 @@ def test_upload_command_publishes_a_saved_folder(tmp_path, local_hub, cache_dir,
     folder = saved(tmp_path, model)
     (folder / "notes.txt").write_text("not part of the model")
     (folder / TRAINING_NAME).write_text("[]\n")
-    assert hub.main(["upload", str(folder), "tests/uploaded"]) == 0
+    assert publish.main(["upload", str(folder), "tests/uploaded"]) == 0
     assert "at commit" in capsys.readouterr().out
     assert sorted(local_hub.files("tests/uploaded")) == sorted(PUBLISHED_FILES)
     assert_same_weights(load_model("tests/uploaded", cache_dir=cache_dir), model)
@@ -504,7 +502,7 @@ def test_upload_command_publishes_a_saved_folder(tmp_path, local_hub, cache_dir,
 def test_upload_refuses_a_folder_that_does_not_load(tmp_path, local_hub, capsys):
     folder = saved(tmp_path)
     (folder / WEIGHTS_NAME).write_bytes(b"broken")
-    assert hub.main(["upload", str(folder), "tests/uploaded"]) == 1
+    assert publish.main(["upload", str(folder), "tests/uploaded"]) == 1
     assert "SHA-256" in capsys.readouterr().err
     assert "tests/uploaded" not in local_hub.repos
 
@@ -513,12 +511,12 @@ def test_embed_copies_a_folder_into_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
     folder = saved(tmp_path)
     (folder / TRAINING_NAME).write_text("[]\n")
-    target = hub.embed(folder)
+    target = publish.embed(folder)
     assert target == tmp_path / "weights" / "qgac-mini"
     for name in PUBLISHED_FILES:
         assert (target / name).read_bytes() == (folder / name).read_bytes()
     (folder / TRAINING_NAME).unlink()
-    hub.embed(folder)
+    publish.embed(folder)
     assert not (target / TRAINING_NAME).exists()  # no stale lineage from the earlier model
 
 
@@ -527,7 +525,7 @@ def test_embedded_default_is_the_published_folder():
     embedded, published = PACKAGED, ROOT / "hub" / DEFAULT_MODEL
     for name in PUBLISHED_FILES:
         assert (embedded / name).read_bytes() == (published / name).read_bytes(), name
-    model = hub.load_folder(embedded)
+    model = QGAC.from_pretrained(embedded)
     assert model.config["color"] and not model.training
 
 
@@ -543,7 +541,7 @@ def test_shipped_default_corrects_a_photo_like_image(make_image, make_jpeg, seed
     original = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
     coefficients = read_coefficients(make_jpeg(image, quality=10))
     jpeg = torch.from_numpy(np.array(Image.open(io.BytesIO(make_jpeg(image, quality=10))))).permute(2, 0, 1).float()
-    corrected = correct(hub.load_folder(PACKAGED), coefficients)
+    corrected = correct(QGAC.from_pretrained(PACKAGED), coefficients)
     assert float(psnr(corrected, original) - psnr(jpeg, original)) > 0.8
 
 

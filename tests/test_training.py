@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from qgac_transforms import hub
 from qgac_transforms.codec import coefficients_to_pixels
-from qgac_transforms.configs import build_model
+from qgac_transforms.configs import build_model, load_model
 from qgac_transforms.correction import correct
 from qgac_transforms.evaluation import evaluate_dataset
 from qgac_transforms.jpeg_io import read_coefficients
@@ -669,7 +669,7 @@ def test_interpolation_blends_the_weights(tmp_path):
     sources = save_init(regression, tmp_path / "r.pt"), save_init(gan, tmp_path / "g.pt")
     for alpha in (0.0, 0.7, 1.0):
         folder = interpolate(*sources, alpha, tmp_path / f"blend-{alpha}")
-        blended = hub.load_model(folder).state_dict()
+        blended = load_model(folder).state_dict()
         for key, value in regression.state_dict().items():
             expected = (1 - alpha) * value + alpha * gan.state_dict()[key]
             assert torch.allclose(blended[key], expected, atol=1e-6), key
@@ -706,11 +706,11 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     # rounding of CPU kernels, which need not be bitwise reproducible)
     jpeg = read_coefficients(make_jpeg(make_image(3, 40, 48, smooth=True), quality=20))
     for folder in folders:
-        loaded = hub.load_model(folder)
+        loaded = load_model(folder)
         assert tensors_equal(loaded.state_dict(), trained.state_dict())
         assert torch.allclose(correct(loaded, jpeg), correct(trained, jpeg), atol=1e-3)
     gray_folder = export_run(trained_run, "y", "qgac-gray", tmp_path / "hub")[0]
-    gray = hub.load_model(gray_folder)
+    gray = load_model(gray_folder)
     assert gray.color_network is None
     assert gray.state_dict().keys() < trained.state_dict().keys()
     assert all(torch.equal(value, trained.state_dict()[key]) for key, value in gray.state_dict().items())
@@ -723,7 +723,7 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     assert {t.dtype for t in load_file(half_folder / "model.safetensors").values()} == {torch.float16}
     size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
     assert size(half_folder) < 0.55 * size(folders[0])
-    half = hub.load_model(half_folder)
+    half = load_model(half_folder)
     assert all(torch.equal(value, trained.state_dict()[key].half().float()) for key, value in half.state_dict().items())
     assert next(half.parameters()).dtype == torch.float32
 

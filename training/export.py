@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from qgac_transforms import hub
+from qgac_transforms import hub, publish
 from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
@@ -236,7 +236,7 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
         model = model.half()
     stages = run_stages(run, stage)
     folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages)
-    return [folder, hub.embed(folder, name)] if embed else [folder]
+    return [folder, publish.embed(folder, name)] if embed else [folder]
 
 
 def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str | Path,

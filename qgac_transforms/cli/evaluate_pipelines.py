@@ -25,14 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..configs import DEFAULT_MODEL
-    from ..hub import load_model
+    from ..configs import DEFAULT_MODEL, shared_model
     from ..pipeline_evaluation import evaluate_pipelines, format_table
 
     if not set_threads("eval-pipelines", args.threads):
         return 2
     try:
-        model = load_model(args.weights, device="cpu").eval().requires_grad_(False)
+        model = shared_model(args.weights, "cpu")
         report = evaluate_pipelines(model, args.dataset, args.quality, progress=None)
     except (OSError, ValueError) as error:  # no such folder, no images, bad quality, weights not found or invalid
         print(f"qgac eval-pipelines: {error}", file=sys.stderr)
