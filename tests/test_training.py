@@ -363,7 +363,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, photos, part
     a, b = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
     assert a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
-    assert [r["step"] for r in resumed.history] == [3, 6]
+    assert [r["step"] for r in resumed.history] == [0, 3, 6]  # the starting weights' record, then every 3
     # the next step's loss is the same too
     batch = straight.loader.dataset.batch(6)
     assert resumed.regression_step(batch) == straight.regression_step(batch)
@@ -500,6 +500,18 @@ def test_best_validated_weights_and_the_effective_config_are_kept(tmp_path, phot
     assert json.loads((tmp_path / "config-y.json").read_text()) == dataclasses.asdict(trainer.config)
     quiet = train(tiny_config(tmp_path / "quiet", photos, steps=2, keep_best=False))
     assert not quiet.best_path.exists()
+
+
+def test_a_stage_that_only_worsens_keeps_its_starting_weights_as_best(tmp_path, photos):
+    """The first validation is of the starting weights (step 0); with a rate that wrecks the
+    network every later record is worse, so best-y.pt holds the starting weights."""
+    start = build_model("tiny")
+    init = save_init(start, tmp_path / "init.pt")
+    trainer = train(tiny_config(tmp_path / "run", photos, init=str(init), lr=0.1, ema_decay=0.0, validate_every=2))
+    assert [r["step"] for r in trainer.history] == [0, 2, 4, 6]
+    assert all(not r["q10"] >= trainer.history[0]["q10"] for r in trainer.history[1:])  # worse, or NaN
+    best = read_checkpoint(tmp_path / "run" / "best-y.pt")
+    assert best["step"] == 0 and tensors_equal(best["ema"], start.state_dict())
 
 
 def test_half_precision_checkpoints_resume_from_the_rounded_weights(tmp_path, photos):
@@ -794,6 +806,32 @@ def test_signal_stops_gracefully_and_the_run_resumes(tmp_path, photos, how):
     assert _step(checkpoint) == step + 2
 
 
+
+def test_gpu_session_script_brings_back_the_best_weights_in_eight_files(tmp_path, photos):
+    """training/gpu-session.sh on the CPU, shrunk: bench, both stages (each validated first,
+    at step 0), then the export of the colour stage's best weights; what lands in $OUT
+    fits the device tool's eight files and loads as a model."""
+    out, run = tmp_path / "out", tmp_path / "run"
+    out.mkdir()
+    environment = {**_environment(), "OUT": str(out), "BENCH_BATCHES": "1", "NAME": "qgac-test",
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    flags = ["--validation-data", str(photos), "--batch-size", "2", "--patch-size", str(PATCH), "--workers", "0",
+             "--threads", "1", "--validate-every", "2", "--max-minutes", "0.05"]
+    result = subprocess.run(["bash", str(REPO / "training" / "gpu-session.sh"), str(photos), "0.01", "0.01",
+                             str(run), *flags], cwd=REPO, env=environment, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert returned == ["bench.json", "hub/qgac-test/README.md", "hub/qgac-test/config.json",
+                        "hub/qgac-test/model.safetensors", "hub/qgac-test/training.json", "train.log"]
+    records = [json.loads(line.split("validation ", 1)[1]) for line in (out / "train.log").read_text().splitlines()
+               if "validation {" in line]
+    assert [r["step"] for r in records][:1] == [0] and sum(r["step"] == 0 for r in records) == 2  # both stages
+    best_color = read_checkpoint(run / "best-color.pt")
+    exported = load_qgac(out / "hub" / "qgac-test")
+    assert all(torch.equal(value.half().float(), exported.state_dict()[key]) for key, value in best_color["ema"].items()
+               if value.is_floating_point())
+
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [False, True], ids=["steps", "time budget"])
 def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):
@@ -812,7 +850,8 @@ def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):
     step = state["step"]
     assert (0 < step < 100_000 and state["elapsed"] >= 1.2) if budget else step == 3
     log = (run / "train.log").read_text()
-    assert log.count(f"checkpoint step {step}") == 1 and log.count("validation {") == 1
+    # the starting weights' validation and the finished stage's, by one process
+    assert log.count(f"checkpoint step {step}") == 1 and log.count("validation {") == 2
 
 
 @pytest.mark.slow

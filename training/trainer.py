@@ -99,7 +99,8 @@ class TrainConfig:
     checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
     checkpoint_optimizer: bool = True  # false: leave Adam's moments out (half the size; a resumed run restarts them)
     checkpoint_half: bool = False  # weights and moving average in float16 (for models too large to send back)
-    keep_best: bool = True  # also keep best-<stage>.pt: the moving average at its best validation so far
+    keep_best: bool = True  # also keep best-<stage>.pt: the moving average at its best validation so far, the
+    # starting weights (step 0) included, so that a stage that only makes things worse exports what it started from
     seed: int = 0
     device: str | None = None
     threads: int | None = None
@@ -516,6 +517,8 @@ class Trainer:
         self.session_start = self.elapsed
         progress = tqdm(total=None if config.max_minutes else config.steps, initial=self.step,
                         disable=not self.is_main, dynamic_ncols=True, desc=f"stage {config.stage}")
+        if self.is_main and self.validation and not self.history:
+            self._validate()  # the starting weights' record: the gain a stage adds, and the best to beat
         batches = iter(self.loader)
         tick = time.monotonic()
         try:
