@@ -4,18 +4,22 @@
 
 Writes, from the repository root:
 
-* ``docs/images/crop-<image>.png``: original | JPEG quality 10 | corrected, 256-pixel
-  crops of LIVE1 images, side by side;
-* ``docs/images/zoom-<image>.png``: a 64-pixel detail of the first one, enlarged 4x with
-  nearest-neighbour sampling so the 8x8 blocks stay visible;
+* ``docs/images/compare-<image>-{jpeg,qgac,original}.png``: for two LIVE1 images, the
+  one of median gain at quality 10 and the one of highest gain (from
+  ``docs/results/eval-live1.json``), a 112 x 112 window of the JPEG at quality 10, of
+  the corrected image and of the original: the window of that image where the
+  correction removed the most squared error (16 pixels off the borders, on the 16-pixel
+  grid). The pages show them enlarged without smoothing;
 * ``docs/images/psnr-gain.png``: PSNR gain against JPEG quality on LIVE1 and Classic-5
   (the paper's Figure 11), from the ``qgac eval`` reports in ``docs/results/``;
-* ``docs/results/tables.md``: the tables that ``docs/results.md`` includes, from the
-  ``qgac eval`` and ``qgac bench`` reports in ``docs/results/``.
+* ``docs/results/tables.md``, ``docs/results/headline.md`` and
+  ``docs/results/comparison.md``: the tables and the comparison that ``docs/results.md``
+  and ``docs/index.md`` include, from the ``qgac eval`` and ``qgac bench`` reports in
+  ``docs/results/``.
 
 The JPEGs are made exactly as ``qgac eval`` makes them (:func:`qgac_transforms.evaluation.compress`),
 and the default weights are used (the packaged copy, no network).
-``--skip-crops`` (no benchmark images needed) redoes only the plot and the tables.
+``--skip-crops`` (no benchmark images needed) redoes only the plot and the Markdown.
 """
 
 from __future__ import annotations
@@ -25,27 +29,13 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-
-from qgac_transforms.evaluation import compress, load_reference, measure, pixels
-from qgac_transforms.functional import correct_jpeg, to_pil
-from qgac_transforms.hub import load_model
-from qgac_transforms.jpeg_io import read_coefficients
-from qgac_transforms.model_card import markdown_table
+from PIL import Image
 
 DOCS = Path(__file__).resolve().parent
 QUALITY = 10
-CROP = 256
-ZOOM_SIZE, ZOOM = 64, 4
-#: LIVE1 image -> top-left corner of its crop (chosen for edges and texture, fixed so reruns agree).
-CROPS = {
-    "parrots.png": (250, 120),
-    "monarch.png": (300, 150),
-    "lighthouse2.png": (260, 40),
-}
-#: First crop's detail, relative to its crop.
-ZOOM_AT = (180, 60)
+WINDOW, STEP, BORDER = 112, 16, 16
 #: The paper's PSNR / PSNR-B / SSIM (Ehrlich et al. 2020): Table 1 (LIVE1, colour) and
 #: Table 2 (Classic-5, gray), JPEG input and QGAC output.
 PAPER = {
@@ -61,56 +51,100 @@ PAPER = {
     },
 }
 REPORTS = {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"}
+DESCRIPTION = {"LIVE1": "29 colour photos", "Classic-5": "5 grayscale images"}
 #: ``qgac eval --self-ensemble`` on LIVE1 (optional: tabled beside the plain report when present).
 SELF_ENSEMBLE_REPORT = "eval-live1-self-ensemble.json"
+GENERATED = "<!-- written by docs/make_pictures.py from docs/results/*.json; do not edit -->"
 
 
-# --------------------------------------------------------------------------- crops
+def markdown_table(header: list[str], rows: list[list[str]], indent: str = "") -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(indent + line for line in lines)
 
 
-def _label(image: Image.Image, text: str) -> Image.Image:
-    """``image`` with a caption strip above it."""
-    font = ImageFont.load_default(size=14)
-    out = Image.new("RGB", (image.width, image.height + 22), "white")
-    out.paste(image, (0, 22))
-    ImageDraw.Draw(out).text((4, 3), text, fill="black", font=font)
-    return out
+# --------------------------------------------------------------------------- comparison
 
 
-def _side_by_side(panels: list[Image.Image], gap: int = 6) -> Image.Image:
-    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
-    out = Image.new("RGB", (width, max(p.height for p in panels)), "white")
-    x = 0
-    for panel in panels:
-        out.paste(panel, (x, 0))
-        x += panel.width + gap
-    return out
+def chosen_images(report: dict) -> list[tuple[str, str, dict]]:
+    """(role, image name, per-image row) of the median-gain and the highest-gain image at ``QUALITY``."""
+    result = next(r for r in report["results"] if r["quality"] == QUALITY)
+    ranked = sorted(result["per_image"], key=lambda row: row["corrected"]["psnr"] - row["jpeg"]["psnr"])
+    return [("median", ranked[len(ranked) // 2]["image"], ranked[len(ranked) // 2]), ("best", ranked[-1]["image"], ranked[-1])]
 
 
-def make_crops(benchmarks: Path, images: Path, model: torch.nn.Module) -> None:
-    for index, (name, (left, top)) in enumerate(CROPS.items()):
-        original = load_reference(benchmarks / "LIVE1" / name)
+def best_window(original: np.ndarray, jpeg: np.ndarray, corrected: np.ndarray) -> tuple[int, int]:
+    """Top-left corner of the window where the correction removed the most squared error."""
+    removed = ((jpeg - original) ** 2 - (corrected - original) ** 2).mean(axis=2)
+    height, width = removed.shape
+    corners = [
+        (left, top)
+        for top in range(BORDER, height - WINDOW - BORDER + 1, STEP)
+        for left in range(BORDER, width - WINDOW - BORDER + 1, STEP)
+    ]
+    return max(corners, key=lambda c: removed[c[1] : c[1] + WINDOW, c[0] : c[0] + WINDOW].sum())
+
+
+def make_comparisons(benchmarks: Path, images: Path, model: torch.nn.Module, report: dict) -> None:
+    from qgac_transforms.evaluation import compress, load_reference
+    from qgac_transforms.functional import correct_jpeg, to_pil
+    from qgac_transforms.jpeg_io import read_coefficients
+
+    for old in images.glob("compare-*.png"):
+        old.unlink()
+    for role, name, _ in chosen_images(report):
+        original = load_reference(benchmarks / "LIVE1" / name).convert("RGB")
         data = compress(original, QUALITY)
         with Image.open(io.BytesIO(data)) as decoded:
             jpeg = decoded.convert("RGB")
         corrected = to_pil(correct_jpeg(model, read_coefficients(data)))
-        reference = pixels(original)
-        jpeg_psnr = measure(pixels(jpeg), reference)["psnr"]
-        corrected_psnr = measure(pixels(corrected), reference)["psnr"]
-        box = (left, top, left + CROP, top + CROP)
-        crops = [image.crop(box) for image in (original, jpeg, corrected)]
-        captions = ["original", f"JPEG q{QUALITY}: {jpeg_psnr:.2f} dB", f"QGAC: {corrected_psnr:.2f} dB"]
+        arrays = [np.asarray(image, dtype=np.float64) for image in (original, jpeg, corrected)]
+        left, top = best_window(*arrays)
+        box = (left, top, left + WINDOW, top + WINDOW)
         stem = Path(name).stem
-        _side_by_side([_label(c, t) for c, t in zip(crops, captions)]).save(images / f"crop-{stem}.png", optimize=True)
-        if index == 0:
-            x, y = ZOOM_AT
-            detail = [c.crop((x, y, x + ZOOM_SIZE, y + ZOOM_SIZE)) for c in crops]
-            enlarged = [d.resize((ZOOM_SIZE * ZOOM,) * 2, Image.Resampling.NEAREST) for d in detail]
-            captions = ["original", f"JPEG q{QUALITY}", "QGAC"]
-            _side_by_side([_label(e, t) for e, t in zip(enlarged, captions)]).save(
-                images / f"zoom-{stem}.png", optimize=True
-            )
-        print(f"{name}: JPEG {jpeg_psnr:.2f} dB, corrected {corrected_psnr:.2f} dB (whole image)")
+        for kind, image in (("jpeg", jpeg), ("qgac", corrected), ("original", original)):
+            image.crop(box).save(images / f"compare-{stem}-{kind}.png", optimize=True)
+        print(f"{role}: {name}, window at ({left}, {top})")
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    return (
+        f'<figure markdown="span">\n![{alt}]({src}){{ width="{WINDOW}" height="{WINDOW}" }}\n'
+        f"<figcaption>{caption}</figcaption>\n</figure>"
+    )
+
+
+def comparison_markdown(report: dict, original: bool = False) -> str:
+    """The median and the best LIVE1 image at ``QUALITY``, JPEG beside corrected, as HTML figures."""
+    result = next(r for r in report["results"] if r["quality"] == QUALITY)
+    count = len(result["per_image"])
+    parts = [GENERATED]
+    for role, name, row in chosen_images(report):
+        stem = Path(name).stem
+        gain = row["corrected"]["psnr"] - row["jpeg"]["psnr"]
+        rank = "median gain" if role == "median" else "highest gain"
+        panels = [
+            _figure(f"images/compare-{stem}-jpeg.png", f"{stem}, JPEG quality {QUALITY}",
+                    f"JPEG, quality {QUALITY}: {row['jpeg']['psnr']:.2f} dB"),
+            _figure(f"images/compare-{stem}-qgac.png", f"{stem}, corrected",
+                    f"corrected: {row['corrected']['psnr']:.2f} dB (<strong>{gain:+.2f} dB</strong>)"),
+        ]  # fmt: skip
+        if original:
+            panels.append(_figure(f"images/compare-{stem}-original.png", f"{stem}, original", "original"))
+        parts.append(
+            f'<div class="qgac-compare{" qgac-compare--three" if original else ""}" markdown>\n'
+            f'<p class="qgac-compare__title" markdown="span">`{stem}`: {rank} of the {count} LIVE1 images</p>\n'
+            + "\n".join(panels) + "\n</div>"
+        )
+    mean = result["corrected"]["psnr"] - result["jpeg"]["psnr"]
+    parts.append(
+        f"*LIVE1 images saved as JPEG at quality {QUALITY}, corrected by the default model. The two images "
+        f"are the one of median gain and the one of highest gain of the {count} (mean gain {mean:+.2f} dB); "
+        f"the PSNR is that of the whole image. Each crop is the {WINDOW} x {WINDOW} window of its image where "
+        "the correction removed the most error, enlarged without smoothing so the 8 x 8 blocks stay "
+        "visible.*"
+    )
+    return "\n\n".join(parts) + "\n"
 
 
 # --------------------------------------------------------------------------- plot and tables
@@ -151,31 +185,71 @@ def make_plot(reports: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
-def _triple(values: tuple[float, float, float] | dict[str, float]) -> str:
-    if isinstance(values, dict):
-        values = (values["psnr"], values["psnrb"], values["ssim"])
-    return f"{values[0]:.2f} / {values[1]:.2f} / {values[2]:.3f}"
+def _gain(result: dict) -> float:
+    return result["corrected"]["psnr"] - result["jpeg"]["psnr"]
+
+
+def headline_markdown(reports: dict[str, dict], results: Path) -> str:
+    """PSNR gains only: quality x dataset, ours against the paper's, with the JPEG PSNR each starts from."""
+    header = ["Test set", "JPEG", "gain", "paper: JPEG", "paper: gain"]
+    rows = []
+    for quality in sorted({q for paper in PAPER.values() for q in paper}):
+        for name, report in reports.items():
+            result = next((r for r in report["results"] if r["quality"] == quality), None)
+            if result is None:
+                continue
+            jpeg, qgac = PAPER[name][quality]
+            rows.append([
+                f"{name} q{quality}", f"{result['jpeg']['psnr']:.2f}", f"**{_gain(result):+.2f}**",
+                f"{jpeg[0]:.2f}", f"{qgac[0] - jpeg[0]:+.2f}",
+            ])  # fmt: skip
+    return f"{GENERATED}\n\n" + markdown_table(header, rows) + "\n"
+
+
+def numbers_markdown(reports: dict[str, dict], results: Path) -> str:
+    """The landing page's numbers: gain at quality 10 and time per 512 x 512 image."""
+    header = ["", *(f"{name} ({DESCRIPTION[name]})" for name in reports)]
+    ours, paper = [f"gain at quality {QUALITY}, `qgac-small`"], [f"gain at quality {QUALITY}, the paper's QGAC"]
+    for name, report in reports.items():
+        result = next(r for r in report["results"] if r["quality"] == QUALITY)
+        jpeg, qgac = PAPER[name][QUALITY]
+        ours.append(f"**{_gain(result):+.2f} dB**")
+        paper.append(f"{qgac[0] - jpeg[0]:+.2f} dB")
+    speed = []
+    for path in sorted(results.glob("bench-*.json")):
+        report = json.loads(path.read_text())
+        speed.append(f"{report['end_to_end']['seconds'] * 1000:.0f} ms on {_device(report)}")
+    return (
+        f"{GENERATED}\n\n"
+        + markdown_table(header, [ours, paper])
+        + "\n\nTime to correct a 512 x 512 colour JPEG, file to pixels, default model: "
+        + "; ".join(speed) + ".\n"
+    )  # fmt: skip
 
 
 def tables_markdown(reports: dict[str, dict], results: Path) -> str:
-    header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "paper: JPEG", "paper: QGAC", "paper: gain (dB)"]
-    parts = ["<!-- written by docs/make_pictures.py from docs/results/eval-*.json; do not edit -->"]
+    header = ["Quality", *(f"{side} {metric}" for side in ("JPEG", "QGAC") for metric in ("PSNR", "PSNR-B", "SSIM")), "gain"]
+    parts = [GENERATED]
     for name, report in reports.items():
         rows = []
         for result in report["results"]:
-            q = result["quality"]
-            cells = [str(q), _triple(result["jpeg"]), _triple(result["corrected"])]
-            cells.append(f"{result['corrected']['psnr'] - result['jpeg']['psnr']:+.2f}")
-            if q in PAPER[name]:
-                jpeg, qgac = PAPER[name][q]
-                cells += [_triple(jpeg), _triple(qgac), f"{qgac[0] - jpeg[0]:+.2f}"]
-            else:
-                cells += ["", "", ""]
-            rows.append(cells)
+            jpeg, out = result["jpeg"], result["corrected"]
+            rows.append([
+                str(result["quality"]), f"{jpeg['psnr']:.2f}", f"{jpeg['psnrb']:.2f}", f"{jpeg['ssim']:.3f}",
+                f"{out['psnr']:.2f}", f"{out['psnrb']:.2f}", f"{out['ssim']:.3f}", f"**{_gain(result):+.2f}**",
+            ])  # fmt: skip
         images = report["results"][0]["n_images"] if report["results"] else 0
+        paper = [
+            [str(q), *(f"{v:.2f}" for v in jpeg[:2]), f"{jpeg[2]:.3f}", *(f"{v:.2f}" for v in qgac[:2]),
+             f"{qgac[2]:.3f}", f"{qgac[0] - jpeg[0]:+.2f}"]
+            for q, (jpeg, qgac) in PAPER[name].items()
+        ]  # fmt: skip
         parts.append(
-            f"### {name}\n\n{images} images, weights `{report['weights']}`, from "
-            f"`docs/results/{REPORTS[name]}`. PSNR / PSNR-B / SSIM.\n\n" + markdown_table(header, rows)
+            f'??? abstract "{name}: PSNR, PSNR-B and SSIM at every quality"\n\n'
+            f"    {images} images, weights `{report['weights']}`, from `docs/results/{REPORTS[name]}`; "
+            "PSNR and PSNR-B in dB.\n\n" + markdown_table(header, rows, "    ")
+            + f"\n\n    The paper's Table {'1' if name == 'LIVE1' else '2'}, same columns:\n\n"
+            + markdown_table(header, paper, "    ")
         )
     if (results / SELF_ENSEMBLE_REPORT).is_file():
         parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
@@ -185,53 +259,71 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
 
 def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
     """LIVE1 corrected once and with the eight-orientation self-ensemble, quality by quality."""
-    header = ["Quality", "JPEG", "QGAC (ours)", "gain (dB)", "self-ensemble", "gain (dB)", "time per image"]
+    header = ["Quality", "gain, once", "gain, ensemble", "s, once", "s, ensemble"]
     once = {r["quality"]: r for r in plain["results"]}
     rows = []
     for result in ensemble["results"]:
-        single, jpeg = once[result["quality"]], result["jpeg"]["psnr"]
+        single = once[result["quality"]]
         rows.append([
-            str(result["quality"]), _triple(result["jpeg"]), _triple(single["corrected"]),
-            f"{single['corrected']['psnr'] - jpeg:+.2f}", _triple(result["corrected"]),
-            f"{result['corrected']['psnr'] - jpeg:+.2f}",
-            f"{single['seconds_per_image']:.2f} s / {result['seconds_per_image']:.2f} s",
-        ])
+            str(result["quality"]), f"{_gain(single):+.2f}", f"**{_gain(result):+.2f}**",
+            f"{single['seconds_per_image']:.2f}", f"{result['seconds_per_image']:.2f}",
+        ])  # fmt: skip
     return (
-        f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from `docs/results/{SELF_ENSEMBLE_REPORT}`: "
-        "each image corrected in its eight orientations and averaged. PSNR / PSNR-B / SSIM; seconds per image "
-        "once and with the ensemble.\n\n" + markdown_table(header, rows)
+        f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from "
+        f"`docs/results/{SELF_ENSEMBLE_REPORT}`: each image corrected in its eight orientations and "
+        "averaged. PSNR gain over the JPEG in dB and seconds per image, once and with the ensemble.\n\n"
+        + markdown_table(header, rows)
     )
 
 
 def _device(report: dict) -> str:
     machine = report["machine"]
     if report["device"].startswith("cuda"):
-        return f"{machine.get('cuda_device') or report['device']} ({report['threads']} CPU threads)"
-    return f"{machine['cpu']} CPU, {report['threads']} thread{'s' if report['threads'] > 1 else ''}"
+        return f"{machine.get('cuda_device') or report['device']}"
+    return f"{' '.join(machine['cpu'].split()[:2])} CPU, {report['threads']} thread{'s' if report['threads'] > 1 else ''}"
 
 
 def speed_markdown(results: Path) -> str:
     """Milliseconds per 512 x 512 colour image from the ``qgac bench`` reports ``bench-*.json``."""
     reports = [(path.name, json.loads(path.read_text())) for path in sorted(results.glob("bench-*.json"))]
     configs = list(dict.fromkeys(n["config"] for _, report in reports for n in report["network"]))
-    header = ["Device", *(f"{name} network" for name in configs), "end to end", "24 MP on the CPU", "report"]
-    rows = []
-    for name, report in reports:
-        forward = {n["config"]: f"{n['forward_s'] * 1000:.0f} ms" for n in report["network"]}
-        memory = report.get("peak_memory")
-        cells = [
-            _device(report),
-            *(forward.get(config, "") for config in configs),
-            f"{report['end_to_end']['seconds'] * 1000:.0f} ms",
-            f"{memory['peak_rss_mib'] / 1024:.1f} GiB in {memory['seconds']:.0f} s" if memory else "",
-            f"`docs/results/{name}`",
-        ]
-        rows.append(cells)
+    header = ["", *(_device(report) for _, report in reports)]
+    forward = [{n["config"]: n["forward_s"] for n in report["network"]} for _, report in reports]
+    rows = [
+        [f"`{config}` network", *(f"{times[config] * 1000:.0f} ms" if config in times else "" for times in forward)]
+        for config in configs
+    ]
+    rows.append(["**end to end**", *(f"**{report['end_to_end']['seconds'] * 1000:.0f} ms**" for _, report in reports)])
+    rows.append([
+        "24 MP on the CPU",
+        *(f"{m['peak_rss_mib'] / 1024:.1f} GiB, {m['seconds']:.0f} s" if (m := report.get("peak_memory")) else ""
+          for _, report in reports),
+    ])  # fmt: skip
+    sources = ", ".join(f"`docs/results/{name}`" for name, _ in reports)
     return (
         "### Speed\n\nMedian time per 512 x 512 colour image (`qgac bench`): the network alone for each "
-        "configuration, and end to end (JPEG bytes to corrected pixels, default weights); then the peak "
-        "memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always on the CPU.\n\n" + markdown_table(header, rows)
+        "configuration, and end to end (JPEG bytes to corrected pixels, default weights). The last row "
+        "is the peak memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always "
+        f"on the CPU (the machine's own CPU for the GPU column). From {sources}.\n\n"
+        + markdown_table(header, rows)
     )
+
+
+def write_markdown(results: Path) -> None:
+    reports = load_reports(results)
+    for name, text in markdown_files(reports, results).items():
+        (results / name).write_text(text)
+
+
+def markdown_files(reports: dict[str, dict], results: Path) -> dict[str, str]:
+    """Every generated Markdown file of ``docs/results/``, by name."""
+    return {
+        "tables.md": tables_markdown(reports, results),
+        "headline.md": headline_markdown(reports, results),
+        "numbers.md": numbers_markdown(reports, results),
+        "comparison.md": comparison_markdown(reports["LIVE1"]),
+        "comparison-original.md": comparison_markdown(reports["LIVE1"], original=True),
+    }
 
 
 def main() -> None:
@@ -243,13 +335,15 @@ def main() -> None:
     images, results = DOCS / "images", DOCS / "results"
     images.mkdir(exist_ok=True)
     torch.set_grad_enabled(False)
-    if not args.skip_crops:
-        model = load_model(args.weights, local_files_only=args.weights is None)
-        make_crops(args.benchmarks, images, model)
     reports = load_reports(results)
+    if not args.skip_crops:
+        from qgac_transforms.hub import load_model
+
+        model = load_model(args.weights, local_files_only=args.weights is None)
+        make_comparisons(args.benchmarks, images, model, reports["LIVE1"])
     make_plot(reports, images / "psnr-gain.png")
-    (results / "tables.md").write_text(tables_markdown(reports, results))
-    print(f"wrote {images} and {results / 'tables.md'}")
+    write_markdown(results)
+    print(f"wrote {images} and the Markdown of {results}")
 
 
 if __name__ == "__main__":
