@@ -415,6 +415,22 @@ def test_bf16_autocast_step_on_the_cpu(tmp_path, photos):
     assert math.isfinite(trainer.regression_step(batch)["loss"])
 
 
+@pytest.mark.slow
+def test_compiled_steps_train_like_eager_ones(tmp_path, photos):
+    """``compile`` changes how the steps run, not what they compute; checkpoints keep the model's own keys."""
+    eager, compiled = (Trainer(tiny_config(tmp_path / name, photos, compile=name == "compiled"))
+                       for name in ("eager", "compiled"))
+    for trainer in (eager, compiled):
+        trainer.build()
+    for step in range(2):
+        batch = eager.stream.batch(step)
+        assert compiled.regression_step(batch)["loss"] == pytest.approx(eager.regression_step(batch)["loss"], abs=1e-4)
+    for (key, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), key
+    compiled.save_checkpoint()
+    assert read_checkpoint(compiled.checkpoint_path)["model"].keys() == eager.model.state_dict().keys()
+
+
 def test_session_minutes_end_an_invocation_with_a_checkpoint(tmp_path, photos):
     first = train(tiny_config(tmp_path, photos, steps=50, session_minutes=1e-6))
     assert first.step == 1 and read_checkpoint(first.checkpoint_path)["step"] == 1

@@ -92,6 +92,7 @@ class TrainConfig:
     workers: int = 2  # loader processes on the CPU; on a GPU the batches are made on it, in the main process
     ema_decay: float = 0.999  # exponential moving average of the weights (validated, exported); 0: none
     precision: str = "auto"  # "fp32", "bf16" (autocast, fp32 master weights); auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the training network (fused kernels; the first steps pay for compiling)
     validation_images: int = 6
     validation_data: str | None = None  # a folder of held-out photos; then every photo of `data` is trained on
     validate_every: int = 500
@@ -328,6 +329,10 @@ class Trainer:
                                                    find_unused_parameters=config.stage != "y")
             if self.discriminator is not None:
                 self.discriminator_network = DistributedDataParallel(self.discriminator, device_ids=device_ids)
+        if config.compile:
+            # only the training steps go through the compiled network; validation, the moving
+            # average and checkpoints use the model itself, whose parameters it shares
+            self.network = torch.compile(self.network)
         self.validation = validation_batches(held_out, [10, 50]) if self.is_main and held_out else []
         on_gpu = self.device.type == "cuda"
         self.stream = PatchStream(
