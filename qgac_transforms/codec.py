@@ -6,6 +6,7 @@ dequantized; pixels are floats in ``[0, 255]`` with channels first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -210,6 +211,7 @@ def _islow_butterfly(d: Sequence[int]) -> list[int]:
     return out
 
 
+@functools.cache
 def _islow_pass(first: bool) -> tuple[Tensor, Tensor]:
     """One pass of the islow DCT as ``(matrix (8, 8), bias (8,))`` in float64: output ``k`` is
     ``floor(input @ matrix[:, k] + bias[k])``, libjpeg's ``DESCALE`` folded into both.
@@ -257,7 +259,8 @@ def _quantize_exact(coefficients: Tensor, tables: Tensor) -> Tensor:
     correction = torch.where(below_half, correction + 1, correction)
     shift = torch.where(exact, shift - 1, shift)
     reciprocal, correction, shift = (t.to(torch.int32)[:, None, None] for t in (reciprocal, correction, shift))
-    return ((coefficients.abs() + correction) * reciprocal >> shift) * coefficients.sign()
+    quantized = coefficients.abs().add_(correction).mul_(reciprocal).bitwise_right_shift_(shift)
+    return quantized.mul_(coefficients.sign())
 
 
 def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SUBSAMPLING) -> CoefficientTensors:
