@@ -26,7 +26,7 @@ _EXPORTS = {
     "list_models": "configs",
     "build_model": "configs",
     "load_model": "configs",
-    "correct_tiled": "tiling",
+    "CorrectionOptions": "options",
 }
 _SUBMODULES = ("functional",)
 

@@ -1,7 +1,8 @@
 """Speed and memory of reading, the network and correction, on generated images.
 
-Every timing is the median of ``repeats`` runs after one untimed warm-up, with torch's
-intra-op threads set explicitly; the report carries a description of the machine.
+Every timing is the median of ``repeats`` runs, each timed by
+:class:`torch.utils.benchmark.Timer` after its own two untimed warm-up calls (the Timer
+waits for the GPU), with torch's intra-op threads set explicitly; the report carries a description of the machine.
 Peak memory is the RSS high-water mark of a fresh process, so nothing measured before
 (or by the image generator) counts towards it.
 """
@@ -25,20 +26,23 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, features
+from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from .configs import DEFAULT_MODEL, build_model, create_model
-from .correction import correct, model_inputs
+from .correction import model_inputs
 from .evaluation import compress
+from .functional import correct_jpeg
 from .jpeg_io import read_coefficients
 from .model import QGAC
+from .options import CorrectionOptions
 
 #: (height, width) of the read benchmark: a small image and a 12-megapixel photo.
 READ_SIZES = ((512, 512), (3000, 4000))
 NETWORK_CONFIGS = ("tiny", "small", "medium")
 MEMORY_MEGAPIXELS = 24.0
-#: Size corrected whole when no tiling module is available, to keep memory reasonable.
-UNTILED_MEGAPIXELS = 4.0
+#: How the peak-memory run corrects: the library's default tiles.
+MEMORY_OPTIONS = CorrectionOptions()
 
 
 def machine() -> dict[str, Any]:
@@ -89,20 +93,13 @@ def synthetic_jpeg(height: int, width: int, quality: int = 50, seed: int = 0) ->
     return compress(synthetic_image(height, width, seed), quality)
 
 
-def median_seconds(function: Callable[[], Any], repeats: int, synchronize: bool = False) -> float:
-    """Median wall time of ``repeats`` calls after one untimed warm-up call."""
+def median_seconds(function: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``repeats`` timed calls (each after :class:`Timer`'s two warm-up
+    calls), on torch's current number of threads."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-
-    def timed() -> float:
-        start = time.perf_counter()
-        function()
-        if synchronize:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    timed()
-    return statistics.median(timed() for _ in range(repeats))
+    timer = Timer(stmt="function()", globals={"function": function}, num_threads=torch.get_num_threads())
+    return statistics.median(timer.timeit(1).mean for _ in range(repeats))
 
 
 def _megapixels(height: int, width: int) -> float:
@@ -150,7 +147,7 @@ def bench_network(
             with torch.inference_mode():
                 model(inputs.y, inputs.tables, inputs.chroma, inputs.chroma_factor)
 
-        seconds = median_seconds(forward, repeats, synchronize=device.startswith("cuda"))
+        seconds = median_seconds(forward, repeats)
         with FlopCounterMode(display=False) as counter:
             forward()
         rows.append(
@@ -182,7 +179,7 @@ def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int =
     data = synthetic_jpeg(size, size)
 
     def run() -> None:
-        correct(model, read_coefficients(data), device=device).cpu()
+        correct_jpeg(model, read_coefficients(data), tile=None).cpu()
 
     seconds = median_seconds(run, repeats)
     return {
@@ -192,15 +189,6 @@ def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int =
         "seconds": seconds,
         "megapixels_per_s": _megapixels(size, size) / seconds,
     }
-
-
-def _tiling() -> Any:
-    """The tiling module, or ``None`` when this installation has none."""
-    try:
-        from . import tiling
-    except ImportError:
-        return None
-    return tiling if hasattr(tiling, "correct_tiled") else None
 
 
 def _rss_high_water_mib() -> float:
@@ -216,19 +204,15 @@ def _rss_high_water_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def peak_memory_here(path: str, weights: str | None, tiled: bool, threads: int) -> dict[str, Any]:
+def peak_memory_here(path: str, weights: str | None, threads: int) -> dict[str, Any]:
     """Correct one file in this process and report its RSS high-water marks (run in a fresh process)."""
     torch.set_num_threads(threads)
     model = _load(weights, "cpu")
     loaded = _rss_high_water_mib()
     coefficients = read_coefficients(path)
     read = _rss_high_water_mib()
-    start = time.perf_counter()
-    if tiled:
-        tiling = _tiling()
-        tiling.correct_tiled(model, coefficients, tile=tiling.DEFAULT_TILE, overlap=tiling.DEFAULT_OVERLAP)
-    else:
-        correct(model, coefficients)
+    start = time.perf_counter()  # one run: the memory is measured, not the speed
+    correct_jpeg(model, coefficients, MEMORY_OPTIONS)
     return {
         "seconds": time.perf_counter() - start,
         "model_rss_mib": loaded,
@@ -242,17 +226,10 @@ def bench_peak_memory(
 ) -> dict[str, Any]:
     """Peak RSS of correcting a ``megapixels`` colour JPEG (3:2) with pretrained weights, in a fresh process.
 
-    Tiled (:func:`qgac_transforms.tiling.correct_tiled` with its default tile) when the
-    tiling module exists; otherwise whole, at no more than :data:`UNTILED_MEGAPIXELS`.
-    RSS high-water marks: ``model_rss_mib`` after imports and loading the model,
+    Tiled with the default tile (:data:`MEMORY_OPTIONS`). RSS high-water marks: ``model_rss_mib`` after imports and loading the model,
     ``read_rss_mib`` after reading the coefficients too, ``peak_rss_mib`` after the
     correction (the whole run). ``seconds`` times the correction alone.
     """
-    tiling = _tiling()
-    note = None
-    if tiling is None and megapixels > UNTILED_MEGAPIXELS:
-        note = f"no tiling module: corrected whole at {UNTILED_MEGAPIXELS} MP instead of {megapixels} MP"
-        megapixels = UNTILED_MEGAPIXELS
     height = max(16, round((megapixels * 1e6 / 1.5) ** 0.5))
     width = max(16, round(height * 1.5))
     with tempfile.TemporaryDirectory() as folder:
@@ -264,7 +241,7 @@ def bench_peak_memory(
             "import json, sys; from qgac_transforms.benchmark import peak_memory_here; "
             "print(json.dumps(peak_memory_here(*json.loads(sys.argv[1]))))"
         )
-        arguments = json.dumps([str(path), weights, tiling is not None, threads])
+        arguments = json.dumps([str(path), weights, threads])
         child = subprocess.run(
             [sys.executable, "-c", code, arguments], capture_output=True, text=True, env=env, check=False
         )
@@ -276,11 +253,11 @@ def bench_peak_memory(
         "width": width,
         "height": height,
         "megapixels": _megapixels(height, width),
-        "tiled": tiling is not None,
-        "tile": tiling.DEFAULT_TILE if tiling is not None else None,
-        "overlap": tiling.DEFAULT_OVERLAP if tiling is not None else None,
+        "tiled": True,
+        "tile": MEMORY_OPTIONS.tile,
+        "overlap": MEMORY_OPTIONS.overlap,
         **measured,
-        "note": note,
+        "note": None,  # kept for readers of earlier reports
     }
 
 
@@ -347,11 +324,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     p = report.get("peak_memory")
     if p is not None:
-        how = f"tiled {p['tile']} px, overlap {p['overlap']} px" if p["tiled"] else "whole image"
         lines.append(
-            f"Peak memory ({p['width']}x{p['height']}, {p['megapixels']:.1f} MP, {how}): "
+            f"Peak memory ({p['width']}x{p['height']}, {p['megapixels']:.1f} MP, "
+            f"tiled {p['tile']} px, overlap {p['overlap']} px): "
             f"peak RSS {p['peak_rss_mib']:.0f} MiB (after loading the model {p['model_rss_mib']:.0f} MiB, "
             f"after reading the coefficients {p['read_rss_mib']:.0f} MiB); correction {p['seconds']:.1f} s"
-            + (f"; {p['note']}" if p["note"] else "")
         )
     return "\n".join(lines)

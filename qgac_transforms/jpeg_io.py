@@ -9,6 +9,7 @@ are captured and turned into errors instead of silently zero-filled blocks.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -23,7 +24,7 @@ from typing import BinaryIO, NamedTuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from .dct import BLOCK, deblockify
 
@@ -184,6 +185,25 @@ def current_frame(image: Image.Image, data: bytes) -> bytes:
     holds one JPEG per frame, and ``seek`` moves to another."""
     offset = getattr(image, "offset", 0) if image.format == "MPO" else 0
     return data[offset:] if offset else data
+
+
+def pixel_digest(image: Image.Image) -> bytes:
+    """A short hash of a Pillow image's pixels: what the Pillow hook records of a correction."""
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def shows_its_file(image: Image.Image, stream: bytes) -> bool:
+    """Whether a JPEG Pillow image still shows what its current frame's JPEG ``stream`` decodes to
+    (for an image the hook corrected, that correction): not edited in place (``paste``,
+    ``ImageDraw``, ``exif_transpose(in_place=True)``), not decoded by ``draft()``, and not
+    loaded from a file that was replaced since."""
+    if image.tile:  # not loaded yet: nothing has touched the pixels, and they will come from this stream
+        return True
+    expected = getattr(image, "_qgac_corrected_digest", None)
+    if expected is not None:
+        return pixel_digest(image) == expected
+    reference = JpegImagePlugin.JpegImageFile(io.BytesIO(stream))  # Pillow's own decoder, never the hook's
+    return (reference.mode, reference.size) == (image.mode, image.size) and reference.tobytes() == image.tobytes()
 
 
 def _read_file_object(source: BinaryIO, name: str) -> bytes:

@@ -18,15 +18,13 @@ needs the whole image. JPEGs QGAC cannot read (CMYK, 12-bit, ...) keep Pillow's
 pixels, with a warning. Images derived from a hooked one (``copy``, ``convert``,
 ``crop``) are plain Pillow images.
 
-:func:`shows_its_file` tells whether a JPEG Pillow image (hooked or not) still shows
-what its file decodes to, so that the transform never corrects a file in place of
-pixels that were edited since.
+The pixels a correction wrote are remembered by digest, so that
+:func:`~qgac_transforms.jpeg_io.shows_its_file` can tell the transform whether a hooked
+image still shows them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -34,49 +32,30 @@ from typing import IO, Any
 
 from PIL import Image, JpegImagePlugin, MpoImagePlugin
 
-from .jpeg_io import InvalidJPEGError, JPEGCoefficients, current_frame, read_coefficients, read_pillow_file
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from .jpeg_io import (
+    InvalidJPEGError,
+    JPEGCoefficients,
+    current_frame,
+    pixel_digest,
+    read_coefficients,
+    read_pillow_file,
+)
+from .options import CorrectionOptions
 
 
 @dataclass(frozen=True)
 class _Correction:
-    """What ``correct=True`` runs in ``load()`` (options as in :class:`.transforms.JPEGArtifactCorrection`)."""
+    """What ``correct=True`` runs in ``load()``: the model ``weights`` on ``device``, with ``options``."""
 
     weights: Any
     device: str | None
-    tile: int | None
-    overlap: int
-    quality_override: int | None
-    blend: float
-    self_ensemble: bool
+    options: CorrectionOptions
 
     def __call__(self, coefficients: JPEGCoefficients) -> Image.Image:
         from . import functional  # noqa: PLC0415 - the model code is needed only once an image loads
 
         model = functional.load_cached_model(self.weights, self.device)
-        pixels = functional.correct_jpeg(
-            model, coefficients, tile=self.tile, overlap=self.overlap,
-            quality_override=self.quality_override, blend=self.blend, self_ensemble=self.self_ensemble,
-        )  # fmt: skip
-        return functional.to_pil(pixels)
-
-
-def _digest(image: Image.Image) -> bytes:
-    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-
-
-def shows_its_file(image: Image.Image, stream: bytes) -> bool:
-    """Whether a JPEG Pillow image still shows what its current frame's JPEG ``stream`` decodes to
-    (for an image the hook corrected, that correction): not edited in place (``paste``,
-    ``ImageDraw``, ``exif_transpose(in_place=True)``), not decoded by ``draft()``, and not
-    loaded from a file that was replaced since."""
-    if image.tile:  # not loaded yet: nothing has touched the pixels, and they will come from this stream
-        return True
-    expected = getattr(image, "_qgac_corrected_digest", None)
-    if expected is not None:
-        return _digest(image) == expected
-    reference = JpegImagePlugin.JpegImageFile(io.BytesIO(stream))  # Pillow's own decoder, never the hook's
-    return (reference.mode, reference.size) == (image.mode, image.size) and reference.tobytes() == image.tobytes()
+        return functional.to_pil(functional.correct_jpeg(model, coefficients, self.options))
 
 
 class _CoefficientsMixin:
@@ -129,7 +108,7 @@ class _CoefficientsMixin:
             corrected = corrected.convert(self.mode)  # type: ignore[attr-defined]
         self.im = corrected.im  # type: ignore[attr-defined]
         access = Image.Image.load(self)  # type: ignore[arg-type]
-        self._qgac_corrected_digest = _digest(self)  # type: ignore[arg-type]
+        self._qgac_corrected_digest = pixel_digest(self)  # type: ignore[arg-type]
         return access
 
     def draft(self, mode: str | None, size: tuple[int, int] | None) -> Any:
@@ -171,28 +150,24 @@ def register_jpeg_opener(
     *,
     weights: Any = None,
     device: str | None = None,
-    tile: int | None = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    quality_override: int | None = None,
-    blend: float = 1.0,
-    self_ensemble: bool = False,
+    options: CorrectionOptions | None = None,
+    **changes: Any,
 ) -> None:
     """Make ``Image.open`` return JPEGs that carry their coefficients (and, with
-    ``correct=True``, corrected pixels; the other arguments are those of
+    ``correct=True``, corrected pixels; ``weights`` and ``device`` are those of
     :class:`~qgac_transforms.transforms.JPEGArtifactCorrection`).
 
-    Calling it again changes the settings for images opened afterwards.
+    ``options`` (:class:`~qgac_transforms.options.CorrectionOptions`), or its fields as
+    keyword arguments (``tile``, ``overlap``, ``quality_override``, ``blend``,
+    ``self_ensemble``), say how; they are checked here. Calling it again changes the
+    settings for images opened afterwards.
     """
     global _original, _correction
-    from .functional import check_options  # noqa: PLC0415 - the model code is needed only once an image loads
-
-    check_options(tile=tile, overlap=overlap, quality_override=quality_override, blend=blend)
+    options = (options or CorrectionOptions()).changed(**changes)
     format_id = JpegImagePlugin.JpegImageFile.format
     if _original is None:
         _original = Image.OPEN[format_id]
-    _correction = (
-        _Correction(weights, device, tile, overlap, quality_override, blend, self_ensemble) if correct else None
-    )
+    _correction = _Correction(weights, device, options) if correct else None
     Image.OPEN[format_id] = (_factory, _original[1])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -38,6 +39,28 @@ def check_quality(quality: int, name: str = "JPEG quality") -> int:
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise ValueError(f"{name} must be an integer in 1..100, got {quality!r}")
     return int(quality)
+
+
+def as_tables(tables: Tensor | Sequence, channels: int) -> Tensor:
+    """Validate user tables -> ``(channels, 8, 8)`` int32.
+
+    Accepted (natural order, steps >= 1): one table ``(8, 8)`` or ``(64,)`` for every
+    component, ``(2, 8, 8)`` for luma and chroma, or ``(3, 8, 8)`` for Y, Cb, Cr; a
+    grayscale image uses the first.
+    """
+    t = torch.as_tensor(tables)
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise ValueError("quantization tables must hold whole numbers")
+    t = t.to(torch.int32)
+    if t.shape in ((BLOCK * BLOCK,), (BLOCK, BLOCK)):
+        t = t.reshape(1, BLOCK, BLOCK)
+    if t.ndim != 3 or t.shape[1:] != (BLOCK, BLOCK) or t.shape[0] not in (1, 2, 3):
+        raise ValueError(f"expected quantization tables of shape (8, 8), (2, 8, 8) or (3, 8, 8), got {tuple(t.shape)}")
+    if int(t.min()) < 1:
+        raise ValueError("quantization steps must be at least 1")
+    if channels == 1:
+        return t[:1].contiguous()
+    return (t[[0, 1, 1]] if t.shape[0] == 2 else t.expand(3, -1, -1)).contiguous()
 
 
 def _scale(quality: Tensor) -> Tensor:

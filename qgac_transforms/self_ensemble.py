@@ -21,7 +21,8 @@ from torch import Tensor
 from .correction import ModelInputs, pad_to_mcu
 from .dct import BLOCK, crop
 from .model import QGAC
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, correct_planes_tiled
+from .options import DEFAULT_OVERLAP, DEFAULT_TILE
+from .tiling import correct_planes_tiled
 
 
 class Orientation(NamedTuple):

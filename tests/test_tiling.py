@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from surface_fixtures import save_jpeg, textured_image, tiny_model  # noqa: F401 - fixture
 
+from qgac_transforms import functional as F
 from qgac_transforms import tiling
 from qgac_transforms.correction import correct, model_inputs
 from qgac_transforms.jpeg_io import JPEGCoefficients, block_grid_shape, read_coefficients
@@ -54,7 +55,7 @@ def random_coefficients(seed: int, height: int, width: int, layout: str) -> JPEG
 def test_tiles_match_whole_image(tiny_model, seed, height, width, layout, tile, overlap):  # noqa: F811
     coefficients = random_coefficients(seed, height, width, layout)
     whole = correct(tiny_model, coefficients)
-    tiled = tiling.correct_tiled(tiny_model, coefficients, tile=tile, overlap=overlap)
+    tiled = F.correct_jpeg(tiny_model, coefficients, tile=tile, overlap=overlap)
     assert tiled.shape == whole.shape
     assert (tiled - whole).abs().max() <= 1.0  # 1/255 of the range
 
@@ -62,7 +63,7 @@ def test_tiles_match_whole_image(tiny_model, seed, height, width, layout, tile, 
 def test_tiles_match_on_a_real_jpeg(tiny_model):  # noqa: F811
     coefficients = read_coefficients(save_jpeg(textured_image(3, 200, 168), quality=25))
     whole = correct(tiny_model, coefficients)
-    tiled = tiling.correct_tiled(tiny_model, coefficients, tile=64)
+    tiled = F.correct_jpeg(tiny_model, coefficients, tile=64)
     assert (tiled - whole).abs().max() <= 1.0
 
 
@@ -70,7 +71,7 @@ def test_without_overlap_seams_show(tiny_model):  # noqa: F811
     """The overlap is what makes tiles agree: without it the borders differ (the test can fail)."""
     coefficients = random_coefficients(5, 96, 96, "4:2:0")
     whole = correct(tiny_model, coefficients)
-    seams = tiling.correct_tiled(tiny_model, coefficients, tile=32, overlap=0)
+    seams = F.correct_jpeg(tiny_model, coefficients, tile=32, overlap=0)
     assert (seams - whole).abs().max() > 1.0
 
 
@@ -85,7 +86,7 @@ def test_tiles_are_mcu_aligned(tiny_model, monkeypatch):  # noqa: F811
         return original(model, y, tables, chroma, factor, height, width)
 
     monkeypatch.setattr(tiling, "correct_planes", spy)
-    tiling.correct_tiled(tiny_model, coefficients, tile=20, overlap=10)
+    F.correct_jpeg(tiny_model, coefficients, tile=20, overlap=10)
     assert len(seen) > 1
     for y_shape, chroma_shape, height, width in seen:
         assert all(size % 8 == 0 for size in (*y_shape, *chroma_shape))

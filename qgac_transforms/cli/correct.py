@@ -47,7 +47,7 @@ class Job:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: PLC0415 - keep `qgac --help` light
+    from ..options import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: PLC0415 - keep `qgac --help` light
 
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="JPEG files, folders (searched recursively) or globs"
@@ -230,6 +230,14 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         raise
 
 
+def correction_options(args: argparse.Namespace):  # noqa: ANN201 - CorrectionOptions, imported when used
+    """The :class:`~qgac_transforms.options.CorrectionOptions` of the command line (``--tile 0``: whole images)."""
+    from ..options import CorrectionOptions  # noqa: PLC0415
+
+    return CorrectionOptions(tile=args.tile or None, overlap=args.overlap, quality_override=args.quality_override,
+                             blend=args.blend, self_ensemble=args.self_ensemble)
+
+
 def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -> None:  # noqa: ANN001
     """Correct one JPEG and write it; raises ``InvalidJPEGError``/``OSError`` on failure."""
     from PIL import Image, ImageOps  # noqa: PLC0415
@@ -238,10 +246,7 @@ def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -
     from ..jpeg_io import read_coefficients  # noqa: PLC0415
 
     coefficients = read_coefficients(job.source)
-    image = to_pil(correct_jpeg(
-        model, coefficients, tile=args.tile or None, overlap=args.overlap,
-        quality_override=args.quality_override, blend=args.blend, self_ensemble=args.self_ensemble,
-    ))  # fmt: skip
+    image = to_pil(correct_jpeg(model, coefficients, correction_options(args)))
     with Image.open(job.source) as original:
         image.info.update(original.info)
     _save(ImageOps.exif_transpose(image), destination, args, coefficients.subsampling)

@@ -1,0 +1,67 @@
+"""CorrectionOptions (checked once, where written) and the functional dispatch by input type."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from qgac_transforms import functional as F
+from qgac_transforms.configs import build_model
+from qgac_transforms.options import CorrectionOptions
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [(dict(tile=0), ValueError, "tile must be a positive number"), (dict(overlap=-1), ValueError, "overlap 0 or more"),
+     (dict(quality_override=101), ValueError, "quality_override must be an integer in 1..100"),
+     (dict(blend=True), ValueError, r"blend must be a number in \[0, 1\]"),
+     (dict(self_ensemble=1), TypeError, "self_ensemble must be True or False"),
+     (dict(quality=50, tables=torch.ones(8, 8)), ValueError, "pass quality or tables, not both"),
+     (dict(subsampling="4:9:9"), ValueError, "4:9:9"), (dict(tables=torch.zeros(8, 8)), ValueError, "at least 1")],
+)
+def test_bad_options_are_refused_where_they_are_written(changes, error, message):
+    with pytest.raises(error, match=message):
+        CorrectionOptions(**changes)
+    with pytest.raises(error, match=message):
+        CorrectionOptions().changed(**changes)
+
+
+def test_options_are_frozen_and_changed_copies():
+    options = CorrectionOptions(tables=[[2] * 8] * 8)
+    assert isinstance(options.tables, torch.Tensor) and options.changed() is options
+    assert options.changed(blend=0.5).blend == 0.5 and options.blend == 1.0
+    with pytest.raises(AttributeError):
+        options.tile = 8  # type: ignore[misc]
+
+
+def test_correct_dispatches_by_input_type():
+    model = build_model("tiny").eval()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 120, 200)).save(buffer, "JPEG", quality=50)
+    data = buffer.getvalue()
+    assert isinstance(F.correct(data, model), Image.Image)
+    pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(data)))).permute(2, 0, 1)
+    image = F.correct(tv_tensors.Image(pixels), model, quality=50)
+    assert type(image) is tv_tensors.Image and image.dtype == torch.uint8 and image.shape == pixels.shape
+    with pytest.raises(TypeError, match="cannot correct a dict"):
+        F.correct({}, model)
+
+
+def test_register_kernel_adds_a_type():
+    class Wrapped:
+        def __init__(self, pixels: torch.Tensor) -> None:
+            self.pixels = pixels
+
+    @F.register_kernel(Wrapped)
+    def kernel(inpt: Wrapped, model: torch.nn.Module, options: CorrectionOptions) -> str:
+        return f"{type(inpt).__name__} {options.blend}"
+
+    try:
+        assert F.correct(Wrapped(torch.zeros(1)), build_model("tiny"), blend=0.25) == "Wrapped 0.25"
+    finally:
+        F._KERNELS.pop(Wrapped)
