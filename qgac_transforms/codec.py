@@ -14,33 +14,12 @@ from torch import Tensor
 
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma, ycbcr_to_rgb
 from .dct import BLOCK, blockify, crop, deblockify, image_dct, image_idct, pad_to_multiple
-from .jpeg_io import CoefficientTensors
+from .jpeg_io import SUBSAMPLINGS, CoefficientTensors, chroma_factor_of  # noqa: F401 - SUBSAMPLINGS: re-exported
 from .quantization import quality_tables
 
 LEVEL_SHIFT = 128.0
-
-#: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
-SUBSAMPLINGS: dict[str, tuple[int, int]] = {
-    "4:4:4": (1, 1),
-    "4:2:2": (1, 2),
-    "4:2:0": (2, 2),
-    "4:4:0": (2, 1),
-    "4:1:1": (1, 4),
-}
+#: What :func:`compress` writes unless told otherwise.
 DEFAULT_SUBSAMPLING = "4:2:0"
-
-
-def chroma_factor_of(subsampling: str | tuple[int, int]) -> tuple[int, int]:
-    """``"4:2:0"`` (or a ``(vertical, horizontal)`` pair) -> ``(vertical, horizontal)`` factor."""
-    if isinstance(subsampling, str):
-        if subsampling not in SUBSAMPLINGS:
-            raise ValueError(f"unknown chroma subsampling {subsampling!r}; choose one of {', '.join(SUBSAMPLINGS)}")
-        return SUBSAMPLINGS[subsampling]
-    factor = tuple(int(f) for f in subsampling)
-    if factor not in SUBSAMPLINGS.values():
-        raise ValueError(f"unsupported chroma subsampling factor {subsampling}")
-    return factor  # type: ignore[return-value]
-
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)

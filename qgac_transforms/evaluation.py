@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .configs import DEFAULT_MODEL, create_model
 from .functional import correct_jpeg, to_uint8
-from .jpeg_io import read_coefficients
+from .jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from .metrics import psnr, psnr_b, ssim
 from .model import QGAC
 from .quantization import check_quality
@@ -31,7 +31,7 @@ from .quantization import check_quality
 #: Lossless formats accepted as ground truth (a JPEG original would carry its own artifacts).
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".webp")
 #: Pillow's ``subsampling`` code for 4:2:0.
-SUBSAMPLING_420 = 2
+SUBSAMPLING_420 = PILLOW_SUBSAMPLING["4:2:0"]
 METRICS = ("psnr", "psnrb", "ssim")
 
 

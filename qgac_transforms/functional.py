@@ -38,13 +38,13 @@ from torch import Tensor, nn
 from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
-from .codec import chroma_factor_of
 from .configs import shared_model
 from .correction import ModelInputs, decode, model_inputs
 from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored  # noqa: F401 - pixel_inputs: the public kernel
 from .jpeg_io import (
     InvalidJPEGError,
     JPEGCoefficients,
+    chroma_factor_of,
     header_tables,
     read_coefficients,
     read_jpeg_stream,

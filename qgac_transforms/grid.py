@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from .codec import SUBSAMPLINGS, coefficients_to_pixels, pixels_to_coefficients
+from .codec import coefficients_to_pixels, pixels_to_coefficients
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma
 from .correction import ModelInputs
 from .dct import BLOCK, ZIGZAG, block_dct, blockify, dct_matrix
-from .quantization import dequantize, quality_tables, quality_to_table, quantize
+from .jpeg_io import SUBSAMPLINGS, subsampling_name
+from .quantization import all_quality_tables, dequantize, quality_tables, quality_to_table, quantize
 
 logger = logging.getLogger("qgac_transforms")
 
@@ -95,8 +96,6 @@ MIN_MCUS = 2
 #: Rounds of :func:`recover_inputs` where pixels are clipped or missing.
 RECOVERY_ROUNDS = 3
 
-_SUBSAMPLING_NAMES = {factor: name for name, factor in SUBSAMPLINGS.items()}
-
 
 @dataclass(frozen=True)
 class JPEGGrid:
@@ -120,7 +119,7 @@ class JPEGGrid:
     @property
     def subsampling(self) -> str:
         """``"4:2:0"`` and so on; ``"gray"`` for one channel."""
-        return "gray" if self.tables.shape[0] == 1 else _SUBSAMPLING_NAMES[self.factor]
+        return "gray" if self.tables.shape[0] == 1 else subsampling_name(self.factor)
 
     def describe(self) -> str:
         """One line for logs and ``qgac info``."""
@@ -279,7 +278,7 @@ def _misfits(candidates: Tensor, steps: Tensor) -> Tensor:
 @functools.cache
 def _standard_tables() -> Tensor:
     """``(200, 64)``: libjpeg's luma tables for qualities 1..100, then the same transposed."""
-    tables = torch.stack([quality_to_table(q) for q in range(1, 101)])
+    tables = all_quality_tables()
     return torch.cat([tables, tables.transpose(-2, -1)]).flatten(1)
 
 

@@ -62,6 +62,35 @@ class CoefficientTensors(NamedTuple):
     tables: torch.Tensor
 
 
+#: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
+SUBSAMPLINGS: dict[str, tuple[int, int]] = {
+    "4:4:4": (1, 1),
+    "4:2:2": (1, 2),
+    "4:2:0": (2, 2),
+    "4:4:0": (2, 1),
+    "4:1:1": (1, 4),
+}
+#: Pillow's ``subsampling`` save option for the names it writes.
+PILLOW_SUBSAMPLING: dict[str, int] = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+def chroma_factor_of(subsampling: str | tuple[int, int]) -> tuple[int, int]:
+    """``"4:2:0"`` (or a ``(vertical, horizontal)`` pair) -> ``(vertical, horizontal)`` factor."""
+    if isinstance(subsampling, str):
+        if subsampling not in SUBSAMPLINGS:
+            raise ValueError(f"unknown chroma subsampling {subsampling!r}; choose one of {', '.join(SUBSAMPLINGS)}")
+        return SUBSAMPLINGS[subsampling]
+    factor = tuple(int(f) for f in subsampling)
+    if factor not in SUBSAMPLINGS.values():
+        raise ValueError(f"unsupported chroma subsampling factor {subsampling}")
+    return factor  # type: ignore[return-value]
+
+
+def subsampling_name(factor: tuple[int, int]) -> str:
+    """``(2, 2)`` -> ``"4:2:0"``; a factor with no name is written as the pair."""
+    return next((name for name, known in SUBSAMPLINGS.items() if known == tuple(factor)), f"{tuple(factor)}")
+
+
 @dataclass(frozen=True, eq=False)
 class JPEGCoefficients:
     """The quantized DCT coefficients of a JPEG file and everything needed to use them.
@@ -112,8 +141,7 @@ class JPEGCoefficients:
     @property
     def subsampling(self) -> str:
         """Human-readable chroma subsampling, e.g. ``"4:2:0"``."""
-        names = {(1, 1): "4:4:4", (1, 2): "4:2:2", (2, 2): "4:2:0", (2, 1): "4:4:0", (1, 4): "4:1:1"}
-        return "gray" if self.is_gray else names.get(self.chroma_factor, f"{self.chroma_factor}")
+        return "gray" if self.is_gray else subsampling_name(self.chroma_factor)
 
     def to_tensors(
         self,
@@ -532,11 +560,3 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
         Path(destination).write_bytes(data)
     else:
         destination.write(data)
-
-
-def block_grid_shape(height: int, width: int, sampling: tuple[int, int], max_sampling: tuple[int, int]) -> tuple[int, int]:
-    """Blocks a component has in a file: ceil(ceil(size * s / s_max) / 8) per axis."""
-    (v, h), (vmax, hmax) = sampling, max_sampling
-    rows = -(-(-(-height * v // vmax)) // BLOCK)
-    cols = -(-(-(-width * h // hmax)) // BLOCK)
-    return rows, cols

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .codec import chroma_factor_of
+from .jpeg_io import chroma_factor_of
 from .quantization import as_tables, check_quality
 
 #: Tile side in pixels used by the transform, the Pillow hook and the CLI unless told otherwise.

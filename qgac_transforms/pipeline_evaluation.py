@@ -25,13 +25,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .evaluation import compress, list_images, load_reference, pixels
+from .jpeg_io import PILLOW_SUBSAMPLING
 from .metrics import psnr
 from .model import QGAC
 from .quantization import check_quality
 from .transforms import JPEGArtifactCorrection
 
 #: Pillow's ``subsampling`` codes.
-SUBSAMPLING_422, SUBSAMPLING_420 = 1, 2
+SUBSAMPLING_422, SUBSAMPLING_420 = PILLOW_SUBSAMPLING["4:2:2"], PILLOW_SUBSAMPLING["4:2:0"]
 #: Crop offsets measured (in x and in y at once: the 8x8 grid and the 16-pixel chroma grid move).
 CROP_OFFSETS = tuple(range(1, 16))
 #: A crop is this many pixels smaller than the image in each direction (odd, so its size is no multiple of 8).

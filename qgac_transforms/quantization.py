@@ -105,14 +105,21 @@ def _libjpeg_tables(quality: int, chroma: bool) -> tuple[Tensor, Tensor]:
     return quality_to_table(quality, chroma), quality_to_table(quality, chroma, baseline=False)
 
 
+def all_quality_tables(chroma: bool = False, baseline: bool = True) -> Tensor:
+    """``(100, 8, 8)``: libjpeg's table of every quality, 1 to 100: the candidates that
+    :func:`estimate_quality` (tables read from a file) and the blind fit of
+    :func:`~qgac_transforms.grid.fit_quality` (steps read from pixels) choose among."""
+    return scaled_tables(torch.arange(1, 101), chroma, baseline)
+
+
 def estimate_quality(table: Tensor, chroma: bool = False) -> int:
     """The libjpeg quality whose table (baseline or not) is closest (mean absolute difference) to ``table``."""
-    t = torch.as_tensor(table).reshape(BLOCK, BLOCK).to(torch.float64)
-    errors = [
-        min((candidate.to(torch.float64) - t).abs().mean().item() for candidate in _libjpeg_tables(q, chroma))
-        for q in range(1, 101)
-    ]
-    return 1 + min(range(100), key=errors.__getitem__)
+    t = torch.as_tensor(table).reshape(1, BLOCK * BLOCK).to(torch.float64)
+    errors = torch.stack([
+        (all_quality_tables(chroma, baseline).flatten(1).to(torch.float64) - t).abs().mean(1)
+        for baseline in (True, False)
+    ]).amin(0)
+    return 1 + int(errors.argmin())
 
 
 def is_libjpeg_table(table: Tensor, quality: int, chroma: bool = False) -> bool:

@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 from qgac_transforms.codec import coefficients_to_pixels, pixels_to_coefficients
 from qgac_transforms.configs import CONFIGS, build_model
 from qgac_transforms.correction import correct, correct_planes
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from qgac_transforms.model import QGAC
 
 FACTORS = {"4:4:4": (1, 1), "4:2:2": (1, 2), "4:2:0": (2, 2), "4:4:0": (2, 1), "4:1:1": (1, 4)}
-PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from surface_fixtures import save_jpeg, textured_image, tiny_model  # noqa: F401
 from qgac_transforms import functional as F
 from qgac_transforms import tiling
 from qgac_transforms.correction import correct, model_inputs
-from qgac_transforms.jpeg_io import JPEGCoefficients, block_grid_shape, read_coefficients
+from qgac_transforms.codec import block_grid
+from qgac_transforms.jpeg_io import JPEGCoefficients, read_coefficients
 from qgac_transforms.quantization import quality_to_table
 
 SAMPLINGS = {
@@ -33,7 +34,7 @@ def random_coefficients(seed: int, height: int, width: int, layout: str) -> JPEG
     scale = 6.0 / (1 + np.add.outer(np.arange(8), np.arange(8)))
     blocks = []
     for s in sampling:
-        rows, cols = block_grid_shape(height, width, s, (vmax, hmax))
+        rows, cols = block_grid(height, width, (vmax // s[0], hmax // s[1]))
         levels = np.round(rng.laplace(0, 1, (rows, cols, 8, 8)) * scale).astype(np.int16)
         levels[..., 0, 0] = rng.integers(-20, 20, (rows, cols))
         blocks.append(levels)

@@ -32,7 +32,7 @@ from qgac_transforms.codec import coefficients_to_pixels
 from qgac_transforms.configs import build_model, load_model
 from qgac_transforms.correction import correct
 from qgac_transforms.evaluation import evaluate_dataset
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from training.__main__ import build_parser, main
 from qgac_transforms.codec import SUBSAMPLINGS
@@ -105,7 +105,7 @@ def tensors_equal(a: dict, b: dict) -> bool:
 # --------------------------------------------------------------------------- data
 
 
-PILLOW_CODES = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+PILLOW_CODES = PILLOW_SUBSAMPLING
 
 
 @settings(deadline=None, max_examples=10)

@@ -205,6 +205,8 @@ def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
 
 def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) -> None:  # noqa: ANN001
     """Write atomically: a failed save leaves no partial file (and the input intact)."""
+    from ..jpeg_io import PILLOW_SUBSAMPLING  # noqa: PLC0415
+
     options = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
     if image.info.get("exif"):
         options["exif"] = image.info["exif"]
@@ -215,7 +217,7 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         mark = OUTPUT_MARK + f" {__version__}".encode()
         options["extra"] = b"\xff\xfe" + (2 + len(mark)).to_bytes(2, "big") + mark  # a COM segment
         options["quality"] = args.quality
-        if subsampling in ("4:4:4", "4:2:2", "4:2:0"):
+        if subsampling in PILLOW_SUBSAMPLING:
             options["subsampling"] = subsampling
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     try:
