@@ -1,7 +1,7 @@
 """Griffe extension: show a parameter's default as its value, not as a constant's name.
 
 ``tile: int | None = DEFAULT_TILE`` reads better on the API pages as ``tile = 1024``.
-A default that names a module-level constant of the package (a number, a string, a
+A default (of a function, or of a class attribute such as a dataclass field) that names a module-level constant of the package (a number, a string, a
 tuple of them, ``None``, ``True`` or ``False``) is replaced by the constant's value;
 every other default (a call, an attribute of another package) stays as written.
 Loaded by ``mkdocs.yml`` (``mkdocstrings`` handler option ``extensions``).
@@ -40,6 +40,11 @@ class DefaultsAsValues(griffe.Extension):
                 value = self._value(parameter.default, loader)
                 if value is not None:
                     parameter.default = value
+        elif obj.is_attribute and obj.parent is not None and obj.parent.is_class:
+            # A dataclass field: its value is the default of the generated __init__.
+            value = self._value(obj.value, loader)
+            if value is not None:
+                obj.value = value
         for member in obj.members.values():
             if not member.is_alias:
                 self._visit(member, loader, seen)
