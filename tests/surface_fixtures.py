@@ -1,19 +1,12 @@
-"""Fixtures shared by the user-surface tests (transform, Pillow hook, CLI, tiling).
-
-Import the fixtures into a test module by name; every model is the randomly
-initialised ``tiny`` configuration, seeded, so results are reproducible and fast.
-"""
+"""Image helpers for the tests, imported by name (the fixtures are in ``conftest.py``)."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
-
-from qgac_transforms.configs import build_model
+from torchvision.transforms.v2.functional import pil_to_tensor as to_tensor  # noqa: F401 - re-exported for the tests
 
 
 def textured_image(seed: int, height: int, width: int, mode: str = "RGB") -> Image.Image:
@@ -26,27 +19,23 @@ def textured_image(seed: int, height: int, width: int, mode: str = "RGB") -> Ima
     return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
 
 
+def random_image(seed: int, height: int, width: int, mode: str = "RGB", smooth: bool = False) -> Image.Image:
+    """A reproducible random image; ``smooth`` gives a photo-like gradient with mild noise."""
+    rng = np.random.default_rng(seed)
+    channels = 1 if mode == "L" else 3
+    if smooth:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+        phase = rng.uniform(0, 2 * np.pi, size=channels)
+        base = np.stack([128 + 90 * np.sin(x / 7 + y / 11 + p) for p in phase], axis=-1)
+        pixels = base + rng.normal(0, 8, size=base.shape)
+    else:
+        pixels = rng.integers(0, 256, size=(height, width, channels))
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+
+
 def save_jpeg(image: Image.Image, **options) -> bytes:
+    """``image`` saved as a JPEG (Pillow's save options) and returned as bytes."""
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", **options)
     return buffer.getvalue()
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A Pillow L/RGB image as a uint8 ``(C, H, W)`` tensor."""
-    array = np.asarray(image)
-    return torch.from_numpy(array.reshape(*array.shape[:2], -1).copy()).permute(2, 0, 1)
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    torch.manual_seed(0)
-    return build_model("tiny").eval()
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tiny_model, tmp_path_factory):
-    """The tiny model saved as a local model folder (what ``weights=`` and ``--weights`` take)."""
-    folder = tmp_path_factory.mktemp("tiny-weights")
-    tiny_model.save_pretrained(folder)
-    return str(folder)

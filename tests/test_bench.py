@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from surface_fixtures import tiny_model, tiny_weights  # noqa: F401
 
 from qgac_transforms import benchmark
 from qgac_transforms.cli import bench as cli_bench

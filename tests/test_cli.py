@@ -11,7 +11,7 @@ import jpeglib
 import pytest
 import torch
 from PIL import Image, ImageOps
-from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms import cli
 from qgac_transforms import functional as F
@@ -55,7 +55,7 @@ def corrected(model, path):
     return F.correct_jpeg(model, read_coefficients(path)).round().to(torch.uint8)
 
 
-def test_folder_with_a_corrupt_file(qgac, photos, tiny_weights, tiny_model, tmp_path):  # noqa: F811
+def test_folder_with_a_corrupt_file(qgac, photos, tiny_weights, tiny_model, tmp_path):
     out = tmp_path / "out"
     code, _, err = qgac("correct", photos, "-o", out, "--weights", tiny_weights)
     assert code == 1
@@ -69,21 +69,21 @@ def test_folder_with_a_corrupt_file(qgac, photos, tiny_weights, tiny_model, tmp_
     assert Image.open(out / "sub" / "gray.png").mode == "L"
 
 
-def test_mixed_inputs_next_to_their_sources(qgac, photos, tiny_weights):  # noqa: F811
+def test_mixed_inputs_next_to_their_sources(qgac, photos, tiny_weights):
     code, _, _ = qgac("correct", photos / "a.jpg", photos / "sub", str(photos / "*.png"), "--weights", tiny_weights)
     assert code == 0
     assert (photos / "a_qgac.png").is_file() and (photos / "sub" / "b_qgac.png").is_file()
     assert (photos / "sub" / "gray_qgac.png").is_file() and not (photos / "c_qgac.png").exists()
 
 
-def test_glob_and_missing_inputs(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+def test_glob_and_missing_inputs(qgac, photos, tiny_weights, tmp_path):
     code, _, err = qgac("correct", str(photos / "**" / "*.jpeg"), photos / "nope.jpg", str(photos / "*.gif"),
                         "-o", tmp_path / "out", "--weights", tiny_weights)  # fmt: skip
     assert code == 1 and "nope.jpg: no such file" in err and "*.gif: no file matches" in err
     assert (tmp_path / "out" / "b.png").is_file()
 
 
-def test_jpeg_output_and_single_output_file(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+def test_jpeg_output_and_single_output_file(qgac, photos, tiny_weights, tmp_path):
     target = tmp_path / "result.jpg"
     code, _, _ = qgac("correct", photos / "sub" / "b.jpeg", "-o", target, "--format", "jpeg", "--quality", "90",
                       "--weights", tiny_weights)  # fmt: skip
@@ -95,7 +95,7 @@ def test_jpeg_output_and_single_output_file(qgac, photos, tiny_weights, tmp_path
     assert estimate_quality(info.tables[0]) == 90
 
 
-def test_never_overwrites_without_permission(qgac, photos, tiny_weights):  # noqa: F811
+def test_never_overwrites_without_permission(qgac, photos, tiny_weights):
     source = photos / "sub" / "b.jpeg"
     before = source.read_bytes()
     code, _, err = qgac("correct", source, "-o", photos / "sub", "--format", "keep", "--weights", tiny_weights)
@@ -108,7 +108,7 @@ def test_never_overwrites_without_permission(qgac, photos, tiny_weights):  # noq
     assert code == 1 and "exists" in err
 
 
-def test_tiles_and_strength_options(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+def test_tiles_and_strength_options(qgac, photos, tiny_weights, tmp_path):
     outputs = {}
     variants = {"whole": ["--tile", "0"], "tiled": ["--tile", "16"], "soft": ["--blend", "0"],
                 "ensemble": ["--self-ensemble"]}
@@ -155,7 +155,7 @@ def test_info(qgac, photos):
     assert code == 0 and " ".join(f"{v:3d}" for v in quality_to_table(50)[0].tolist()) in out
 
 
-def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tiny_weights):  # noqa: F811
+def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tiny_weights):
     (photos / "broken.jpg").unlink()
     for _ in range(2):
         code, _, _ = qgac("correct", photos, "-o", photos / "out", "--format", "jpeg", "--overwrite",
@@ -169,7 +169,7 @@ def test_output_folder_inside_the_input_folder_is_not_an_input(qgac, photos, tin
 
 
 @pytest.mark.parametrize("form", ["jpeg", "keep"])
-def test_a_second_run_skips_the_first_runs_outputs(qgac, photos, tiny_weights, form):  # noqa: F811
+def test_a_second_run_skips_the_first_runs_outputs(qgac, photos, tiny_weights, form):
     (photos / "broken.jpg").unlink()
     assert qgac("correct", photos, "--format", form, "--weights", tiny_weights)[0] == 0
     assert qgac("correct", photos, "-o", photos / "out", "--format", form, "--weights", tiny_weights)[0] == 0
@@ -178,18 +178,18 @@ def test_a_second_run_skips_the_first_runs_outputs(qgac, photos, tiny_weights, f
     assert not list(photos.rglob("*_qgac_qgac*")) and not list((photos / "out").rglob("*_qgac*"))
 
 
-def test_output_file_name_with_several_inputs_is_a_usage_error(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+def test_output_file_name_with_several_inputs_is_a_usage_error(qgac, photos, tiny_weights, tmp_path):
     code, _, err = qgac("correct", photos / "a.jpg", photos / "sub" / "b.jpeg", "-o", tmp_path / "out.png",
                         "--weights", tiny_weights)  # fmt: skip
     assert code == 2 and "names a file" in err and not (tmp_path / "out.png").exists()
 
 
-def test_a_named_non_jpeg_is_a_failure(qgac, photos, tiny_weights):  # noqa: F811
+def test_a_named_non_jpeg_is_a_failure(qgac, photos, tiny_weights):
     code, _, err = qgac("correct", photos / "c.png", "--weights", tiny_weights)
     assert code == 1 and "c.png: not a JPEG file" in err
 
 
-def test_unwritable_outputs_fail_before_any_correction(qgac, photos, tiny_weights, tmp_path, monkeypatch):  # noqa: F811
+def test_unwritable_outputs_fail_before_any_correction(qgac, photos, tiny_weights, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr("qgac_transforms.cli.correct.correct_file", lambda *args: calls.append(args))
     (tmp_path / "c").write_text("a file where a folder should be")
@@ -214,7 +214,7 @@ def test_info_json_without_tables(qgac, photos):
     assert code == 0 and all("table" not in table for table in info["tables"]) and info["tables"][0]["quality"] == 30
 
 
-def test_no_progress_bar_into_a_log(qgac, photos, tiny_weights, tmp_path):  # noqa: F811
+def test_no_progress_bar_into_a_log(qgac, photos, tiny_weights, tmp_path):
     (photos / "broken.jpg").unlink()
     code, _, err = qgac("correct", photos, "-o", tmp_path / "out", "--weights", tiny_weights)
     assert code == 0 and "\r" not in err and "file/s" not in err

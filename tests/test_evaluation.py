@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms.cli import evaluate as cli_evaluate
 from qgac_transforms.configs import build_model

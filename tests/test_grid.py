@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
-from surface_fixtures import save_jpeg, textured_image, tiny_model, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms import functional as F
 from qgac_transforms.correction import model_inputs
@@ -126,14 +126,14 @@ def test_coefficients_of_a_crop_are_recovered_on_its_grid(subsampling):
     assert projected < re_encoded and projected <= 2
 
 
-def test_a_transposed_decode_is_corrected_in_the_jpegs_orientation(tiny_model):  # noqa: F811
+def test_a_transposed_decode_is_corrected_in_the_jpegs_orientation(tiny_model):
     decoded = decode(save_jpeg(textured_image(6, 72, 96), quality=20))
     transform = JPEGArtifactCorrection(tiny_model)
     assert find_grid(decoded.transpose(-2, -1).float()).transposed
     assert torch.equal(transform(decoded.transpose(-2, -1)), transform(decoded).transpose(-2, -1))
 
 
-def test_given_quality_goes_on_the_found_grid(tiny_model):  # noqa: F811
+def test_given_quality_goes_on_the_found_grid(tiny_model):
     decoded = decode(save_jpeg(textured_image(7, 80, 96), quality=25))
     crop = decoded[:, 3:70, 9:90]
     given = JPEGArtifactCorrection(tiny_model, quality=25)(crop)
@@ -143,12 +143,12 @@ def test_given_quality_goes_on_the_found_grid(tiny_model):  # noqa: F811
         JPEGArtifactCorrection(tiny_model, quality=25)(lossless)
 
 
-def test_flat_pixels_with_a_given_quality_use_the_decoders_grid(tiny_model):  # noqa: F811
+def test_flat_pixels_with_a_given_quality_use_the_decoders_grid(tiny_model):
     flat = torch.full((3, 20, 28), 128, dtype=torch.uint8)
     assert JPEGArtifactCorrection(tiny_model, quality=50)(flat).shape == flat.shape
 
 
-def test_exif_transpose_copy_is_corrected(tiny_model, caplog):  # noqa: F811
+def test_exif_transpose_copy_is_corrected(tiny_model, caplog):
     exif = Image.Exif()
     exif[0x0112] = 6
     with Image.open(io.BytesIO(save_jpeg(textured_image(9, 48, 64), quality=30, exif=exif))) as image:

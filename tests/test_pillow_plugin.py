@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin, MpoImagePlugin
-from surface_fixtures import save_jpeg, textured_image, tiny_model, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms import functional as F
 from qgac_transforms import pillow_plugin
@@ -85,7 +85,7 @@ def test_mpo_frames(hook, tmp_path):
     assert same_coefficients(image.dct_coefficients, read_coefficients(save_jpeg(first, quality=50)))
 
 
-def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp_path):  # noqa: F811
+def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(rotated_jpeg)
     plain = Image.open(path)
@@ -102,13 +102,13 @@ def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp
     assert same_coefficients(image.dct_coefficients, read_coefficients(rotated_jpeg))
 
 
-def test_correct_true_with_self_ensemble(hook, tiny_model, rotated_jpeg):  # noqa: F811
+def test_correct_true_with_self_ensemble(hook, tiny_model, rotated_jpeg):
     expected = F.correct_jpeg(tiny_model, read_coefficients(rotated_jpeg), self_ensemble=True)
     hook(correct=True, weights=tiny_model, self_ensemble=True)
     assert torch.equal(to_tensor(Image.open(io.BytesIO(rotated_jpeg))), expected.round().to(torch.uint8))
 
 
-def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):  # noqa: F811
+def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):
     data = save_jpeg(textured_image(3, 64, 64, "L"), quality=30)
     hook(correct=True, weights=tiny_model)
     image = Image.open(io.BytesIO(data))
@@ -119,7 +119,7 @@ def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):  # noqa: F811
     assert thumbnail.size == (16, 16)
 
 
-def test_correct_true_keeps_pillow_pixels_for_unsupported_jpegs(hook, tiny_model):  # noqa: F811
+def test_correct_true_keeps_pillow_pixels_for_unsupported_jpegs(hook, tiny_model):
     buffer = io.BytesIO()
     Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(buffer, "JPEG")
     hook(correct=True, weights=tiny_model)
@@ -140,7 +140,7 @@ def test_unregister_restores_pillow(hook, rotated_jpeg):
     assert opened.dct_coefficients.width == 48  # images opened before keep their extras
 
 
-def test_transform_on_hooked_images_uses_the_file_until_edited(hook, tiny_model, rotated_jpeg, tmp_path):  # noqa: F811
+def test_transform_on_hooked_images_uses_the_file_until_edited(hook, tiny_model, rotated_jpeg, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(rotated_jpeg)
     transform = JPEGArtifactCorrection(tiny_model)

@@ -11,7 +11,7 @@ import logging
 import pytest
 import torch
 from PIL import Image, ImageOps
-from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 from torchvision import datasets
 from torchvision.io import decode_jpeg, read_file
 
@@ -41,7 +41,7 @@ def jpeg_bytes():
     return save_jpeg(textured_image(11, 48, 64), quality=QUALITY)
 
 
-def test_image_decoded_from_bytes_is_corrected_with_its_header(tiny_model, jpeg_bytes, caplog):  # noqa: F811
+def test_image_decoded_from_bytes_is_corrected_with_its_header(tiny_model, jpeg_bytes, caplog):
     image = hf_decode_example(jpeg_bytes)
     assert image.format == "JPEG" and image.fp is None  # loaded, its stream gone: no file to read
     with caplog.at_level(logging.DEBUG, logger="qgac_transforms"):
@@ -54,7 +54,7 @@ def test_image_decoded_from_bytes_is_corrected_with_its_header(tiny_model, jpeg_
 
 
 @pytest.mark.parametrize("orientation, mode", [(6, None), (3, "RGB"), (8, "L")])
-def test_hugging_face_image_feature(tiny_model, orientation, mode, caplog):  # noqa: F811
+def test_hugging_face_image_feature(tiny_model, orientation, mode, caplog):
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = save_jpeg(textured_image(12, 48, 64), quality=QUALITY, exif=exif)
@@ -66,7 +66,7 @@ def test_hugging_face_image_feature(tiny_model, orientation, mode, caplog):  # n
     assert f"quality {QUALITY}" in caplog.text and ("transposed" in caplog.text) == (orientation in (6, 8))
 
 
-def test_webdataset_shard(tiny_model, tmp_path):  # noqa: F811
+def test_webdataset_shard(tiny_model, tmp_path):
     wds = pytest.importorskip("webdataset")
     shard = str(tmp_path / "shard-000000.tar")
     with wds.TarWriter(shard) as sink:
@@ -82,7 +82,7 @@ def test_webdataset_shard(tiny_model, tmp_path):  # noqa: F811
             assert (out.size == image.size) if spec == "pil" else (out.shape == image.shape and out.dtype == image.dtype)
 
 
-def test_imagefolder_and_decode_jpeg_agree(tiny_model, tmp_path):  # noqa: F811
+def test_imagefolder_and_decode_jpeg_agree(tiny_model, tmp_path):
     (tmp_path / "cats").mkdir()
     path = tmp_path / "cats" / "a.jpg"
     path.write_bytes(save_jpeg(textured_image(13, 40, 56), quality=QUALITY))
@@ -99,7 +99,7 @@ def dataset(tmp_path_factory):
     return folder
 
 
-def test_eval_pipelines_report(tiny_model, dataset):  # noqa: F811
+def test_eval_pipelines_report(tiny_model, dataset):
     report = evaluate_pipelines(tiny_model, dataset, [QUALITY], timed_images=1, progress=False)
     ways = report["ways"]
     assert "decoded pixels" in ways and "crop at offset 15" in ways and "4:2:2 file, decoded pixels" in ways
@@ -110,7 +110,7 @@ def test_eval_pipelines_report(tiny_model, dataset):  # noqa: F811
     assert report["timing"]["n_images"] == 1 and report["timing"]["ratio"] > 0
 
 
-def test_eval_pipelines_command(tiny_weights, dataset, tmp_path, capsys):  # noqa: F811
+def test_eval_pipelines_command(tiny_weights, dataset, tmp_path, capsys):
     out = tmp_path / "report.json"
     code = cli.main(["eval-pipelines", "--dataset", str(dataset), "--quality", "30", "--weights", tiny_weights,
                      "--json", str(out)])  # fmt: skip
@@ -120,7 +120,7 @@ def test_eval_pipelines_command(tiny_weights, dataset, tmp_path, capsys):  # noq
     assert report["command"].startswith("qgac eval-pipelines --dataset") and report["qualities"] == [30]
 
 
-def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_bytes, caplog):  # noqa: F811
+def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_bytes, caplog):
     from qgac_transforms import register_jpeg_opener, unregister_jpeg_opener
 
     register_jpeg_opener()
@@ -134,7 +134,7 @@ def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_byt
     assert torch.equal(to_tensor(out), to_tensor(JPEGArtifactCorrection(tiny_model)(jpeg_bytes)))
 
 
-def test_stream_closed_before_loading_says_so(tiny_model, jpeg_bytes):  # noqa: F811
+def test_stream_closed_before_loading_says_so(tiny_model, jpeg_bytes):
     stream = io.BytesIO(jpeg_bytes)
     image = Image.open(stream)
     stream.close()  # Pillow itself cannot decode it any more

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from surface_fixtures import save_jpeg, textured_image, tiny_model  # noqa: F401 - fixture
+from surface_fixtures import save_jpeg, textured_image
 
 from qgac_transforms import functional as F
 from qgac_transforms import tiling
@@ -53,7 +53,7 @@ def random_coefficients(seed: int, height: int, width: int, layout: str) -> JPEG
     tile=st.integers(12, 48),
     overlap=st.sampled_from([16, 32, 48]),
 )
-def test_tiles_match_whole_image(tiny_model, seed, height, width, layout, tile, overlap):  # noqa: F811
+def test_tiles_match_whole_image(tiny_model, seed, height, width, layout, tile, overlap):
     coefficients = random_coefficients(seed, height, width, layout)
     whole = correct(tiny_model, coefficients)
     tiled = F.correct_jpeg(tiny_model, coefficients, tile=tile, overlap=overlap)
@@ -61,14 +61,14 @@ def test_tiles_match_whole_image(tiny_model, seed, height, width, layout, tile, 
     assert (tiled - whole).abs().max() <= 1.0  # 1/255 of the range
 
 
-def test_tiles_match_on_a_real_jpeg(tiny_model):  # noqa: F811
+def test_tiles_match_on_a_real_jpeg(tiny_model):
     coefficients = read_coefficients(save_jpeg(textured_image(3, 200, 168), quality=25))
     whole = correct(tiny_model, coefficients)
     tiled = F.correct_jpeg(tiny_model, coefficients, tile=64)
     assert (tiled - whole).abs().max() <= 1.0
 
 
-def test_without_overlap_seams_show(tiny_model):  # noqa: F811
+def test_without_overlap_seams_show(tiny_model):
     """The overlap is what makes tiles agree: without it the borders differ (the test can fail)."""
     coefficients = random_coefficients(5, 96, 96, "4:2:0")
     whole = correct(tiny_model, coefficients)
@@ -76,7 +76,7 @@ def test_without_overlap_seams_show(tiny_model):  # noqa: F811
     assert (seams - whole).abs().max() > 1.0
 
 
-def test_tiles_are_mcu_aligned(tiny_model, monkeypatch):  # noqa: F811
+def test_tiles_are_mcu_aligned(tiny_model, monkeypatch):
     """Every tile the model sees starts on the 16-pixel MCU grid and holds whole chroma blocks."""
     coefficients = random_coefficients(1, 100, 76, "4:2:0")
     seen = []
@@ -95,7 +95,7 @@ def test_tiles_are_mcu_aligned(tiny_model, monkeypatch):  # noqa: F811
         assert height <= y_shape[0] and width <= y_shape[1]
 
 
-def test_single_tile_is_the_whole_image(tiny_model):  # noqa: F811
+def test_single_tile_is_the_whole_image(tiny_model):
     coefficients = random_coefficients(2, 40, 48, "4:2:0")
     inputs = model_inputs(coefficients)
     whole = correct(tiny_model, coefficients)[None]
@@ -103,7 +103,7 @@ def test_single_tile_is_the_whole_image(tiny_model):  # noqa: F811
     assert torch.equal(tiling.correct_planes_tiled(tiny_model, inputs, tile=None), whole)
 
 
-def test_bad_tile_arguments(tiny_model):  # noqa: F811
+def test_bad_tile_arguments(tiny_model):
     inputs = model_inputs(random_coefficients(2, 64, 64, "gray"))
     with pytest.raises(ValueError, match="tile"):
         tiling.correct_planes_tiled(tiny_model, inputs, tile=0)

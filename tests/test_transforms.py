@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageOps
-from surface_fixtures import save_jpeg, textured_image, tiny_model, tiny_weights, to_tensor  # noqa: F401
+from surface_fixtures import save_jpeg, textured_image, to_tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -35,7 +35,7 @@ def jpeg():
 
 
 @pytest.fixture(scope="module")
-def expected(tiny_model, jpeg):  # noqa: F811
+def expected(tiny_model, jpeg):
     """The corrected uint8 pixels every JPEG input must give."""
     pixels = F.correct_jpeg(tiny_model, read_coefficients(jpeg))
     return pixels.round().clamp(0, 255).to(torch.uint8)
@@ -50,7 +50,7 @@ def decoded(data: bytes) -> Image.Image:
 # --------------------------------------------------------------------------- JPEG inputs
 
 
-def test_pillow_jpeg_in_pillow_out(tiny_model, jpeg, expected):  # noqa: F811
+def test_pillow_jpeg_in_pillow_out(tiny_model, jpeg, expected):
     image = Image.open(io.BytesIO(jpeg))
     out = JPEGArtifactCorrection(tiny_model)(image)
     assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
@@ -59,7 +59,7 @@ def test_pillow_jpeg_in_pillow_out(tiny_model, jpeg, expected):  # noqa: F811
     assert out.getexif()[0x0112] == 6  # stored orientation, tag kept: exif_transpose works as on the input
 
 
-def test_loaded_pillow_jpeg_from_a_path(tiny_model, jpeg, expected, tmp_path):  # noqa: F811
+def test_loaded_pillow_jpeg_from_a_path(tiny_model, jpeg, expected, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     image = Image.open(path)
@@ -67,14 +67,14 @@ def test_loaded_pillow_jpeg_from_a_path(tiny_model, jpeg, expected, tmp_path):  
     assert torch.equal(to_tensor(JPEGArtifactCorrection(tiny_model)(image)), expected)
 
 
-def test_grayscale_stays_grayscale(tiny_model):  # noqa: F811
+def test_grayscale_stays_grayscale(tiny_model):
     data = save_jpeg(textured_image(1, 24, 40, "L"), quality=QUALITY)
     out = JPEGArtifactCorrection(tiny_model)(Image.open(io.BytesIO(data)))
     assert out.mode == "L" and out.size == (40, 24)
 
 
 @pytest.mark.parametrize("kind", ["str", "path", "bytes", "bytearray"])
-def test_path_or_bytes_in_pillow_out(tiny_model, jpeg, expected, tmp_path, kind):  # noqa: F811
+def test_path_or_bytes_in_pillow_out(tiny_model, jpeg, expected, tmp_path, kind):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     source = {"str": str(path), "path": path, "bytes": jpeg, "bytearray": bytearray(jpeg)}[kind]
@@ -84,13 +84,13 @@ def test_path_or_bytes_in_pillow_out(tiny_model, jpeg, expected, tmp_path, kind)
     assert out.getexif()[0x0112] == 6
 
 
-def test_coefficients_in_uint8_image_out(tiny_model, jpeg, expected):  # noqa: F811
+def test_coefficients_in_uint8_image_out(tiny_model, jpeg, expected):
     out = JPEGArtifactCorrection(tiny_model)(read_coefficients(jpeg))
     assert type(out) is tv_tensors.Image and out.dtype == torch.uint8
     assert torch.equal(out.as_subclass(torch.Tensor), expected)
 
 
-def test_not_a_jpeg_path_names_the_file(tiny_model, tmp_path):  # noqa: F811
+def test_not_a_jpeg_path_names_the_file(tiny_model, tmp_path):
     path = tmp_path / "picture.png"
     textured_image(0, 16, 16).save(path)
     with pytest.raises(InvalidJPEGError, match="picture.png"):
@@ -100,7 +100,7 @@ def test_not_a_jpeg_path_names_the_file(tiny_model, tmp_path):  # noqa: F811
 # --------------------------------------------------------------------------- decoded pixels
 
 
-def test_decoded_pixels_give_the_jpeg_result(tiny_model):  # noqa: F811
+def test_decoded_pixels_give_the_jpeg_result(tiny_model):
     """Re-encoding decoded pixels with the file's tables recovers its coefficients (4:4:4 and gray exactly)."""
     for mode in ("L", "RGB"):
         data = save_jpeg(textured_image(2, 48, 64, mode), quality=QUALITY, subsampling=0)
@@ -109,14 +109,14 @@ def test_decoded_pixels_give_the_jpeg_result(tiny_model):  # noqa: F811
         assert (from_file - from_pixels).abs().max() <= 1.0
 
 
-def test_uint8_tensor(tiny_model, jpeg):  # noqa: F811
+def test_uint8_tensor(tiny_model, jpeg):
     pixels = to_tensor(decoded(jpeg))
     out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
     assert type(out) is torch.Tensor and out.dtype == torch.uint8 and out.shape == pixels.shape
     assert not torch.equal(out, pixels)
 
 
-def test_float_tensor_keeps_range_and_dtype(tiny_model, jpeg):  # noqa: F811
+def test_float_tensor_keeps_range_and_dtype(tiny_model, jpeg):
     pixels = to_tensor(decoded(jpeg)).to(torch.float64) / 255
     out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
     assert out.dtype == torch.float64 and 0 <= out.min() and out.max() <= 1
@@ -124,13 +124,13 @@ def test_float_tensor_keeps_range_and_dtype(tiny_model, jpeg):  # noqa: F811
     assert (out * 255 - as_uint8).abs().max() <= 0.5 + 1e-6
 
 
-def test_tv_tensor_keeps_its_class(tiny_model, jpeg):  # noqa: F811
+def test_tv_tensor_keeps_its_class(tiny_model, jpeg):
     image = tv_tensors.Image(to_tensor(decoded(jpeg)))
     out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image)
     assert type(out) is tv_tensors.Image and out.dtype == torch.uint8
 
 
-def test_batch_is_one_batch_and_matches_single_images(tiny_model, jpeg, monkeypatch):  # noqa: F811
+def test_batch_is_one_batch_and_matches_single_images(tiny_model, jpeg, monkeypatch):
     first = to_tensor(decoded(jpeg))
     second = to_tensor(decoded(save_jpeg(textured_image(9, 40, 56), quality=QUALITY)))
     batch = torch.stack([first, second])
@@ -151,7 +151,7 @@ def test_batch_is_one_batch_and_matches_single_images(tiny_model, jpeg, monkeypa
         assert (out[index].int() - single.int()).abs().max() <= 1
 
 
-def test_non_jpeg_pillow_image(tiny_model, jpeg):  # noqa: F811
+def test_non_jpeg_pillow_image(tiny_model, jpeg):
     image = Image.fromarray(np.asarray(decoded(jpeg)))  # no format: decoded pixels
     out = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image)
     assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
@@ -161,7 +161,7 @@ def test_non_jpeg_pillow_image(tiny_model, jpeg):  # noqa: F811
         JPEGArtifactCorrection(tiny_model, quality=QUALITY)(image.convert("RGBA"))
 
 
-def test_tables_argument_equals_quality(tiny_model, jpeg):  # noqa: F811
+def test_tables_argument_equals_quality(tiny_model, jpeg):
     pixels = to_tensor(decoded(jpeg))
     by_quality = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
     tables = torch.stack([quality_to_table(QUALITY), quality_to_table(QUALITY, chroma=True)])
@@ -175,18 +175,18 @@ def test_blind_quality_estimate(quality, seed, gray):
     assert F.estimate_quality_from_pixels(to_tensor(decoded(data)).float()) == quality
 
 
-def test_blind_mode_uses_the_estimate(tiny_model, jpeg):  # noqa: F811
+def test_blind_mode_uses_the_estimate(tiny_model, jpeg):
     pixels = to_tensor(decoded(save_jpeg(textured_image(4, 64, 80), quality=QUALITY)))
     blind = JPEGArtifactCorrection(tiny_model)(pixels)
     assert torch.equal(blind, JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels))
 
 
-def test_blind_mode_refuses_flat_images(tiny_model):  # noqa: F811
+def test_blind_mode_refuses_flat_images(tiny_model):
     with pytest.raises(ValueError, match="quality="):
         JPEGArtifactCorrection(tiny_model)(torch.full((3, 32, 32), 128, dtype=torch.uint8))
 
 
-def test_bad_pixel_inputs(tiny_model):  # noqa: F811
+def test_bad_pixel_inputs(tiny_model):
     transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
     with pytest.raises(ValueError, match="1 or 3"):
         transform(torch.zeros(2, 16, 16, dtype=torch.uint8))
@@ -197,7 +197,7 @@ def test_bad_pixel_inputs(tiny_model):  # noqa: F811
 # --------------------------------------------------------------------------- strength
 
 
-def test_blend_moves_between_decode_and_correction(tiny_model, jpeg):  # noqa: F811
+def test_blend_moves_between_decode_and_correction(tiny_model, jpeg):
     coefficients = read_coefficients(jpeg)
     full = F.correct_jpeg(tiny_model, coefficients)
     none = F.correct_jpeg(tiny_model, coefficients, blend=0.0)
@@ -207,7 +207,7 @@ def test_blend_moves_between_decode_and_correction(tiny_model, jpeg):  # noqa: F
     assert (full - none).abs().max() > 1
 
 
-def test_quality_override_changes_the_side_input_only(tiny_model, jpeg):  # noqa: F811
+def test_quality_override_changes_the_side_input_only(tiny_model, jpeg):
     coefficients = read_coefficients(jpeg)
     plain = F.correct_jpeg(tiny_model, coefficients)
     assert torch.equal(F.correct_jpeg(tiny_model, coefficients, quality_override=QUALITY), plain)
@@ -217,7 +217,7 @@ def test_quality_override_changes_the_side_input_only(tiny_model, jpeg):  # noqa
         tiny_model, coefficients, quality_override=5).round().to(torch.uint8))
 
 
-def test_self_ensemble_option_reaches_the_kernel(tiny_model, jpeg):  # noqa: F811
+def test_self_ensemble_option_reaches_the_kernel(tiny_model, jpeg):
     coefficients = read_coefficients(jpeg)
     ensemble = F.correct_jpeg(tiny_model, coefficients, self_ensemble=True)
     assert torch.equal(ensemble, correct_self_ensemble(tiny_model, model_inputs(coefficients))[0])
@@ -249,7 +249,7 @@ def test_lazy_package_exports():
         qgac_transforms.no_such_name  # noqa: B018
 
 
-def test_sample_passthrough(tiny_model, jpeg, expected):  # noqa: F811
+def test_sample_passthrough(tiny_model, jpeg, expected):
     boxes = tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(40, 56))
     image, label, name, out_boxes = JPEGArtifactCorrection(tiny_model)(
         (Image.open(io.BytesIO(jpeg)), 3, "photo.jpg", boxes)
@@ -258,7 +258,7 @@ def test_sample_passthrough(tiny_model, jpeg, expected):  # noqa: F811
     assert label == 3 and name == "photo.jpg" and out_boxes is boxes
 
 
-def test_compose(tiny_weights, jpeg, expected):  # noqa: F811
+def test_compose(tiny_weights, jpeg, expected):
     pipeline = v2.Compose(
         [JPEGArtifactCorrection(tiny_weights), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
     )
@@ -266,7 +266,7 @@ def test_compose(tiny_weights, jpeg, expected):  # noqa: F811
     assert out.dtype == torch.float32 and torch.allclose(out * 255, expected.float())
 
 
-def test_weights_load_lazily_once(tiny_model, tmp_path, jpeg):  # noqa: F811
+def test_weights_load_lazily_once(tiny_model, tmp_path, jpeg):
     folder = tmp_path / "later"
     transform = JPEGArtifactCorrection(folder)  # nothing there yet: construction must not load
     tiny_model.save_pretrained(folder)
@@ -288,7 +288,7 @@ class _JPEGs(Dataset):
         return v2.functional.pil_to_tensor(self.transform(self.items[index])), index
 
 
-def test_dataloader_with_two_workers(tiny_weights, tiny_model, jpeg, expected):  # noqa: F811
+def test_dataloader_with_two_workers(tiny_weights, tiny_model, jpeg, expected):
     other = save_jpeg(textured_image(7, 40, 56), quality=60)
     dataset = _JPEGs([jpeg, other, jpeg, other], JPEGArtifactCorrection(tiny_weights))
     batches = list(DataLoader(dataset, batch_size=2, num_workers=2))
@@ -300,7 +300,7 @@ def test_dataloader_with_two_workers(tiny_weights, tiny_model, jpeg, expected): 
 # --------------------------------------------------------------------------- never silently wrong (issue 16)
 
 
-def test_mpo_current_frame_without_the_hook(tiny_model, tmp_path):  # noqa: F811
+def test_mpo_current_frame_without_the_hook(tiny_model, tmp_path):
     first, second = textured_image(1, 24, 40), textured_image(2, 24, 40)
     path = tmp_path / "phone.mpo"
     first.save(path, "MPO", save_all=True, append_images=[second], quality=50)
@@ -314,7 +314,7 @@ def test_mpo_current_frame_without_the_hook(tiny_model, tmp_path):  # noqa: F811
 
 @settings(deadline=None, max_examples=4)
 @given(seed=st.integers(0, 50), quality=st.sampled_from([20, 50, 80]), blind=st.booleans())
-def test_gray_loaded_as_rgb_comes_out_gray(tiny_model, seed, quality, blind):  # noqa: F811
+def test_gray_loaded_as_rgb_comes_out_gray(tiny_model, seed, quality, blind):
     """A grayscale JPEG converted to RGB (ImageFolder, decode_image(mode=RGB)) is corrected as the gray image it is."""
     gray = decoded(save_jpeg(textured_image(seed, 32, 48, "L"), quality=quality)).copy()  # decoded pixels
     transform = JPEGArtifactCorrection(tiny_model, quality=None if blind else quality)
@@ -339,7 +339,7 @@ def _transpose(image):
 
 
 @pytest.mark.parametrize("edit", [_paste, _draw, _transpose])
-def test_edited_jpeg_image_is_corrected_from_its_pixels(tiny_model, jpeg, edit, tmp_path):  # noqa: F811
+def test_edited_jpeg_image_is_corrected_from_its_pixels(tiny_model, jpeg, edit, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     image = Image.open(path)
@@ -351,7 +351,7 @@ def test_edited_jpeg_image_is_corrected_from_its_pixels(tiny_model, jpeg, edit, 
     assert out.getexif().get(0x0112, 1) == image.getexif().get(0x0112, 1)  # upright after an in-place transpose
 
 
-def test_replaced_file_is_not_used_for_the_loaded_pixels(tiny_model, jpeg, tmp_path):  # noqa: F811
+def test_replaced_file_is_not_used_for_the_loaded_pixels(tiny_model, jpeg, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     image = Image.open(path)
@@ -362,7 +362,7 @@ def test_replaced_file_is_not_used_for_the_loaded_pixels(tiny_model, jpeg, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["memoryview", "BytesIO", "file"])
-def test_jpeg_streams_are_corrected(tiny_model, jpeg, expected, tmp_path, kind):  # noqa: F811
+def test_jpeg_streams_are_corrected(tiny_model, jpeg, expected, tmp_path, kind):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     with open(path, "rb") as file:
@@ -371,7 +371,7 @@ def test_jpeg_streams_are_corrected(tiny_model, jpeg, expected, tmp_path, kind):
     assert isinstance(out, Image.Image) and torch.equal(to_tensor(out), expected)
 
 
-def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):  # noqa: F811
+def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):
     array = np.asarray(decoded(jpeg))
     with pytest.raises(TypeError, match="numpy"):
         v2.Compose([JPEGArtifactCorrection(tiny_model), v2.ToImage()])(array)
@@ -381,13 +381,13 @@ def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):
     assert JPEGArtifactCorrection(tiny_model)(mask)["mask"] is array
 
 
-def test_float_tensor_outside_0_1_is_refused(tiny_model, jpeg):  # noqa: F811
+def test_float_tensor_outside_0_1_is_refused(tiny_model, jpeg):
     pixels = to_tensor(decoded(jpeg)).float()
     with pytest.raises(ValueError, match=r"0\.\.1, got [0-9]+\.\.[0-9]+"):
         JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels)
 
 
-def test_blind_mode_says_when_pixels_show_no_jpeg_grid(tiny_model):  # noqa: F811
+def test_blind_mode_says_when_pixels_show_no_jpeg_grid(tiny_model):
     lossless = to_tensor(textured_image(3, 64, 64))  # highly textured, never JPEG-compressed
     with pytest.raises(ValueError, match="show no 8x8 quantization grid"):
         JPEGArtifactCorrection(tiny_model)(lossless)
@@ -395,7 +395,7 @@ def test_blind_mode_says_when_pixels_show_no_jpeg_grid(tiny_model):  # noqa: F81
         JPEGArtifactCorrection(tiny_model)(torch.full((3, 64, 64), 128, dtype=torch.uint8))
 
 
-def test_resized_jpeg_image_says_so(tiny_model, jpeg, tmp_path):  # noqa: F811
+def test_resized_jpeg_image_says_so(tiny_model, jpeg, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg)
     image = Image.open(path)
@@ -405,6 +405,6 @@ def test_resized_jpeg_image_says_so(tiny_model, jpeg, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("shape", [(3, 0, 0), (1, 8, 0), (0, 3, 8, 8)])
-def test_empty_image_names_its_size(tiny_model, shape):  # noqa: F811
+def test_empty_image_names_its_size(tiny_model, shape):
     with pytest.raises(ValueError, match=rf"empty image: pixels of shape \({shape[0]}, "):
         JPEGArtifactCorrection(tiny_model, quality=QUALITY)(torch.zeros(shape, dtype=torch.uint8))
