@@ -15,6 +15,7 @@ Fences in ``docs/**/*.md`` and ``README.md``:
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import os
@@ -298,6 +299,47 @@ def test_tables_fit_the_page(site):
             if table and table_min_width(table) > CONTENT_PX:
                 wide.append(f"{page.relative_to(site)}: {table_min_width(table):.0f} px: {table[0]}")
     assert not wide, f"tables wider than {CONTENT_PX} px:\n" + "\n".join(wide)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Injected into a copy of each page: lists what is wider than the content column.
+_MEASURE = """<script>
+window.addEventListener("load", () => {
+  const column = document.querySelector(".md-content__inner").getBoundingClientRect();
+  const wide = [];
+  document.querySelectorAll(".md-content table, .md-content pre > code").forEach((box) => {
+    const right = box.getBoundingClientRect().right;
+    if (box.scrollWidth > box.clientWidth + 1 || right > column.right + 1) {
+      wide.push(box.tagName + ": " + box.textContent.trim().slice(0, 60).replace(/\\s+/g, " "));
+    }
+  });
+  if (document.documentElement.scrollWidth > window.innerWidth) wide.push("the page scrolls sideways");
+  document.title = "LAYOUT " + JSON.stringify(wide);
+});
+</script></body>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium)")
+def test_pages_fit_1280_px_in_chromium(site):
+    """What the two tests above estimate, measured: headless Chromium at 1280 x 900."""
+    wide = []
+    for page in built_pages(site):
+        name = str(page.relative_to(site))
+        if name in WRITTEN_ELSEWHERE or page.name != "index.html":
+            continue
+        probe = page.with_name("layout-probe.html")
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE), encoding="utf-8")
+        result = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+             "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        probe.unlink()
+        found = re.search(r"<title>LAYOUT (.*?)</title>", result.stdout, re.S)
+        assert found, f"{name}: no measurement from Chromium:\n{result.stderr[-2000:]}"
+        wide += [f"{name}: {item}" for item in json.loads(html.unescape(found[1]))]
+    assert not wide, "wider than the content column at 1280 px:\n" + "\n".join(wide)
 
 
 def _load_script(name: str):
