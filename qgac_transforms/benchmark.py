@@ -29,7 +29,7 @@ from PIL import Image, features
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from .configs import DEFAULT_MODEL, build_model, create_model
+from .configs import DEFAULT_MODEL, build_model, create_model, weights_label
 from .correction import model_inputs
 from .evaluation import compress
 from .functional import correct_jpeg
@@ -169,10 +169,6 @@ def _load(weights: str | None, device: str) -> QGAC:
     return create_model(weights or DEFAULT_MODEL, pretrained=True, device=device)
 
 
-def _weights_label(weights: str | None) -> str:
-    return weights if weights is not None else f"{DEFAULT_MODEL} (default)"
-
-
 def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
     """Correction of a ``size`` x ``size`` colour JPEG (bytes in, pixels out) with pretrained weights."""
     model = _load(weights, device)
@@ -183,7 +179,7 @@ def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int =
 
     seconds = median_seconds(run, repeats)
     return {
-        "weights": _weights_label(weights),
+        "weights": weights_label(weights),
         "width": size,
         "height": size,
         "seconds": seconds,
@@ -249,7 +245,7 @@ def bench_peak_memory(
         raise RuntimeError(f"peak-memory subprocess failed ({child.returncode}): {child.stderr.strip()[-2000:]}")
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     return {
-        "weights": _weights_label(weights),
+        "weights": weights_label(weights),
         "width": width,
         "height": height,
         "megapixels": _megapixels(height, width),

@@ -120,6 +120,11 @@ def create_model(
     return load_folder(pretrained_folder(name, options), QGAC, map_location=device if device is not None else "cpu")
 
 
+def weights_label(name: str | os.PathLike[str] | None) -> str:
+    """How reports name the weights: the name given, or the default's marked as such."""
+    return os.fspath(name) if name is not None else f"{DEFAULT_MODEL} (default)"
+
+
 def load_model(name: str | os.PathLike[str] | None = None, **options: Any) -> QGAC:
     """``create_model(name or DEFAULT_MODEL, pretrained=True, **options)``: trained weights by name."""
     return create_model(DEFAULT_MODEL if name is None else name, pretrained=True, **options)

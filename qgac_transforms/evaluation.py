@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .configs import DEFAULT_MODEL, create_model
+from .configs import DEFAULT_MODEL, create_model, weights_label
 from .functional import correct_jpeg, to_uint8
 from .jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from .metrics import psnr, psnr_b, ssim
@@ -107,17 +107,16 @@ def _mean(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.fmean(row[key] for row in rows) for key in METRICS}
 
 
-def _resolve_model(model_or_weights: QGAC | str | os.PathLike | None, device: str | None) -> tuple[QGAC, str]:
-    if isinstance(model_or_weights, torch.nn.Module):
-        model = model_or_weights.to(device) if device is not None else model_or_weights
-        return model.eval(), f"<in-memory {type(model_or_weights).__name__}>"
-    name = DEFAULT_MODEL if model_or_weights is None else model_or_weights
-    label = str(model_or_weights) if model_or_weights is not None else f"{DEFAULT_MODEL} (default)"
-    return create_model(name, pretrained=True, device=device), label
+def _resolve_model(weights: QGAC | str | os.PathLike | None, device: str | None) -> tuple[QGAC, str]:
+    if isinstance(weights, torch.nn.Module):
+        model = weights.to(device) if device is not None else weights
+        return model.eval(), f"<in-memory {type(weights).__name__}>"
+    name = DEFAULT_MODEL if weights is None else weights
+    return create_model(name, pretrained=True, device=device), weights_label(weights)
 
 
 def evaluate_dataset(
-    model_or_weights: QGAC | str | os.PathLike | None,
+    weights: QGAC | str | os.PathLike | None,
     dataset: str | os.PathLike,
     qualities: Sequence[int] = (10, 20, 30),
     *,
@@ -139,7 +138,7 @@ def evaluate_dataset(
     """
     qualities = list(dict.fromkeys(check_quality(q) for q in qualities))  # checked before the long run
     paths = list_images(dataset)
-    model, label = _resolve_model(model_or_weights, device)
+    model, label = _resolve_model(weights, device)
     per_quality: dict[int, list[dict[str, Any]]] = {q: [] for q in qualities}
     failures = []
     with tqdm(total=len(paths) * len(qualities), desc="qgac eval", unit="image", disable=None if progress is None else not progress) as bar:

@@ -65,3 +65,10 @@ def test_register_kernel_adds_a_type():
         assert F.correct(Wrapped(torch.zeros(1)), build_model("tiny"), blend=0.25) == "Wrapped 0.25"
     finally:
         F._KERNELS.pop(Wrapped)
+
+
+def test_the_hook_refuses_options_for_decoded_pixels():
+    from qgac_transforms.pillow_plugin import register_jpeg_opener
+
+    with pytest.raises(TypeError, match="quality: the hook corrects JPEGs from their coefficients"):
+        register_jpeg_opener(correct=True, quality=50)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..configs import DEFAULT_MODEL, shared_model
+    from ..configs import shared_model, weights_label
     from ..pipeline_evaluation import evaluate_pipelines, format_table
 
     if not set_threads("eval-pipelines", args.threads):
@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(report))
     command = command_line(args).replace("qgac eval ", "qgac eval-pipelines ", 1)
-    write_json(args.json, {"command": command, "weights": args.weights or f"{DEFAULT_MODEL} (default)", **report})
+    write_json(args.json, {"command": command, "weights": weights_label(args.weights), **report})
     return 0
