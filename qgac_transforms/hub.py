@@ -296,9 +296,12 @@ def load_folder(
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidWeightsError(directory / CONFIG_NAME, f"cannot build {model_class.__name__}: {error}") from None
     check_state_dict(model, state, directory / WEIGHTS_NAME)
+    # The statistics come from the config at full precision: a float16 file holds them rounded,
+    # and a model that kept the rounded values would save a folder that no longer loads.
+    statistics = dict(model.named_buffers())
     # Fresh storage, then a copy: tensors viewing the file's buffer can be misaligned, which
     # changes which CPU kernels run and so the last bits of the output.
-    model.to_empty(device=map_location).load_state_dict(state, strict=True)
+    model.to_empty(device=map_location).load_state_dict({**state, **statistics}, strict=True)
     return model.eval()
 
 

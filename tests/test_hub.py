@@ -169,6 +169,18 @@ def test_save_pretrained_and_from_pretrained_are_the_mixin_methods(tmp_path):
     assert_same_weights(loaded, model)
 
 
+def test_a_half_precision_folder_loads_the_exact_statistics_and_saves_again(tmp_path):
+    """A float16 folder holds the statistics rounded; the loaded model keeps the config's exact
+    values, so what it saves loads back (the default model, saved by a user, did not)."""
+    model = mini_model()
+    half = load_model(saved(tmp_path, model.half(), name="half"))
+    exact = mini_model()
+    for name, buffer in exact.named_buffers():
+        assert torch.equal(half.get_buffer(name), buffer), name
+    half.save_pretrained(tmp_path / "again")
+    assert_same_weights(load_model(tmp_path / "again"), half)
+
+
 def test_model_card_metadata_and_results(tmp_path):
     folder = saved(tmp_path)
     card = ModelCard.load(folder / "README.md")
