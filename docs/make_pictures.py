@@ -337,9 +337,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
     reports = load_reports(results)
     if not args.skip_crops:
-        from qgac_transforms.hub import load_model
+        from qgac_transforms import create_model
 
-        model = load_model(args.weights, local_files_only=args.weights is None)
+        model = create_model(args.weights or "qgac-small", pretrained=True, local_files_only=args.weights is None)
         make_comparisons(args.benchmarks, images, model, reports["LIVE1"])
     make_plot(reports, images / "psnr-gain.png")
     write_markdown(results)

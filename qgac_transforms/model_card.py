@@ -47,9 +47,9 @@ coefficients; one model covers every quality setting.
 ## Usage
 
 ```python
-from qgac_transforms import load_model
+from qgac_transforms import create_model
 
-model = load_model("{{ info.repo_id or namespace + "/" + info.model_name }}")
+model = create_model("{{ info.repo_id or namespace + "/" + info.model_name }}", pretrained=True)
 ```
 
 ## Files

@@ -137,10 +137,6 @@ CODE_COLUMNS = 80
 #: (60 px) wide (docs/stylesheets/extra.css; the theme's 5rem would need 800 px for
 #: eight columns).
 CONTENT_PX, TABLE_CHAR_PX, CELL_PADDING_PX, MIN_CELL_PX = 688, 7.0, 32, 60
-#: Built pages whose code blocks and tables are written elsewhere and still hold longer
-#: lines or wider tables (the prose of models.md and method.md, training/README.md
-#: included as the training record); their owners shorten them. Every other page must fit.
-WRITTEN_ELSEWHERE = {"models/index.html", "method/index.html"}
 
 
 @pytest.fixture(scope="module")
@@ -271,8 +267,6 @@ def test_code_blocks_fit_the_page(site):
     long_lines = []
     for page in built_pages(site):
         name = str(page.relative_to(site))
-        if name in WRITTEN_ELSEWHERE:
-            continue
         for block in parsed(page).code_blocks:
             long_lines += [f"{name}: {len(line)}: {line}" for line in block.splitlines() if len(line) > CODE_COLUMNS]
     assert not long_lines, f"code lines over {CODE_COLUMNS} characters:\n" + "\n".join(long_lines)
@@ -293,8 +287,6 @@ def test_tables_fit_the_page(site):
     """No table needs more than the content column at 1280 px, with no word broken."""
     wide = []
     for page in built_pages(site):
-        if str(page.relative_to(site)) in WRITTEN_ELSEWHERE:
-            continue
         for table in parsed(page).tables:
             if table and table_min_width(table) > CONTENT_PX:
                 wide.append(f"{page.relative_to(site)}: {table_min_width(table):.0f} px: {table[0]}")
@@ -326,7 +318,7 @@ def test_pages_fit_1280_px_in_chromium(site):
     wide = []
     for page in built_pages(site):
         name = str(page.relative_to(site))
-        if name in WRITTEN_ELSEWHERE or page.name != "index.html":
+        if page.name != "index.html":
             continue
         probe = page.with_name("layout-probe.html")
         probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE), encoding="utf-8")

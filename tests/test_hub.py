@@ -192,13 +192,13 @@ def test_model_card_metadata_and_results(tmp_path):
     assert card.data.metrics == ["psnr", "ssim"]
     assert "| Dataset | Quality | JPEG PSNR | Corrected PSNR | JPEG SSIM | images |" in card.text
     assert "| synthetic | 10 | 25.00 | 26.50 | 0.7000 | 3 |" in card.text
-    assert 'load_model("tests/qgac-mini")' in card.text
+    assert 'create_model("tests/qgac-mini", pretrained=True)' in card.text
     assert "| y | 10 |" in card.text and "1 h 07 min" in card.text
     assert CARD["evaluation_protocol"] in card.text
     # save_model always rewrites the card; a second export replaces the first one's results.
     save_model(mini_model(), folder, card={"model_name": "again"})
     again = ModelCard.load(folder / "README.md").text
-    assert "No evaluation results yet" in again and 'load_model("qgac-transforms/again")' in again
+    assert "No evaluation results yet" in again and 'create_model("qgac-transforms/again", pretrained=True)' in again
 
 
 def test_card_rejects_unknown_fields_and_results_without_protocol(tmp_path):
