@@ -410,13 +410,3 @@ def clear_cache() -> None:
     """Forget this process's resolved names and verified weight files."""
     _RESOLVED.clear()
     _verify_digest.cache_clear()
-
-
-def __getattr__(name: str) -> Any:
-    """``load_model``: the name published model cards and older code import from here
-    (:func:`qgac_transforms.configs.load_model`)."""
-    if name == "load_model":
-        from .configs import load_model  # noqa: PLC0415 - a re-export; configs imports this module
-
-        return load_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
