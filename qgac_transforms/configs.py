@@ -21,6 +21,7 @@ name        total        Y network    colour network
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .hub import HubOptions, WeightsNotFoundError, embedded_folder, load_folder, resolve
+from .hub import CONFIG_NAME, HubOptions, WeightsNotFoundError, embedded_folder, load_folder, resolve
 from .model import QGAC
 from .model_card import HUB_NAMESPACE
 
@@ -163,11 +164,28 @@ def shared_model(
     process, ``device`` and ``dtype``: what the transform, the Pillow hook and the CLI share.
     Frozen (eval mode, no gradients); do not train or move it: :func:`create_model` gives a
     model of one's own."""
-    key = (DEFAULT_MODEL if name is None else os.fspath(name), str(torch.device(device or "cpu")),
-           dtype or torch.float32)
+    name = DEFAULT_MODEL if name is None else os.fspath(name)
+    place = torch.device(device or "cpu")
+    if place.type == "cuda" and place.index is None:
+        place = torch.device("cuda", torch.cuda.current_device())  # "cuda" and "cuda:0" share one copy
+    key = (_weights_identity(name), str(place), dtype or torch.float32)
     with _SHARED_LOCK:
         model = _SHARED.get(key)
         if model is None:
-            model = create_model(key[0], pretrained=True, device=key[1]).to(dtype=key[2]).eval().requires_grad_(False)
+            model = create_model(name, pretrained=True, device=place).to(dtype=key[2]).eval().requires_grad_(False)
             _SHARED[key] = model
     return model
+
+
+def _weights_identity(name: str) -> str:
+    """What names a model's weights for :func:`shared_model`: a registered name or Hub id as
+    given; a folder by its absolute path and the digest its config records, so that a
+    rewritten folder, or the same relative path from another directory, is another model."""
+    folder = Path(name)
+    if name in MODELS or not folder.is_dir():
+        return name
+    try:
+        digest = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        digest = None  # create_model names the problem when it loads the folder
+    return f"{folder.resolve()}@{digest}"

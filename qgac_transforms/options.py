@@ -9,10 +9,10 @@ options fail where they are written rather than at the first image.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .jpeg_io import chroma_factor_of
@@ -26,9 +26,10 @@ DEFAULT_OVERLAP = 64
 
 def check_tiling(tile: int | None, overlap: int) -> None:
     """Refuse a tile that is not a positive whole number of pixels (or ``None``) and a negative overlap."""
-    if not (tile is None or (isinstance(tile, numbers.Integral) and tile > 0)) or not (
-        isinstance(overlap, numbers.Integral) and overlap >= 0
-    ):
+    def whole(value: object) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if not (tile is None or (whole(tile) and tile > 0)) or not (whole(overlap) and overlap >= 0):
         raise ValueError(f"tile must be a positive number of pixels (or None) and overlap 0 or more, got {tile!r}, {overlap!r}")
 
 
@@ -49,7 +50,8 @@ class CorrectionOptions:
         quality: decoded pixels only: the libjpeg quality they were compressed with (or pass
             ``tables``; neither: estimated from the pixels).
         tables: decoded pixels only: the quantization tables they were compressed with,
-            ``(8, 8)``, ``(64,)``, ``(2, 8, 8)`` or ``(3, 8, 8)`` (see :func:`~.quantization.as_tables`).
+            ``(8, 8)``, ``(64,)``, ``(2, 8, 8)`` or ``(3, 8, 8)`` (see :func:`~.quantization.as_tables`);
+            kept as a copy, nested tuples ``(3, 8, 8)`` of ints, so options compare and hash by value.
         subsampling: decoded colour pixels only: their chroma subsampling (``"4:2:0"``, a
             ``(v, h)`` factor; ``None``: found in the pixels).
 
@@ -64,7 +66,7 @@ class CorrectionOptions:
     blend: float = 1.0
     self_ensemble: bool = False
     quality: int | None = None
-    tables: Tensor | None = field(default=None, compare=False)
+    tables: Tensor | Sequence | None = None
     subsampling: str | tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -82,8 +84,8 @@ class CorrectionOptions:
         if self.subsampling is not None:
             chroma_factor_of(self.subsampling)
         if self.tables is not None:
-            as_tables(self.tables, 3)  # fail early on malformed tables
-            object.__setattr__(self, "tables", torch.as_tensor(self.tables))
+            steps = as_tables(self.tables, 3).tolist()  # fails early on malformed tables
+            object.__setattr__(self, "tables", tuple(tuple(map(tuple, table)) for table in steps))
 
     def changed(self, **changes: Any) -> CorrectionOptions:
         """A copy with ``changes`` (validated again); ``self`` when there are none."""

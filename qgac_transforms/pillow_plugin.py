@@ -163,11 +163,11 @@ def register_jpeg_opener(
     settings for images opened afterwards.
     """
     global _original, _correction
-    pixel_only = sorted({"quality", "tables", "subsampling"} & changes.keys())
+    options = (options or CorrectionOptions()).changed(**changes)
+    pixel_only = [name for name in ("quality", "tables", "subsampling") if getattr(options, name) is not None]
     if pixel_only:
         raise TypeError(f"register_jpeg_opener got {', '.join(pixel_only)}: the hook corrects JPEGs from their "
                         "coefficients and tables; those options describe decoded pixels (JPEGArtifactCorrection)")
-    options = (options or CorrectionOptions()).changed(**changes)
     format_id = JpegImagePlugin.JpegImageFile.format
     if _original is None:
         _original = Image.OPEN[format_id]

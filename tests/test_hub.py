@@ -181,6 +181,23 @@ def test_a_half_precision_folder_loads_the_exact_statistics_and_saves_again(tmp_
     assert_same_weights(load_model(tmp_path / "again"), half)
 
 
+def test_shared_model_follows_a_folders_contents_and_its_absolute_path(tmp_path, monkeypatch):
+    """The inference cache names a folder by where it is and what it holds: a folder saved
+    again, or the same relative path from another directory, gives the model now there."""
+    first, second = mini_model(seed=1), mini_model(seed=2)
+    first.save_pretrained(tmp_path / "w")
+    assert_same_weights(configs.shared_model(tmp_path / "w"), first)
+    second.save_pretrained(tmp_path / "w")
+    assert_same_weights(configs.shared_model(tmp_path / "w"), second)
+    for name, model in (("a", first), ("b", second)):
+        model.save_pretrained(tmp_path / name / "w")
+    monkeypatch.chdir(tmp_path / "a")
+    assert_same_weights(configs.shared_model("w"), first)
+    monkeypatch.chdir(tmp_path / "b")
+    assert_same_weights(configs.shared_model("w"), second)
+    assert configs.shared_model("w") is configs.shared_model(tmp_path / "b" / "w")
+
+
 def test_model_card_metadata_and_results(tmp_path):
     folder = saved(tmp_path)
     card = ModelCard.load(folder / "README.md")

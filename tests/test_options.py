@@ -22,7 +22,8 @@ from qgac_transforms.options import CorrectionOptions
      (dict(blend=True), ValueError, r"blend must be a number in \[0, 1\]"),
      (dict(self_ensemble=1), TypeError, "self_ensemble must be True or False"),
      (dict(quality=50, tables=torch.ones(8, 8)), ValueError, "pass quality or tables, not both"),
-     (dict(subsampling="4:9:9"), ValueError, "4:9:9"), (dict(tables=torch.zeros(8, 8)), ValueError, "at least 1")],
+     (dict(subsampling="4:9:9"), ValueError, "4:9:9"), (dict(tables=torch.zeros(8, 8)), ValueError, "at least 1"),
+     (dict(tile=True), ValueError, "tile must be"), (dict(overlap=False), ValueError, "overlap 0 or more")],
 )
 def test_bad_options_are_refused_where_they_are_written(changes, error, message):
     with pytest.raises(error, match=message):
@@ -33,10 +34,19 @@ def test_bad_options_are_refused_where_they_are_written(changes, error, message)
 
 def test_options_are_frozen_and_changed_copies():
     options = CorrectionOptions(tables=[[2] * 8] * 8)
-    assert isinstance(options.tables, torch.Tensor) and options.changed() is options
+    assert options.changed() is options
     assert options.changed(blend=0.5).blend == 0.5 and options.blend == 1.0
     with pytest.raises(AttributeError):
         options.tile = 8  # type: ignore[misc]
+
+
+def test_tables_are_a_copy_compared_by_value():
+    steps = torch.full((8, 8), 2)
+    options = CorrectionOptions(tables=steps)
+    steps.zero_()  # the caller's tensor changes; the checked options do not
+    assert torch.equal(torch.tensor(options.tables), torch.full((3, 8, 8), 2))
+    assert options == CorrectionOptions(tables=[[2] * 8] * 8) and hash(options) == hash(CorrectionOptions(tables=[[2] * 8] * 8))
+    assert options != CorrectionOptions(tables=torch.full((8, 8), 50))
 
 
 def test_correct_dispatches_by_input_type():
@@ -72,3 +82,5 @@ def test_the_hook_refuses_options_for_decoded_pixels():
 
     with pytest.raises(TypeError, match="quality: the hook corrects JPEGs from their coefficients"):
         register_jpeg_opener(correct=True, quality=50)
+    with pytest.raises(TypeError, match="tables: the hook corrects JPEGs"):
+        register_jpeg_opener(correct=True, options=CorrectionOptions(tables=torch.full((8, 8), 4)))

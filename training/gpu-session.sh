@@ -26,10 +26,12 @@ export PYTHONUNBUFFERED=1
 trap 'cp "$run"/train.log "$out"/ 2>/dev/null || true; ls -lR "$out"' EXIT  # the log even of a call cut short
 python -m training bench --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
     --batches "${BENCH_BATCHES:-20}" --json "$out/bench.json" "$@"
-color_init=()
 if [ "$y_minutes" != 0 ]; then
     python -m training train --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
         --session-minutes "$y_minutes" "$@"
+fi
+color_init=()  # stage y's best, from this call or an earlier one on the same RUN
+if [ -e "$run/best-y.pt" ]; then
     color_init=(--init "$run/best-y.pt")
 fi
 if [ "$color_minutes" != 0 ]; then
