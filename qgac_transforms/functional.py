@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar, Union
 
 import numpy as np
@@ -57,7 +57,6 @@ from .self_ensemble import correct_self_ensemble
 from .tiling import correct_planes_tiled
 
 Weights = Union[str, os.PathLike, nn.Module, None]
-TablesLike = Union[Tensor, Sequence]
 #: The options used where none are given.
 DEFAULT_OPTIONS = CorrectionOptions()
 JPEG_FILE_TYPES: tuple[type, ...] = (str, os.PathLike, bytes, bytearray, memoryview, io.IOBase)

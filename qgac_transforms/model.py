@@ -316,8 +316,10 @@ class QGAC(
 
     def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:
         rows, cols = plane.shape[-2] // BLOCK, plane.shape[-1] // BLOCK
-        mean = self.coefficient_mean[channel].to(plane.dtype).repeat(rows, cols)
-        std = self.coefficient_std[channel].to(plane.dtype).repeat(rows, cols)
+        # on the plane's device and dtype: a model built under torch.device("cuda") keeps its
+        # statistics on the CPU (they are checked there when it is made)
+        mean = self.coefficient_mean[channel].to(plane).repeat(rows, cols)
+        std = self.coefficient_std[channel].to(plane).repeat(rows, cols)
         return mean, std
 
     def normalize(self, plane: Tensor, channel: int) -> Tensor:

@@ -55,6 +55,10 @@ class CorrectionOptions:
         subsampling: decoded colour pixels only: their chroma subsampling (``"4:2:0"``, a
             ``(v, h)`` factor; ``None``: found in the pixels).
 
+    ``quality``, ``tables`` and ``subsampling`` describe decoded pixels: a JPEG file, its
+    coefficients or a Pillow JPEG that still shows its file carries its own, so the
+    transform uses them only for pixels, and the Pillow hook refuses them.
+
     Raises:
         ValueError: a value out of its range, ``quality`` and ``tables`` together, or
             malformed tables; TypeError: ``self_ensemble`` that is not a bool.

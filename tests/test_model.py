@@ -322,3 +322,12 @@ def test_autocast_bfloat16_on_cpu(tiny):
             out = tiny(y, tables, chroma)
     assert out.shape == reference.shape and out.isfinite().all()
     assert (out.float() - reference).norm() / reference.norm() < 2e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_built_under_a_cuda_device_context_runs_there():
+    with torch.device("cuda"):
+        model = build_model("tiny").eval()
+    y, tables = torch.randn(1, 1, 16, 16, device="cuda") * 50, torch.full((1, 3, 8, 8), 8.0, device="cuda")
+    with torch.no_grad():
+        assert model(y, tables).device.type == "cuda"
