@@ -27,11 +27,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from qgac_transforms.model_card import markdown_table
 
 DOCS = Path(__file__).resolve().parent
 QUALITY = 10
@@ -57,19 +60,27 @@ SELF_ENSEMBLE_REPORT = "eval-live1-self-ensemble.json"
 GENERATED = "<!-- written by docs/make_pictures.py from docs/results/*.json; do not edit -->"
 
 
-def markdown_table(header: list[str], rows: list[list[str]], indent: str = "") -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(indent + line for line in lines)
-
-
 # --------------------------------------------------------------------------- comparison
+
+
+def _gain(result: dict) -> float:
+    """PSNR gain (dB) of a report's result or per-image row."""
+    return result["corrected"]["psnr"] - result["jpeg"]["psnr"]
+
+
+def _at(report: dict, quality: int) -> dict | None:
+    """The report's result at ``quality``, if it has one."""
+    return next((r for r in report["results"] if r["quality"] == quality), None)
+
+
+def load_bench(results: Path) -> list[tuple[str, dict]]:
+    """The ``qgac bench`` reports ``bench-*.json``, by file name."""
+    return [(path.name, json.loads(path.read_text())) for path in sorted(results.glob("bench-*.json"))]
 
 
 def chosen_images(report: dict) -> list[tuple[str, str, dict]]:
     """(role, image name, per-image row) of the median-gain and the highest-gain image at ``QUALITY``."""
-    result = next(r for r in report["results"] if r["quality"] == QUALITY)
-    ranked = sorted(result["per_image"], key=lambda row: row["corrected"]["psnr"] - row["jpeg"]["psnr"])
+    ranked = sorted(_at(report, QUALITY)["per_image"], key=_gain)
     return [("median", ranked[len(ranked) // 2]["image"], ranked[len(ranked) // 2]), ("best", ranked[-1]["image"], ranked[-1])]
 
 
@@ -116,12 +127,12 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 def comparison_markdown(report: dict, original: bool = False) -> str:
     """The median and the best LIVE1 image at ``QUALITY``, JPEG beside corrected, as HTML figures."""
-    result = next(r for r in report["results"] if r["quality"] == QUALITY)
+    result = _at(report, QUALITY)
     count = len(result["per_image"])
     parts = [GENERATED]
     for role, name, row in chosen_images(report):
         stem = Path(name).stem
-        gain = row["corrected"]["psnr"] - row["jpeg"]["psnr"]
+        gain = _gain(row)
         rank = "median gain" if role == "median" else "highest gain"
         panels = [
             _figure(f"images/compare-{stem}-jpeg.png", f"{stem}, JPEG quality {QUALITY}",
@@ -136,7 +147,7 @@ def comparison_markdown(report: dict, original: bool = False) -> str:
             f'<p class="qgac-compare__title" markdown="span">`{stem}`: {rank} of the {count} LIVE1 images</p>\n'
             + "\n".join(panels) + "\n</div>"
         )
-    mean = result["corrected"]["psnr"] - result["jpeg"]["psnr"]
+    mean = _gain(result)
     parts.append(
         f"*LIVE1 images saved as JPEG at quality {QUALITY}, corrected by the default model. The two images "
         f"are the one of median gain and the one of highest gain of the {count} (mean gain {mean:+.2f} dB); "
@@ -156,7 +167,7 @@ def load_reports(results: Path) -> dict[str, dict]:
 
 def gains(report: dict) -> tuple[list[int], list[float]]:
     rows = report["results"]
-    return [r["quality"] for r in rows], [r["corrected"]["psnr"] - r["jpeg"]["psnr"] for r in rows]
+    return [r["quality"] for r in rows], [_gain(r) for r in rows]
 
 
 def make_plot(reports: dict[str, dict], path: Path) -> None:
@@ -185,17 +196,13 @@ def make_plot(reports: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
-def _gain(result: dict) -> float:
-    return result["corrected"]["psnr"] - result["jpeg"]["psnr"]
-
-
-def headline_markdown(reports: dict[str, dict], results: Path) -> str:
+def headline_markdown(reports: dict[str, dict]) -> str:
     """PSNR gains only: quality x dataset, ours against the paper's, with the JPEG PSNR each starts from."""
     header = ["Test set", "JPEG", "gain", "paper: JPEG", "paper: gain"]
     rows = []
     for quality in sorted({q for paper in PAPER.values() for q in paper}):
         for name, report in reports.items():
-            result = next((r for r in report["results"] if r["quality"] == quality), None)
+            result = _at(report, quality)
             if result is None:
                 continue
             jpeg, qgac = PAPER[name][quality]
@@ -206,19 +213,15 @@ def headline_markdown(reports: dict[str, dict], results: Path) -> str:
     return f"{GENERATED}\n\n" + markdown_table(header, rows) + "\n"
 
 
-def numbers_markdown(reports: dict[str, dict], results: Path) -> str:
+def numbers_markdown(reports: dict[str, dict], bench: list[tuple[str, dict]]) -> str:
     """The landing page's numbers: gain at quality 10 and time per 512 x 512 image."""
     header = ["", *(f"{name} ({DESCRIPTION[name]})" for name in reports)]
     ours, paper = [f"gain at quality {QUALITY}, `qgac-small`"], [f"gain at quality {QUALITY}, the paper's QGAC"]
     for name, report in reports.items():
-        result = next(r for r in report["results"] if r["quality"] == QUALITY)
         jpeg, qgac = PAPER[name][QUALITY]
-        ours.append(f"**{_gain(result):+.2f} dB**")
+        ours.append(f"**{_gain(_at(report, QUALITY)):+.2f} dB**")
         paper.append(f"{qgac[0] - jpeg[0]:+.2f} dB")
-    speed = []
-    for path in sorted(results.glob("bench-*.json")):
-        report = json.loads(path.read_text())
-        speed.append(f"{report['end_to_end']['seconds'] * 1000:.0f} ms on {_device(report)}")
+    speed = [f"{report['end_to_end']['seconds'] * 1000:.0f} ms on {_device(report)}" for _, report in bench]
     return (
         f"{GENERATED}\n\n"
         + markdown_table(header, [ours, paper])
@@ -227,7 +230,7 @@ def numbers_markdown(reports: dict[str, dict], results: Path) -> str:
     )  # fmt: skip
 
 
-def tables_markdown(reports: dict[str, dict], results: Path) -> str:
+def tables_markdown(reports: dict[str, dict], results: Path, bench: list[tuple[str, dict]]) -> str:
     header = ["Quality", *(f"{side} {metric}" for side in ("JPEG", "QGAC") for metric in ("PSNR", "PSNR-B", "SSIM")), "gain"]
     parts = [GENERATED]
     for name, report in reports.items():
@@ -247,13 +250,13 @@ def tables_markdown(reports: dict[str, dict], results: Path) -> str:
         parts.append(
             f'??? abstract "{name}: PSNR, PSNR-B and SSIM at every quality"\n\n'
             f"    {images} images, weights `{report['weights']}`, from `docs/results/{REPORTS[name]}`; "
-            "PSNR and PSNR-B in dB.\n\n" + markdown_table(header, rows, "    ")
+            "PSNR and PSNR-B in dB.\n\n" + textwrap.indent(markdown_table(header, rows), "    ")
             + f"\n\n    The paper's Table {'1' if name == 'LIVE1' else '2'}, same columns:\n\n"
-            + markdown_table(header, paper, "    ")
+            + textwrap.indent(markdown_table(header, paper), "    ")
         )
     if (results / SELF_ENSEMBLE_REPORT).is_file():
         parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
-    parts.append(speed_markdown(results))
+    parts.append(speed_markdown(bench))
     return "\n\n".join(parts) + "\n"
 
 
@@ -283,9 +286,8 @@ def _device(report: dict) -> str:
     return f"{' '.join(machine['cpu'].split()[:2])} CPU, {report['threads']} thread{'s' if report['threads'] > 1 else ''}"
 
 
-def speed_markdown(results: Path) -> str:
-    """Milliseconds per 512 x 512 colour image from the ``qgac bench`` reports ``bench-*.json``."""
-    reports = [(path.name, json.loads(path.read_text())) for path in sorted(results.glob("bench-*.json"))]
+def speed_markdown(reports: list[tuple[str, dict]]) -> str:
+    """Milliseconds per 512 x 512 colour image from the ``qgac bench`` reports (:func:`load_bench`)."""
     configs = list(dict.fromkeys(n["config"] for _, report in reports for n in report["network"]))
     header = ["", *(_device(report) for _, report in reports)]
     forward = [{n["config"]: n["forward_s"] for n in report["network"]} for _, report in reports]
@@ -309,18 +311,18 @@ def speed_markdown(results: Path) -> str:
     )
 
 
-def write_markdown(results: Path) -> None:
-    reports = load_reports(results)
+def write_markdown(reports: dict[str, dict], results: Path) -> None:
     for name, text in markdown_files(reports, results).items():
         (results / name).write_text(text)
 
 
 def markdown_files(reports: dict[str, dict], results: Path) -> dict[str, str]:
     """Every generated Markdown file of ``docs/results/``, by name."""
+    bench = load_bench(results)
     return {
-        "tables.md": tables_markdown(reports, results),
-        "headline.md": headline_markdown(reports, results),
-        "numbers.md": numbers_markdown(reports, results),
+        "tables.md": tables_markdown(reports, results, bench),
+        "headline.md": headline_markdown(reports),
+        "numbers.md": numbers_markdown(reports, bench),
         "comparison.md": comparison_markdown(reports["LIVE1"]),
         "comparison-original.md": comparison_markdown(reports["LIVE1"], original=True),
     }
@@ -342,7 +344,7 @@ def main() -> None:
         model = create_model(args.weights or "qgac-small", pretrained=True, local_files_only=args.weights is None)
         make_comparisons(args.benchmarks, images, model, reports["LIVE1"])
     make_plot(reports, images / "psnr-gain.png")
-    write_markdown(results)
+    write_markdown(reports, results)
     print(f"wrote {images} and the Markdown of {results}")
 
 

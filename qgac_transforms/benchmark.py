@@ -29,12 +29,11 @@ from PIL import Image, features
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from .configs import DEFAULT_MODEL, build_model, create_model, weights_label
+from .configs import build_model, load_model, weights_label
 from .correction import model_inputs
 from .evaluation import compress
 from .functional import correct_jpeg
 from .jpeg_io import read_coefficients
-from .model import QGAC
 from .options import CorrectionOptions
 
 #: (height, width) of the read benchmark: a small image and a 12-megapixel photo.
@@ -165,13 +164,9 @@ def bench_network(
     return rows
 
 
-def _load(weights: str | None, device: str) -> QGAC:
-    return create_model(weights or DEFAULT_MODEL, pretrained=True, device=device)
-
-
 def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
     """Correction of a ``size`` x ``size`` colour JPEG (bytes in, pixels out) with pretrained weights."""
-    model = _load(weights, device)
+    model = load_model(weights, device=device)
     data = synthetic_jpeg(size, size)
 
     def run() -> None:
@@ -203,7 +198,7 @@ def _rss_high_water_mib() -> float:
 def peak_memory_here(path: str, weights: str | None, threads: int) -> dict[str, Any]:
     """Correct one file in this process and report its RSS high-water marks (run in a fresh process)."""
     torch.set_num_threads(threads)
-    model = _load(weights, "cpu")
+    model = load_model(weights, device="cpu")
     loaded = _rss_high_water_mib()
     coefficients = read_coefficients(path)
     read = _rss_high_water_mib()

@@ -21,7 +21,6 @@ name        total        Y network    colour network
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -152,7 +151,9 @@ def pretrained_folder(name: str | os.PathLike[str] = DEFAULT_MODEL, options: Hub
     return resolve(weights.repo_id, replace(options, revision=weights.revision), fallback=packaged)
 
 
-_SHARED: dict[tuple[str, str, torch.dtype], QGAC] = {}
+#: (source, device, dtype) -> (version, model): one entry per source; a folder saved again
+#: replaces its entry.
+_SHARED: dict[tuple[str, str, torch.dtype], tuple[tuple[int, ...] | None, QGAC]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -168,24 +169,26 @@ def shared_model(
     place = torch.device(device or "cpu")
     if place.type == "cuda" and place.index is None:
         place = torch.device("cuda", torch.cuda.current_device())  # "cuda" and "cuda:0" share one copy
-    key = (_weights_identity(name), str(place), dtype or torch.float32)
+    source, version = _source(name)
+    key = (source, str(place), dtype or torch.float32)
     with _SHARED_LOCK:
-        model = _SHARED.get(key)
-        if model is None:
+        cached = _SHARED.get(key)
+        if cached is None or cached[0] != version:
             model = create_model(name, pretrained=True, device=place).to(dtype=key[2]).eval().requires_grad_(False)
-            _SHARED[key] = model
-    return model
+            cached = _SHARED[key] = (version, model)
+    return cached[1]
 
 
-def _weights_identity(name: str) -> str:
-    """What names a model's weights for :func:`shared_model`: a registered name or Hub id as
-    given; a folder by its absolute path and the digest its config records, so that a
-    rewritten folder, or the same relative path from another directory, is another model."""
+def _source(name: str) -> tuple[str, tuple[int, ...] | None]:
+    """Where ``name``'s weights come from and which version of them: a registered name or Hub id
+    as given; a folder by its absolute path (the same relative path from another directory is
+    another model) and its config file's inode, size and modification time (one ``stat``, no
+    read: saving writes a new file, so a folder saved again is a new version)."""
     folder = Path(name)
     if name in MODELS or not folder.is_dir():
-        return name
+        return name, None
     try:
-        digest = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["weights_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        digest = None  # create_model names the problem when it loads the folder
-    return f"{folder.resolve()}@{digest}"
+        stat = (folder / CONFIG_NAME).stat()
+    except OSError:
+        return str(folder.resolve()), None  # create_model names the problem when it loads the folder
+    return str(folder.resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns)

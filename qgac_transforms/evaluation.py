@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .configs import DEFAULT_MODEL, create_model, weights_label
+from .configs import load_model, weights_label
 from .functional import correct_jpeg, to_uint8
 from .jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from .metrics import psnr, psnr_b, ssim
@@ -111,8 +111,7 @@ def _resolve_model(weights: QGAC | str | os.PathLike | None, device: str | None)
     if isinstance(weights, torch.nn.Module):
         model = weights.to(device) if device is not None else weights
         return model.eval(), f"<in-memory {type(weights).__name__}>"
-    name = DEFAULT_MODEL if weights is None else weights
-    return create_model(name, pretrained=True, device=device), weights_label(weights)
+    return load_model(weights, device=device), weights_label(weights)
 
 
 def evaluate_dataset(

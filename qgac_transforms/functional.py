@@ -57,8 +57,6 @@ from .self_ensemble import correct_self_ensemble
 from .tiling import correct_planes_tiled
 
 Weights = Union[str, os.PathLike, nn.Module, None]
-#: The options used where none are given.
-DEFAULT_OPTIONS = CorrectionOptions()
 JPEG_FILE_TYPES: tuple[type, ...] = (str, os.PathLike, bytes, bytearray, memoryview, io.IOBase)
 InputT = TypeVar("InputT")
 
@@ -79,10 +77,6 @@ def load_cached_model(
 def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     parameter = next(model.parameters())
     return parameter.device, parameter.dtype
-
-
-def _options(options: CorrectionOptions | None, changes: dict[str, Any]) -> CorrectionOptions:
-    return (DEFAULT_OPTIONS if options is None else options).changed(**changes)
 
 
 # --------------------------------------------------------------------------- tables
@@ -133,7 +127,7 @@ def correct_inputs(
 ) -> Tensor:
     """Corrected pixels ``(B, C, H, W)`` of a batch of model inputs: ``quality_override``,
     then tiles or the self-ensemble (8x the work); ``blend`` is the caller's."""
-    options = _options(options, changes)
+    options = CorrectionOptions.of(options, **changes)
     if options.quality_override is not None:
         batch, channels = inputs.y.shape[0], 1 if inputs.chroma is None else 3
         tables = _network_tables(options.quality_override, batch, channels).to(inputs.tables)
@@ -147,7 +141,7 @@ def correct_jpeg(
     model: QGAC, coefficients: JPEGCoefficients, options: CorrectionOptions | None = None, **changes: Any
 ) -> Tensor:
     """Corrected pixels ``(C, H, W)`` in ``[0, 255]`` (stored orientation) of one JPEG's coefficients."""
-    options = _options(options, changes)
+    options = CorrectionOptions.of(options, **changes)
     device, dtype = _placement(model)
     corrected = correct_inputs(model, model_inputs(coefficients, device, dtype), options)[0]
     if options.blend < 1.0:
@@ -169,7 +163,7 @@ def correct_pixels(model: QGAC, pixels: Tensor, options: CorrectionOptions | Non
     ``[0, 255]``. Raises ``ValueError`` for pixels that show no JPEG grid (and, in blind
     mode, for pixels too flat to estimate the tables).
     """
-    options = _options(options, changes)
+    options = CorrectionOptions.of(options, **changes)
     if pixels.ndim < 3 or pixels.shape[-3] not in (1, 3):
         raise ValueError(f"expected pixels of shape (..., 1 or 3, H, W), got {tuple(pixels.shape)}")
     if pixels.numel() == 0:
@@ -229,6 +223,11 @@ def register_kernel(*types: type) -> Callable[[Kernel], Kernel]:
     return register
 
 
+def is_jpeg_file(inpt: Any) -> bool:
+    """A JPEG given as a file: a path, bytes-like data or any object with a ``read`` method."""
+    return isinstance(inpt, JPEG_FILE_TYPES) or callable(getattr(inpt, "read", None))
+
+
 def kernel_for(inpt: Any) -> Kernel | None:
     """The kernel registered for ``inpt``'s type or its nearest base, else for an abstract
     base it registers with (``os.PathLike``), or ``None``; any object with a ``read`` method
@@ -239,7 +238,7 @@ def kernel_for(inpt: Any) -> Kernel | None:
     for kind, kernel in _KERNELS.items():
         if isinstance(inpt, kind):
             return kernel
-    return _KERNELS[io.IOBase] if callable(getattr(inpt, "read", None)) else None
+    return _KERNELS[io.IOBase] if is_jpeg_file(inpt) else None
 
 
 def correct(inpt: InputT, model: QGAC, options: CorrectionOptions | None = None, **changes: Any) -> InputT:
@@ -253,7 +252,7 @@ def correct(inpt: InputT, model: QGAC, options: CorrectionOptions | None = None,
             f"cannot correct a {type(inpt).__name__}: pass a Pillow image, an image tensor, tv_tensors.Image or "
             "Video, JPEGCoefficients, or a JPEG as a path, bytes or binary file"
         )
-    return kernel(inpt, model, _options(options, changes))
+    return kernel(inpt, model, CorrectionOptions.of(options, **changes))
 
 
 @register_kernel(JPEGCoefficients)

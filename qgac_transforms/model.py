@@ -274,8 +274,12 @@ class QGAC(
             block_width, features, per_frequency, manifold_width, fusion_width, block_body, block_depth, frequency_net
         )
         self.color_network = ColorNetwork(color_width, manifold_width) if color else None
-        self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(torch.float32))
-        self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(torch.float32))
+        # on the device the model is built on (under torch.device("cuda"), the GPU), except on
+        # "meta", where the statistics keep their values: loading checks the file against them
+        place = torch.get_default_device()
+        place = torch.device("cpu") if place.type == "meta" else place
+        self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(place, torch.float32))
+        self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(place, torch.float32))
 
     # ------------------------------------------------------------ Hub integration
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -316,10 +320,8 @@ class QGAC(
 
     def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:
         rows, cols = plane.shape[-2] // BLOCK, plane.shape[-1] // BLOCK
-        # on the plane's device and dtype: a model built under torch.device("cuda") keeps its
-        # statistics on the CPU (they are checked there when it is made)
-        mean = self.coefficient_mean[channel].to(plane).repeat(rows, cols)
-        std = self.coefficient_std[channel].to(plane).repeat(rows, cols)
+        mean = self.coefficient_mean[channel].to(plane.dtype).repeat(rows, cols)
+        std = self.coefficient_std[channel].to(plane.dtype).repeat(rows, cols)
         return mean, std
 
     def normalize(self, plane: Tensor, channel: int) -> Tensor:

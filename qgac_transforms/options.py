@@ -91,6 +91,12 @@ class CorrectionOptions:
             steps = as_tables(self.tables, 3).tolist()  # fails early on malformed tables
             object.__setattr__(self, "tables", tuple(tuple(map(tuple, table)) for table in steps))
 
+    @classmethod
+    def of(cls, options: CorrectionOptions | None = None, **changes: Any) -> CorrectionOptions:
+        """``options`` (the defaults where ``None``) with ``changes``: what every entry point
+        that takes both an options object and its fields as keywords uses."""
+        return (options if options is not None else cls()).changed(**changes)
+
     def changed(self, **changes: Any) -> CorrectionOptions:
         """A copy with ``changes`` (validated again); ``self`` when there are none."""
         return replace(self, **changes) if changes else self

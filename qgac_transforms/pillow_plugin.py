@@ -163,7 +163,7 @@ def register_jpeg_opener(
     settings for images opened afterwards.
     """
     global _original, _correction
-    options = (options or CorrectionOptions()).changed(**changes)
+    options = CorrectionOptions.of(options, **changes)
     pixel_only = [name for name in ("quality", "tables", "subsampling") if getattr(options, name) is not None]
     if pixel_only:
         raise TypeError(f"register_jpeg_opener got {', '.join(pixel_only)}: the hook corrects JPEGs from their "

@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from ._version import __version__
-from .hub import CARD_NAME, PUBLISHED_FILES, InvalidWeightsError, embedded_folder
+from .hub import CARD_NAME, PUBLISHED_FILES, InvalidWeightsError, embedded_folder, load_folder
 from .model import QGAC
 
 
@@ -37,7 +37,7 @@ def upload(
     :data:`PUBLISHED_FILES` are sent.
     """
     folder = Path(folder)
-    QGAC.from_pretrained(folder)
+    load_folder(folder, QGAC)  # strictly, hash checked
     if not (folder / CARD_NAME).is_file():
         raise InvalidWeightsError(folder / CARD_NAME, "missing: write the folder with save_model to get a model card")
     api = HfApi(token=token)
@@ -53,7 +53,7 @@ def upload(
 def embed(folder: str | os.PathLike[str], name: str | None = None) -> Path:
     """Copy a saved model folder into the package (``weights/<name>/``) after checking it loads."""
     folder = Path(folder)
-    QGAC.from_pretrained(folder)
+    load_folder(folder, QGAC)  # strictly, hash checked
     target = embedded_folder(name or folder.name)
     target.mkdir(parents=True, exist_ok=True)
     for file_name in PUBLISHED_FILES:

@@ -59,8 +59,7 @@ def _is_free(item: Any) -> bool:
     """A pure tensor, a JPEG file (path, bytes-like, file object) or an array: the image
     only when the sample holds nothing of :data:`_IMAGE_TYPES` (the first one found)."""
     pure_tensor = isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
-    jpeg_file = isinstance(item, F.JPEG_FILE_TYPES) or callable(getattr(item, "read", None))
-    return pure_tensor or jpeg_file or isinstance(item, np.ndarray)
+    return pure_tensor or F.is_jpeg_file(item) or isinstance(item, np.ndarray)
 
 
 class JPEGArtifactCorrection(Transform):
@@ -91,7 +90,7 @@ class JPEGArtifactCorrection(Transform):
         **changes: Any,
     ) -> None:
         super().__init__()
-        self.options = (options or CorrectionOptions()).changed(**changes)
+        self.options = CorrectionOptions.of(options, **changes)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
         is_model = isinstance(weights, nn.Module)

@@ -13,7 +13,7 @@ from qgac_transforms.dct import blockify
 from qgac_transforms.quantization import quantize
 
 FACTORS = [(1, 1), (1, 2), (2, 1), (2, 2), (1, 4)]
-PILLOW_SUBSAMPLING = {code: codec.SUBSAMPLINGS[name] for name, code in jpeg_io.PILLOW_SUBSAMPLING.items()}
+FACTOR_OF_CODE = {code: codec.SUBSAMPLINGS[name] for name, code in jpeg_io.PILLOW_SUBSAMPLING.items()}
 seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 40)
 
@@ -97,7 +97,7 @@ def test_encoder_matches_libjpeg(make_image, make_jpeg, h, w, subsampling, quali
     stored = jpeg_io.read_coefficients(make_jpeg(image, **options))
     pixels = torch.from_numpy(np.array(image, dtype=np.float64))
     pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-    factor = PILLOW_SUBSAMPLING.get(subsampling, (1, 1))
+    factor = FACTOR_OF_CODE.get(subsampling, (1, 1))
     assert stored.chroma_factor == factor
     planes = codec.pixels_to_coefficients(pixels, factor)
     for plane, table, blocks in zip(planes, stored.tables, stored.blocks):
@@ -152,8 +152,6 @@ def test_integer_pixels_are_accepted():
 
 # --------------------------------------------------------------------------- codec.compress: libjpeg-turbo bit for bit
 
-PILLOW_CODES = jpeg_io.PILLOW_SUBSAMPLING
-
 
 def _assert_identical(actual: jpeg_io.CoefficientTensors, expected: jpeg_io.CoefficientTensors) -> None:
     assert torch.equal(actual.tables, expected.tables)
@@ -170,13 +168,13 @@ def _as_tensor(image) -> torch.Tensor:
 
 @given(
     h=st.integers(1, 100), w=st.integers(1, 100), quality=st.integers(1, 100), seed=seeds, smooth=st.booleans(),
-    subsampling=st.sampled_from([*PILLOW_CODES, "gray"]),
+    subsampling=st.sampled_from([*jpeg_io.PILLOW_SUBSAMPLING, "gray"]),
 )
 def test_compress_is_pillow_bit_for_bit(make_image, make_jpeg, h, w, quality, seed, smooth, subsampling):
     """Every coefficient and table equals what Pillow (libjpeg-turbo) writes, read back by jpeglib."""
     gray = subsampling == "gray"
     image = make_image(seed % 10_000, h, w, "L" if gray else "RGB", smooth=smooth)
-    options = {"quality": quality} if gray else {"quality": quality, "subsampling": PILLOW_CODES[subsampling]}
+    options = {"quality": quality} if gray else {"quality": quality, "subsampling": jpeg_io.PILLOW_SUBSAMPLING[subsampling]}
     expected = jpeg_io.read_coefficients(make_jpeg(image, **options)).to_tensors()
     _assert_identical(codec.compress(_as_tensor(image), quality, "4:2:0" if gray else subsampling), expected)
 

@@ -15,6 +15,7 @@ Fences in ``docs/**/*.md`` and ``README.md``:
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib.util
 import json
@@ -205,6 +206,7 @@ class _PageParser(HTMLParser):
             self._cell.append(data)
 
 
+@functools.cache  # the layout tests each walk every page of the one built site
 def parsed(page: Path) -> _PageParser:
     parser = _PageParser()
     parser.feed(page.read_text(encoding="utf-8"))
@@ -347,9 +349,10 @@ def test_pictures_are_small_and_generated_files_match_their_scripts():
     assert len(images) >= 6 and sum(p.stat().st_size for p in images) < 512 * 2**10
     pictures = _load_script("make_pictures")
     results = DOCS / "results"
-    for name, text in pictures.markdown_files(pictures.load_reports(results), results).items():
+    generated = pictures.markdown_files(pictures.load_reports(results), results)
+    for name, text in generated.items():
         assert (results / name).read_text() == text, f"{name} out of date: python docs/make_pictures.py --skip-crops"
-    for name, text in pictures.markdown_files(pictures.load_reports(results), results).items():
+    for name, text in generated.items():
         for picture in re.findall(r"\]\((images/[^)]+)\)", text):
             assert (DOCS / picture).is_file(), f"{name} shows {picture}: python docs/make_pictures.py"
     diagrams = _load_script("make_diagrams")

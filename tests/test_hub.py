@@ -189,6 +189,8 @@ def test_shared_model_follows_a_folders_contents_and_its_absolute_path(tmp_path,
     assert_same_weights(configs.shared_model(tmp_path / "w"), first)
     second.save_pretrained(tmp_path / "w")
     assert_same_weights(configs.shared_model(tmp_path / "w"), second)
+    # the folder saved again replaced its entry: the cache does not grow with every save
+    assert sum(key[0] == str((tmp_path / "w").resolve()) for key in configs._SHARED) == 1
     for name, model in (("a", first), ("b", second)):
         model.save_pretrained(tmp_path / name / "w")
     monkeypatch.chdir(tmp_path / "a")

@@ -25,6 +25,7 @@ from qgac_transforms import codec
 from qgac_transforms.codec import block_grid
 from qgac_transforms.dct import blockify, deblockify
 from qgac_transforms.jpeg_io import (
+    PILLOW_SUBSAMPLING,
     CoefficientTensors,
     InvalidJPEGError,
     JPEGCoefficients,
@@ -42,7 +43,6 @@ SAMPLING = {
     "4:4:0": ((2, 1), (1, 1), (1, 1)),
     "4:1:1": ((1, 4), (1, 1), (1, 1)),
 }
-PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 sizes = st.integers(1, 40)
 modes = st.sampled_from(MODES)

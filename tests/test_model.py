@@ -273,15 +273,6 @@ def test_unknown_configuration_is_a_clear_error():
 # ----------------------------------------------------------------------------- compilers
 
 
-@pytest.fixture(autouse=True)
-def fresh_compiler_state():
-    """torch.compile and torch.export keep what they learnt per code object (shapes seen,
-    dimensions made dynamic); forget it after each test, so later compiles of the same
-    model code (the training steps) start from nothing."""
-    yield
-    torch.compiler.reset()
-
-
 @pytest.mark.slow
 def test_torch_compile(tiny):
     # aot_eager traces through dynamo and AOTAutograd (~10 s); inductor's C++ build takes minutes here

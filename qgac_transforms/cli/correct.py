@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         from tqdm import tqdm  # noqa: PLC0415
 
-        from ..configs import DEFAULT_MODEL, create_model  # noqa: PLC0415
+        from ..configs import load_model  # noqa: PLC0415
         from ..jpeg_io import InvalidJPEGError  # noqa: PLC0415
 
         device = args.device
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             torch.device(device)
-            model = create_model(args.weights or DEFAULT_MODEL, pretrained=True, device=device)
+            model = load_model(args.weights, device=device)
         except (OSError, ValueError, RuntimeError) as error:
             return _error(f"cannot load the model {args.weights or '(default)'} on {device}: {error}")
         # a bar only on a terminal: elsewhere (a log file) its carriage returns are noise
