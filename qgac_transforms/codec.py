@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma, ycbcr_to_rgb
-from .dct import BLOCK, blockify, crop, deblockify, image_dct, image_idct, pad_to_multiple
+from .dct import BLOCK, crop, image_dct, image_idct, pad_to_multiple
 from .jpeg_io import SUBSAMPLINGS, CoefficientTensors, chroma_factor_of  # noqa: F401 - SUBSAMPLINGS: re-exported
-from .quantization import quality_tables
+from .quantization import scaled_tables
 
 LEVEL_SHIFT = 128.0
 #: What :func:`compress` writes unless told otherwise.
@@ -109,9 +109,10 @@ def _block_samples(
 #
 # What Pillow's ``Image.save(..., "JPEG", quality=q)`` computes with libjpeg-turbo, in
 # exact integer arithmetic: samples are integers held in float32 (every value and partial
-# sum below 2**24, so exact), the DCT is float64 matrix products (every partial sum an
-# integer far below 2**53) and quantization is int32. No float32 matrix product is
-# involved, so TF32 on a GPU cannot round anything.
+# sum below 2**24, so exact), the DCT and quantization are float64 (every partial sum an
+# integer, or an integer over a power of two, far below 2**53). No float32 matrix product
+# is involved, so TF32 on a GPU cannot round anything. Coefficients stay in image layout
+# throughout: no block is copied out and back.
 
 #: jccolor.c: colour conversion in 16-bit fixed point.
 _COLOR_BITS = 16
@@ -125,19 +126,22 @@ def _fix(value: float, bits: int) -> int:
 
 
 def _rgb_to_ycbcr_exact(rgb: Tensor) -> Tensor:
-    """jccolor.c ``rgb_ycc_convert`` on float32 ``(B, 3, H, W)`` integers in 0..255.
+    """jccolor.c ``rgb_ycc_convert`` of uint8 ``(B, 3, H, W)`` to float32 integers in 0..255.
 
     Every sum stays below 2**24 in magnitude (the largest, Cb's and Cr's positive terms
-    with the offset, is 2**24 - 1), so float32 holds it exactly.
+    with the offset, is 2**24 - 1), so float32 holds it exactly. The uint8 channels are
+    read as they are (no float copy of the image).
     """
     r, g, b = (rgb[:, i] for i in range(3))
     half, offset = 1 << (_COLOR_BITS - 1), 128 << _COLOR_BITS
     fix = lambda x: _fix(x, _COLOR_BITS)  # noqa: E731
-    y = (fix(0.29900) * r).add_(fix(0.58700) * g).add_(fix(0.11400) * b + half)
     # Cb and Cr round with ONE_HALF - 1: libjpeg's table shares that term with the offset
-    cb = (fix(0.5) * b + (offset + half - 1)).sub_(fix(0.16874) * r).sub_(fix(0.33126) * g)
-    cr = (fix(0.5) * r + (offset + half - 1)).sub_(fix(0.41869) * g).sub_(fix(0.08131) * b)
-    return torch.stack([y, cb, cr], dim=1).mul_(2.0**-_COLOR_BITS).floor_()
+    ycc = torch.empty(rgb.shape, dtype=torch.float32, device=rgb.device)
+    torch.mul(r, float(fix(0.29900)), out=ycc[:, 0]).add_(g, alpha=fix(0.58700)).add_(b, alpha=fix(0.11400))
+    torch.mul(b, float(fix(0.5)), out=ycc[:, 1]).sub_(r, alpha=fix(0.16874)).sub_(g, alpha=fix(0.33126))
+    torch.mul(r, float(fix(0.5)), out=ycc[:, 2]).sub_(g, alpha=fix(0.41869)).sub_(b, alpha=fix(0.08131))
+    offsets = torch.tensor([half, offset + half - 1, offset + half - 1], dtype=ycc.dtype, device=rgb.device)
+    return ycc.add_(offsets[:, None, None]).mul_(2.0**-_COLOR_BITS).floor_()
 
 
 def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
@@ -145,18 +149,22 @@ def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
 
     2x2 (``h2v2_downsample``) and 1x2 (``h2v1_downsample``) average with a bias that
     alternates along each row (1, 2, 1, ... and 0, 1, 0, ...) so that rounding does not
-    drift; other factors (``int_downsample``: 4:4:0, 4:1:1) round half up.
+    drift; other factors (``int_downsample``: 4:4:0, 4:1:1) round half up. The count is
+    2 or 4, so dividing by it is exact.
     """
     v, h = factor
     if factor == (1, 1):
         return plane
-    sums = sum(plane[:, i::v, j::h] for i in range(v) for j in range(h))
-    column = torch.arange(sums.shape[-1], device=plane.device, dtype=plane.dtype)
-    if factor == (2, 2):
-        return torch.floor((sums + 1 + column % 2) / 4)
-    if factor == (1, 2):
-        return torch.floor((sums + column % 2) / 2)
-    return torch.floor((sums + v * h // 2) / (v * h))
+    first, second, *rest = (plane[:, i::v, j::h] for i in range(v) for j in range(h))
+    sums = first + second
+    for part in rest:
+        sums.add_(part)
+    if factor in ((2, 2), (1, 2)):
+        column = torch.arange(sums.shape[-1], device=plane.device) % 2
+        bias = (column + (1 if factor == (2, 2) else 0)).to(plane.dtype)
+    else:
+        bias = torch.tensor(v * h // 2, dtype=plane.dtype, device=plane.device)
+    return sums.add_(bias).mul_(1 / (v * h)).floor_()
 
 
 def _islow_butterfly(d: Sequence[int]) -> list[int]:
@@ -210,23 +218,28 @@ def _islow_pass(first: bool) -> tuple[Tensor, Tensor]:
     return matrix * scale, (shifts > 0).to(torch.float64) / 2
 
 
-def _islow_dct(blocks: Tensor) -> Tensor:
-    """jfdctint.c ``jpeg_fdct_islow`` of level-shifted ``(..., 8, 8)`` integer blocks:
-    8x the DCT, natural order ``[vertical, horizontal]``, as int32."""
-    (rows, row_bias), (cols, col_bias) = (
-        tuple(t.to(blocks.device) for t in _islow_pass(first)) for first in (True, False)
-    )
-    count = blocks.numel() // (BLOCK * BLOCK)
-    x = torch.floor(torch.addmm(row_bias, blocks.reshape(-1, BLOCK).to(torch.float64), rows))  # rows
-    x = x.reshape(count, BLOCK, BLOCK).transpose(1, 2).reshape(-1, BLOCK)
-    x = torch.floor(torch.addmm(col_bias, x, cols))  # columns
-    return x.reshape(count, BLOCK, BLOCK).transpose(1, 2).reshape(blocks.shape).to(torch.int32)
+@functools.cache
+def _islow_operands(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two passes on ``device``, shaped for :func:`_encode_plane`: the row pass's bias also
+    takes the level shift (exact: integers times powers of two)."""
+    (rows, row_bias), (columns, column_bias) = _islow_pass(True), _islow_pass(False)
+    row_bias = row_bias - LEVEL_SHIFT * rows.sum(0)
+    return tuple(t.to(device) for t in (rows, row_bias, columns.T.contiguous(), column_bias[:, None]))
 
 
-def _quantize_exact(coefficients: Tensor, tables: Tensor) -> Tensor:
-    """jcdctmgr.c ``quantize`` with ``compute_reciprocal`` (libjpeg-turbo's SIMD build:
-    16-bit reciprocals) of 8x-scaled int32 coefficients ``(B, h, w, 8, 8)`` by ``(B, 8, 8)``
-    tables: ``sign(x) * ((|x| + correction) * reciprocal >> shift)``."""
+@functools.cache
+def _quantizers(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """jcdctmgr.c's divisors for every quality 1..100, luma then chroma: tables
+    ``(100, 2, 8, 8)`` int32 and, in float64, the ``scale`` and ``offset`` with which
+    ``quantize(x) = sign(x) * floor(|x| * scale + offset)``.
+
+    ``compute_reciprocal`` (libjpeg-turbo's SIMD build: 16-bit reciprocals) gives
+    ``(|x| + correction) * reciprocal >> shift``; ``scale = reciprocal / 2**shift`` and
+    ``offset = correction * scale`` are exact in float64, and so is the sum for 8x DCT
+    coefficients (below 2**15), so the floor is the shift.
+    """
+    quality = torch.arange(1, 101)
+    tables = torch.stack([scaled_tables(quality), scaled_tables(quality, chroma=True)], dim=1)
     divisor = tables.to(torch.int64) * 8
     shift = 16 + torch.floor(torch.log2(divisor.to(torch.float64))).to(torch.int64)
     power = torch.ones_like(divisor) << shift
@@ -237,9 +250,36 @@ def _quantize_exact(coefficients: Tensor, tables: Tensor) -> Tensor:
     reciprocal = torch.where(exact, reciprocal >> 1, torch.where(below_half, reciprocal, reciprocal + 1))
     correction = torch.where(below_half, correction + 1, correction)
     shift = torch.where(exact, shift - 1, shift)
-    reciprocal, correction, shift = (t.to(torch.int32)[:, None, None] for t in (reciprocal, correction, shift))
-    quantized = coefficients.abs().add_(correction).mul_(reciprocal).bitwise_right_shift_(shift)
-    return quantized.mul_(coefficients.sign())
+    scale = reciprocal.to(torch.float64) * torch.exp2(-shift.to(torch.float64))
+    return tables.to(device), scale.to(device), (correction * scale).to(device)
+
+
+def _encode_plane(samples: Tensor, divisors: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """One component through jfdctint.c ``jpeg_fdct_islow`` and jcdctmgr.c ``quantize``,
+    dequantized again: float32 coefficients ``(B, H, W)`` in image layout.
+
+    ``samples``: float32 integers 0..255, ``(B, H, W)`` with sides multiples of 8 (the
+    level shift is done here); ``divisors``: ``(B, 8, 8)`` tables, scales and offsets of
+    :func:`_quantizers`. The islow DCT's row pass works on rows of 8 samples where they
+    lie; its column pass is one small matrix product per row of blocks; so no block is
+    copied out. Two float64 buffers are reused in turn, since fresh large ones cost page
+    faults on every batch.
+    """
+    rows, row_bias, columns, column_bias = _islow_operands(samples.device)
+    batch, height, width = samples.shape
+    first = samples.to(torch.float64)
+    second = torch.addmm(row_bias, first.view(-1, BLOCK), rows).floor_()
+    grid = (batch * height // BLOCK, BLOCK, width)
+    coefficients = torch.baddbmm(column_bias, columns.expand(grid[0], BLOCK, BLOCK), second.view(grid),
+                                 out=first.view(grid)).floor_()  # 8x the DCT
+    # each divisor repeated along whole rows of blocks, so that only rows of blocks broadcast
+    table, scale, offset = (t.repeat(1, 1, width // BLOCK)[:, None] for t in divisors)
+    x = coefficients.view(batch, height // BLOCK, BLOCK, width)
+    levels = torch.abs(x, out=second.view(x.shape))
+    levels = torch.addcmul(offset, levels, scale, out=levels).floor_().copysign_(x)
+    # + 0.0 turns the -0.0 of small negative levels into the 0 a decoder reads
+    dequantized = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return torch.addcmul(levels.new_zeros(()), levels, table.to(torch.float64), out=dequantized).view(samples.shape)
 
 
 def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SUBSAMPLING) -> CoefficientTensors:
@@ -266,16 +306,16 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
         raise ValueError(f"expected (C, H, W) or (B, C, H, W) with C = 1 or 3 and H, W >= 1, got {tuple(image.shape)}")
     batch, channels = pixels.shape[:2]
     quality = torch.as_tensor(quality, device=pixels.device).reshape(-1).expand(batch)
-    if quality.is_floating_point() or bool(((quality < 1) | (quality > 100)).any()):
+    if quality.is_floating_point() or quality.dtype == torch.bool or bool(((quality < 1) | (quality > 100)).any()):
         raise ValueError(f"JPEG quality must be integers in 1..100, got {quality.tolist()}")
     factor = chroma_factor_of(subsampling)
-    samples = pixels.to(torch.float32)
-    samples = _rgb_to_ycbcr_exact(samples) if channels == 3 else samples
-    tables = quality_tables(quality, channels)
+    samples = _rgb_to_ycbcr_exact(pixels) if channels == 3 else pixels.to(torch.float32)
+    row = quality.to(torch.int64) - 1
+    all_tables, scales, offsets = _quantizers(pixels.device)
+    kinds = [min(component, 1) for component in range(channels)]  # luma, chroma, chroma
     planes = []
-    for index, sample in enumerate(_block_samples(samples, factor, _downsample_exact)):
-        levels = _quantize_exact(_islow_dct(blockify(sample - LEVEL_SHIFT)), tables[:, index])
-        plane = deblockify((levels * tables[:, index, None, None]).to(torch.float32))
+    for sample, kind in zip(_block_samples(samples, factor, _downsample_exact), kinds):
+        plane = _encode_plane(sample, (all_tables[row, kind], scales[row, kind], offsets[row, kind]))
         planes.append(plane[:, None] if batched else plane)
-    tables = tables.to(torch.float32)
+    tables = all_tables[row][:, kinds].to(torch.float32)
     return CoefficientTensors(planes, tables if batched else tables[0])

@@ -159,6 +159,8 @@ def _assert_identical(actual: jpeg_io.CoefficientTensors, expected: jpeg_io.Coef
     for ours, theirs in zip(actual.planes, expected.planes):
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
         assert torch.equal(ours, theirs), f"{(ours != theirs).float().mean():.2%} of coefficients differ"
+        # bit for bit: equal values, and no -0.0 where a decoder reads 0
+        assert torch.equal(ours.view(torch.int32), theirs.view(torch.int32)), "signed zeros differ"
 
 
 def _as_tensor(image) -> torch.Tensor:
@@ -224,6 +226,14 @@ def test_compress_cuda_equals_cpu():
         _assert_identical(jpeg_io.CoefficientTensors([p.cpu() for p in on_gpu.planes], on_gpu.tables.cpu()), on_cpu)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+def test_compress_takes_qualities_of_any_integer_dtype(dtype):
+    """A uint8 tensor indexes as a mask in torch: qualities are read as numbers whatever their dtype."""
+    images = torch.randint(0, 256, (3, 3, 16, 24), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    qualities = torch.tensor([5, 50, 95])
+    _assert_identical(codec.compress(images, qualities.to(dtype)), codec.compress(images, qualities))
+
+
 def test_compress_rejects_bad_input():
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     with pytest.raises(TypeError, match="uint8"):
@@ -232,7 +242,7 @@ def test_compress_rejects_bad_input():
         codec.compress(torch.zeros(2, 8, 8, dtype=torch.uint8), 50)
     with pytest.raises(ValueError, match="H, W >= 1"):
         codec.compress(torch.zeros(3, 0, 8, dtype=torch.uint8), 50)
-    for quality in (0, 101, 50.5):
+    for quality in (0, 101, 50.5, True):
         with pytest.raises(ValueError, match="1..100"):
             codec.compress(image, quality)
     with pytest.raises(ValueError, match="subsampling"):
