@@ -55,8 +55,8 @@ PAPER = {
 }
 REPORTS = {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"}
 DESCRIPTION = {"LIVE1": "29 colour photos", "Classic-5": "5 grayscale images"}
-#: ``qgac eval --self-ensemble`` on LIVE1 (optional: tabled beside the plain report when present).
-SELF_ENSEMBLE_REPORT = "eval-live1-self-ensemble.json"
+#: ``qgac eval --self-ensemble`` reports (optional: each tabled beside the plain report when present).
+SELF_ENSEMBLE_REPORTS = {"LIVE1": "eval-live1-self-ensemble.json", "Classic-5": "eval-classic5-self-ensemble.json"}
 GENERATED = "<!-- written by docs/make_pictures.py from docs/results/*.json; do not edit -->"
 
 
@@ -254,14 +254,15 @@ def tables_markdown(reports: dict[str, dict], results: Path, bench: list[tuple[s
             + f"\n\n    The paper's Table {'1' if name == 'LIVE1' else '2'}, same columns:\n\n"
             + textwrap.indent(markdown_table(header, paper), "    ")
         )
-    if (results / SELF_ENSEMBLE_REPORT).is_file():
-        parts.append(self_ensemble_markdown(reports["LIVE1"], json.loads((results / SELF_ENSEMBLE_REPORT).read_text())))
+    for name, file in SELF_ENSEMBLE_REPORTS.items():
+        if (results / file).is_file():
+            parts.append(self_ensemble_markdown(name, reports[name], json.loads((results / file).read_text())))
     parts.append(speed_markdown(bench))
     return "\n\n".join(parts) + "\n"
 
 
-def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
-    """LIVE1 corrected once and with the eight-orientation self-ensemble, quality by quality."""
+def self_ensemble_markdown(name: str, plain: dict, ensemble: dict) -> str:
+    """Dataset ``name`` corrected once and with the eight-orientation self-ensemble, quality by quality."""
     header = ["Quality", "gain, once", "gain, ensemble", "s, once", "s, ensemble"]
     once = {r["quality"]: r for r in plain["results"]}
     rows = []
@@ -272,8 +273,8 @@ def self_ensemble_markdown(plain: dict, ensemble: dict) -> str:
             f"{single['seconds_per_image']:.2f}", f"{result['seconds_per_image']:.2f}",
         ])  # fmt: skip
     return (
-        f"### LIVE1 with the self-ensemble\n\n`qgac eval --self-ensemble`, from "
-        f"`docs/results/{SELF_ENSEMBLE_REPORT}`: each image corrected in its eight orientations and "
+        f"### {name} with the self-ensemble\n\n`qgac eval --self-ensemble`, from "
+        f"`docs/results/{SELF_ENSEMBLE_REPORTS[name]}`: each image corrected in its eight orientations and "
         "averaged. PSNR gain over the JPEG in dB and seconds per image, once and with the ensemble.\n\n"
         + markdown_table(header, rows)
     )

@@ -38,6 +38,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paper": dict(block_width=256, features=64, per_frequency=4, manifold_width=64, fusion_width=4, color_width=32),
     "medium": dict(block_width=64, features=32, per_frequency=2, manifold_width=32, fusion_width=2, color_width=32),
     "small": dict(block_width=32, features=16, per_frequency=1, manifold_width=16, fusion_width=2, color_width=16),
+    # For CPUs (the capacity study in docs/method.md): small's CFMs and colour network; at
+    # block resolution 4 dense residual blocks 96 wide and no FrequencyNet, whose 64-group
+    # convolutions cost 40% of small's Y time. 1.6x small's Y MACs in less time.
+    "fast": dict(block_width=96, features=16, per_frequency=1, manifold_width=16, fusion_width=2, color_width=16,
+                 block_body="residual", block_depth=4, frequency_net=False),
     "tiny": dict(block_width=16, features=8, per_frequency=1, manifold_width=8, fusion_width=1, color_width=8),
 }
 
@@ -72,6 +77,7 @@ class PublishedWeights:
 MODELS: dict[str, tuple[str, PublishedWeights | None]] = {
     "qgac-tiny": ("tiny", None),
     "qgac-small": ("small", PublishedWeights(f"{HUB_NAMESPACE}/qgac-small", revision=None, embedded="qgac-small")),
+    "qgac-fast": ("fast", None),
     "qgac-medium": ("medium", None),
     "qgac-paper": ("paper", None),
 }

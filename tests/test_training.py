@@ -825,26 +825,34 @@ def test_signal_stops_gracefully_and_the_run_resumes(tmp_path, photos, how):
 
 
 
+def _gpu_session(photos: Path, out: Path, run: Path, y_minutes: str, color_minutes: str,
+                 **environment: str) -> subprocess.CompletedProcess:
+    """training/gpu-session.sh on the CPU, shrunk to seconds."""
+    environment = {**_environment(), "OUT": str(out), "BENCH_BATCHES": "1", **environment,
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    flags = ["--validation-data", str(photos), "--batch-size", "2", "--patch-size", str(PATCH), "--workers", "0",
+             "--threads", "1", "--validate-every", "2", "--max-minutes", "0.05"]
+    out.mkdir(exist_ok=True)
+    result = subprocess.run(["bash", str(REPO / "training" / "gpu-session.sh"), str(photos), y_minutes, color_minutes,
+                             str(run), *flags], cwd=REPO, env=environment, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_gpu_session_script_brings_back_the_best_weights_in_eight_files(tmp_path, photos):
     """training/gpu-session.sh on the CPU, shrunk: bench, both stages (each validated first,
     at step 0), then the export of the colour stage's best weights; what lands in $OUT
     fits the device tool's eight files and loads as a model."""
     out, run = tmp_path / "out", tmp_path / "run"
-    out.mkdir()
-    environment = {**_environment(), "OUT": str(out), "BENCH_BATCHES": "1", "NAME": "qgac-test",
-                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    flags = ["--validation-data", str(photos), "--batch-size", "2", "--patch-size", str(PATCH), "--workers", "0",
-             "--threads", "1", "--validate-every", "2", "--max-minutes", "0.05"]
-    result = subprocess.run(["bash", str(REPO / "training" / "gpu-session.sh"), str(photos), "0.01", "0.01",
-                             str(run), *flags], cwd=REPO, env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _gpu_session(photos, out, run, "0.01", "0.01", NAME="qgac-test")
     returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert returned == ["bench.json", "hub/qgac-test/README.md", "hub/qgac-test/config.json",
                         "hub/qgac-test/model.safetensors", "hub/qgac-test/training.json", "train.log"]
     records = [json.loads(line.split("validation ", 1)[1]) for line in (out / "train.log").read_text().splitlines()
                if "validation {" in line]
     assert [r["step"] for r in records][:1] == [0] and sum(r["step"] == 0 for r in records) == 2  # both stages
+    assert json.loads((run / "config-y.json").read_text())["init"] == "hub/qgac-small"  # no hub/qgac-test
     best_color = read_checkpoint(run / "best-color.pt")
     exported = load_qgac(out / "hub" / "qgac-test")
     weights = dict(exported.named_parameters())  # stored in float16; the statistics come from the config
@@ -855,11 +863,26 @@ def test_gpu_session_script_brings_back_the_best_weights_in_eight_files(tmp_path
     for file in run.glob("best-y*"):
         shutil.copy(file, later / file.name)
     shutil.rmtree(out / "hub")
-    result = subprocess.run(["bash", str(REPO / "training" / "gpu-session.sh"), str(photos), "0", "0.01",
-                             str(later), *flags], cwd=REPO, env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _gpu_session(photos, out, later, "0", "0.01", NAME="qgac-test")
     assert json.loads((later / "config-color.json").read_text())["init"] == str(later / "best-y.pt")
+
+
+def test_gpu_session_script_starts_a_new_model_and_continues_it_from_the_hub_folder(tmp_path, photos):
+    """CONFIG=fast: the first session trains a new network from random weights (with
+    qgac-small's statistics), the next starts from the folder the first brought back."""
+    hub_dir = tmp_path / "hub"
+    out = tmp_path / "out"
+    _gpu_session(photos, out, tmp_path / "first", "0.01", "0.01", CONFIG="fast", HUB=str(hub_dir))
+    first = json.loads((tmp_path / "first" / "config-y.json").read_text())
+    assert first["model"] == "fast" and first["init"] is None and first["stats"] == "hub/qgac-small"
+    shutil.copytree(out / "hub", hub_dir)  # committed after the session
+    exported = load_qgac(hub_dir / "qgac-fast")
+    small = load_qgac(REPO / "hub" / "qgac-small")
+    assert exported.config["block_body"] == "residual" and not exported.config["frequency_net"]
+    assert exported.config["coefficient_mean"] == small.config["coefficient_mean"]
+    _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="fast", HUB=str(hub_dir))
+    assert json.loads((tmp_path / "second" / "config-y.json").read_text())["init"] == str(hub_dir / "qgac-fast")
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [False, True], ids=["steps", "time budget"])

@@ -9,7 +9,10 @@
 #
 # A stage given 0 minutes is skipped. Flags after RUN go to both `train` commands (for
 # example --max-minutes 12 to stretch a schedule that a later call continues). Environment:
-# NAME (default qgac-small) names the exported folder; BENCH_BATCHES (default 20) sets the
+# CONFIG (default small) picks training/configs/CONFIG-{y,color}-gpu-session.json; NAME
+# (default qgac-CONFIG) names the exported folder; where HUB/NAME (HUB default hub) holds a
+# committed model, stage y starts from it, so a model trains on across sessions (else the
+# config's init: random weights for a new model). BENCH_BATCHES (default 20) sets the
 # length of the bench. What comes back: bench.json, train.log and the exported folder's
 # four files.
 set -euo pipefail
@@ -20,22 +23,30 @@ color_minutes=${3:?$usage}
 run=${4:-runs/gpu-session}
 shift $(( $# < 4 ? $# : 4 ))
 out=${OUT:?set OUT to the folder whose files come back}
-name=${NAME:-qgac-small}
+config=${CONFIG:-small}
+name=${NAME:-qgac-$config}
+committed=${HUB:-hub}/$name
 here=$(dirname "$0")
+y_config=$here/configs/$config-y-gpu-session.json
+color_config=$here/configs/$config-color-gpu-session.json
 export PYTHONUNBUFFERED=1
 trap 'cp "$run"/train.log "$out"/ 2>/dev/null || true; ls -lR "$out"' EXIT  # the log even of a call cut short
-python -m training bench --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
+y_init=()  # the committed model of this name, if there is one
+if [ -e "$committed/config.json" ]; then
+    y_init=(--init "$committed")
+fi
+python -m training bench --config-file "$y_config" --data "$shard" --run "$run" "${y_init[@]}" \
     --batches "${BENCH_BATCHES:-20}" --json "$out/bench.json" "$@"
 if [ "$y_minutes" != 0 ]; then
-    python -m training train --config-file "$here/configs/small-y-gpu-session.json" --data "$shard" --run "$run" \
+    python -m training train --config-file "$y_config" --data "$shard" --run "$run" "${y_init[@]}" \
         --session-minutes "$y_minutes" "$@"
 fi
-color_init=()  # stage y's best, from this call or an earlier one on the same RUN
+color_init=("${y_init[@]}")  # stage y's best, from this call or an earlier one on the same RUN
 if [ -e "$run/best-y.pt" ]; then
     color_init=(--init "$run/best-y.pt")
 fi
 if [ "$color_minutes" != 0 ]; then
-    python -m training train --config-file "$here/configs/small-color-gpu-session.json" --data "$shard" --run "$run" \
+    python -m training train --config-file "$color_config" --data "$shard" --run "$run" \
         "${color_init[@]}" --session-minutes "$color_minutes" "$@"
     python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half
 fi

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from qgac_transforms.codec import pixels_to_coefficients
 from qgac_transforms.dct import blockify
+from qgac_transforms.hub import CONFIG_NAME
 
 from .data import read_rgb
 
@@ -32,3 +35,15 @@ def coefficient_statistics(paths: Sequence[Path]) -> dict[str, list[list[float]]
     mean = total / count
     std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
     return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def statistics_overrides(source: str | Path) -> dict[str, Any]:
+    """The model's normalization arguments from the JSON of :func:`coefficient_statistics`
+    or from a model folder's config: a new network trained on the same photos can reuse a
+    trained one's statistics without a pass over the data."""
+    path = Path(source)
+    if path.is_dir():
+        config = json.loads((path / CONFIG_NAME).read_text())
+        return {key: config[key] for key in ("coefficient_mean", "coefficient_std")}
+    stats = json.loads(path.read_text())
+    return {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}

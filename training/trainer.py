@@ -46,6 +46,7 @@ from .losses import (
     regression_loss,
     relativistic_discriminator_loss,
 )
+from .stats import statistics_overrides
 
 STAGES = ("y", "color", "gan")
 #: The paper's schedule of each stage (section 4.1), used for options left unset.
@@ -69,7 +70,7 @@ class TrainConfig:
     model: str = "small"
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the named configuration
     init: str | None = None  # checkpoint (.pt) or exported folder to start from (stages color, gan)
-    stats: str | None = None  # JSON from `python -m training stats`
+    stats: str | None = None  # JSON from `python -m training stats`, or a model folder whose statistics to reuse
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
     stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
     max_minutes: float | None = None  # training-time budget of the stage; the cosine schedule follows it
@@ -357,8 +358,7 @@ class Trainer:
             return load_qgac(config.init)
         overrides: dict[str, Any] = {}
         if config.stats:
-            stats = json.loads(Path(config.stats).read_text())
-            overrides = {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}
+            overrides = statistics_overrides(config.stats)
         elif self.is_main:
             log.warning("no --stats: the coefficients are normalized with mean 0 and standard deviation 1; "
                         "run `python -m training stats` and give its JSON to train on normalized inputs")
