@@ -267,7 +267,7 @@ def _encode_plane(samples: Tensor, divisors: tuple[Tensor, Tensor, Tensor]) -> T
     """
     rows, row_bias, columns, column_bias = _islow_operands(samples.device)
     batch, height, width = samples.shape
-    first = samples.to(torch.float64)
+    first = samples.to(torch.float64, copy=True)  # overwritten below
     second = torch.addmm(row_bias, first.view(-1, BLOCK), rows).floor_()
     grid = (batch * height // BLOCK, BLOCK, width)
     coefficients = torch.baddbmm(column_bias, columns.expand(grid[0], BLOCK, BLOCK), second.view(grid),
