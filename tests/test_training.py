@@ -922,3 +922,19 @@ def test_two_process_gloo_ddp_gan_stage(tmp_path, photos):
     start = torch.load(init, weights_only=True)["model"]
     for part in ("y_network.", "color_network."):
         assert any(not torch.equal(start[k], state["model"][k]) for k in start if k.startswith(part))
+
+
+def test_study_runs_trainings_side_by_side_and_records_each_ones_usage(tmp_path):
+    """training/study/run.py --parallel: every command runs at once; each run folder gets its
+    own wall time and CPU seconds; a failed command is an error after all have ended."""
+    from training.study.run import run_training
+
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    runs = {tmp_path / name: [sys.executable, "-c", burn] for name in ("a", "b")}
+    run_training(runs)
+    for run in runs:
+        usage = json.loads((run / "usage.json").read_text())
+        assert usage["cpu_s"] >= 0.3 and usage["wall_s"] >= usage["cpu_s"] * 0.5 and len(usage["loadavg"]) == 1
+    with pytest.raises(subprocess.CalledProcessError):
+        run_training({tmp_path / "c": [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "d": [sys.executable, "-c", "pass"]})
+    assert (tmp_path / "d" / "usage.json").exists()  # the other run still recorded

@@ -6,7 +6,8 @@ so that uncommitted edits in the working tree cannot change a study in progress.
 Every variant is the ``small`` configuration with the constructor overrides of
 ``variants.json``, trained for stage y with ``study-y.json`` from scratch, one thread,
 for ``--minutes`` of training time each (``max_minutes``: the cosine rate follows the
-share of the budget spent), one after the other. On the shared machine one-minute
+share of the budget spent), one after the other (``--parallel``: all at once, each on one
+of the machine's cores). On the shared machine one-minute
 throughput samples, to budget by steps, gave 0.38 to 0.64 steps/s for the same variant
 within 15 minutes, while a 20-minute budget averages the load out; the CPU seconds
 each training got (trainer and loader together) and the load average are recorded in
@@ -17,6 +18,9 @@ threads (fastest of 5) to the last held-out validation, and times the untrained
 
     training/study/run.sh all           # train, report
     training/study/run.sh report        # only the report, from the finished runs
+    # the default's candidate against small, side by side for an hour
+    training/study/run.sh all --root runs/race --variants training/study/default-race.json \
+        --candidates training/study/none.json --minutes 60 --parallel --out docs/results/study-default.json
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -51,7 +54,7 @@ CANDIDATES = HERE / "candidates.json"
 BENCH_SIZE, BENCH_RUNS = 512, 5
 
 
-def variants(path: Path = VARIANTS) -> dict[str, dict[str, Any]]:
+def variants(path: Path) -> dict[str, dict[str, Any]]:
     """Name -> constructor overrides of ``small``."""
     return json.loads(path.read_text())
 
@@ -64,36 +67,44 @@ def train_command(options: dict[str, Any], run: Path, *extra: str) -> list[str]:
     ]
 
 
-def child_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_training(command: list[str], run: Path) -> None:
-    """Run one training command; its progress bar and errors go to ``run/stderr.log``, its
-    wall time, CPU seconds and the load average before and after add to ``run/usage.json``."""
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / "usage.json"
-    usage = json.loads(path.read_text()) if path.exists() else {"wall_s": 0.0, "cpu_s": 0.0, "loadavg": []}
-    start, cpu, load = time.monotonic(), child_cpu_seconds(), os.getloadavg()
-    with open(run / "stderr.log", "a", encoding="utf-8") as stderr:
-        subprocess.run(command, check=True, stderr=stderr)
-    usage["wall_s"] += time.monotonic() - start
-    usage["cpu_s"] += child_cpu_seconds() - cpu
-    usage["loadavg"].append({"start": load, "end": os.getloadavg()})
-    path.write_text(json.dumps(usage, indent=2) + "\n")
+def run_training(commands: dict[Path, list[str]]) -> None:
+    """Run training commands side by side, one per run folder; each one's progress bar and
+    errors go to ``run/stderr.log``, its wall time, CPU seconds (its own and its loader
+    workers', from ``wait4``) and the load average before and after add to ``run/usage.json``."""
+    started = {}
+    for run, command in commands.items():
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / "stderr.log", "a", encoding="utf-8") as stderr:
+            started[run] = (subprocess.Popen(command, stderr=stderr), time.monotonic(), os.getloadavg())
+    failed = []
+    for run, (process, start, load) in started.items():
+        _, status, rusage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        path = run / "usage.json"
+        usage = json.loads(path.read_text()) if path.exists() else {"wall_s": 0.0, "cpu_s": 0.0, "loadavg": []}
+        usage["wall_s"] += time.monotonic() - start
+        usage["cpu_s"] += rusage.ru_utime + rusage.ru_stime
+        usage["loadavg"].append({"start": load, "end": os.getloadavg()})
+        path.write_text(json.dumps(usage, indent=2) + "\n")
+        if process.returncode:
+            failed.append(process)
+    if failed:
+        raise subprocess.CalledProcessError(failed[0].returncode, failed[0].args)
 
 
 def checkpoint(run: Path) -> dict[str, Any]:
     return torch.load(run / "checkpoint-y.pt", map_location="cpu", weights_only=True, mmap=True)
 
 
-def train(root: Path, minutes: float) -> None:
-    """Train each variant for ``minutes`` of training time, one after the other."""
-    for name, options in variants().items():
-        command = train_command(options, root / name, "--steps", "1000000", "--max-minutes", str(minutes))
+def train(root: Path, minutes: float, trained: dict[str, dict[str, Any]], parallel: bool) -> None:
+    """Train each variant for ``minutes`` of training time: one after the other, or all at
+    once (one thread each, sharing the machine's cores) with ``parallel``."""
+    commands = {root / name: train_command(options, root / name, "--steps", "1000000", "--max-minutes", str(minutes))
+                for name, options in trained.items()}
+    for command in commands.values():
         print(shlex.join(command), flush=True)
-        run_training(command, root / name)
+    for batch in [commands] if parallel else [{run: command} for run, command in commands.items()]:
+        run_training(batch)
 
 
 def last_validation(run: Path) -> dict[str, Any]:
@@ -152,22 +163,29 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def report(root: Path, out: Path, threads: int, command: str, commit: str | None) -> dict[str, Any]:
+def _usage(run: Path) -> dict[str, Any] | None:
+    """What ``usage.json`` recorded of a run (none for a run started by hand)."""
+    path = run / "usage.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def report(root: Path, out: Path, threads: int, command: str, commit: str | None,
+           trained: dict[str, dict[str, Any]], untrained: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The study's JSON report: per variant, the last validation and the measurements."""
     config = json.loads(CONFIG.read_text())
     rows = []
-    for name, options in variants().items():
+    for name, options in trained.items():
         state = checkpoint(root / name)
         validation = last_validation(root / name)
         rows.append({
             "variant": name, "model_options": options, "steps": state["step"],
-            "training_s": round(state["elapsed"], 1), "usage": json.loads((root / name / "usage.json").read_text()),
+            "training_s": round(state["elapsed"], 1), "usage": _usage(root / name),
             "gain_q10_db": validation["q10"], "gain_q50_db": validation["q50"], "history": state["history"],
             **measure(load_qgac(root / name / "checkpoint-y.pt"), threads),
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "history"}), flush=True)
     candidates = []
-    for name, options in variants(CANDIDATES).items():
+    for name, options in untrained.items():
         torch.manual_seed(0)
         candidates.append({"variant": name, "model_options": options, **measure(build_model("small", **options), threads)})
         print(json.dumps(candidates[-1]), flush=True)
@@ -192,14 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="training compute per variant")
     parser.add_argument("--bench-threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/results/study-capacity.json"))
+    parser.add_argument("--variants", type=Path, default=VARIANTS, help="JSON: variants to train, name -> options")
+    parser.add_argument("--candidates", type=Path, default=CANDIDATES,
+                        help="JSON: variants only timed, name -> options (an empty object for none)")
+    parser.add_argument("--parallel", action="store_true", help="train the variants at once, one thread each")
     parser.add_argument("--commit", help="the commit the study's code was taken from (run.sh sets it)")
     args = parser.parse_args(argv)
+    trained, untrained = variants(args.variants), variants(args.candidates)
     arguments = [a for a in (sys.argv[1:] if argv is None else argv) if a != f"--commit={args.commit}"]
     command = shlex.join(["training/study/run.sh", *arguments])
     if args.phase in ("train", "all"):
-        train(args.root, args.minutes)
+        train(args.root, args.minutes, trained, args.parallel)
     if args.phase in ("report", "all"):
-        report(args.root, args.out, args.bench_threads, command, args.commit)
+        report(args.root, args.out, args.bench_threads, command, args.commit, trained, untrained)
     return 0
 
 
