@@ -938,3 +938,25 @@ def test_study_runs_trainings_side_by_side_and_records_each_ones_usage(tmp_path)
     with pytest.raises(subprocess.CalledProcessError):
         run_training({tmp_path / "c": [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "d": [sys.executable, "-c", "pass"]})
     assert (tmp_path / "d" / "usage.json").exists()  # the other run still recorded
+
+
+def test_init_color_starts_the_colour_network_from_another_model(tmp_path, photos):
+    """init_color: Y from ``init``, the colour network from another model of the same widths
+    (a new Y network reuses a trained colour network); a misfit is a clear error."""
+    torch.manual_seed(1)
+    y_source, color_source = build_model("tiny"), build_model("tiny")
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, stage="color",
+                                  init=str(save_init(y_source, tmp_path / "y.pt")),
+                                  init_color=str(save_init(color_source, tmp_path / "color.pt"))))
+    trainer.build()
+    model = trainer.model
+    for ours, source in ((model.y_network, y_source.y_network), (model.color_network, color_source.color_network)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), source.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.color_network.state_dict().values(),
+                                                     y_source.color_network.state_dict().values()))
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        tiny_config(tmp_path, photos, steps=0)
+    misfit = save_init(build_model("tiny", color_width=4), tmp_path / "misfit.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        Trainer(tiny_config(tmp_path / "other", photos, stage="color", init=str(tmp_path / "y.pt"),
+                            init_color=str(misfit))).build()

@@ -70,6 +70,7 @@ class TrainConfig:
     model: str = "small"
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the named configuration
     init: str | None = None  # checkpoint (.pt) or exported folder to start from (stages color, gan)
+    init_color: str | None = None  # checkpoint or folder whose colour network to start from instead (same widths)
     stats: str | None = None  # JSON from `python -m training stats`, or a model folder whose statistics to reuse
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
     stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
@@ -117,6 +118,8 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.schedule not in ("step", "cosine"):
             raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.max_minutes is not None and (self.max_minutes <= 0 or self.schedule != "cosine"):
             raise ValueError("max_minutes must be positive and needs the cosine schedule "
                              f"(got {self.max_minutes} with {self.schedule!r})")
@@ -353,6 +356,19 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def _initial_model(self) -> QGAC:
+        model = self._initial_weights()
+        if self.config.init_color:
+            donor = load_qgac(self.config.init_color)
+            if model.color_network is None or donor.color_network is None:
+                raise ValueError(f"init_color: {self.config.init_color} and the model both need a colour network")
+            try:
+                model.color_network.load_state_dict(donor.color_network.state_dict())
+            except RuntimeError as error:
+                raise ValueError(f"init_color: the colour network of {self.config.init_color} does not fit "
+                                 f"this model's ({error})") from error
+        return model
+
+    def _initial_weights(self) -> QGAC:
         config = self.config
         if config.init:
             return load_qgac(config.init)
