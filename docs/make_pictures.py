@@ -275,7 +275,8 @@ def self_ensemble_markdown(name: str, plain: dict, ensemble: dict) -> str:
     return (
         f"### {name} with the self-ensemble\n\n`qgac eval --self-ensemble`, from "
         f"`docs/results/{SELF_ENSEMBLE_REPORTS[name]}`: each image corrected in its eight orientations and "
-        "averaged. PSNR gain over the JPEG in dB and seconds per image, once and with the ensemble.\n\n"
+        "averaged. PSNR gain over the JPEG in dB and seconds per image, once and with the ensemble (as "
+        "each report measured them on a shared machine, so the times compare only roughly).\n\n"
         + markdown_table(header, rows)
     )
 
