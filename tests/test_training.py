@@ -960,3 +960,15 @@ def test_init_color_starts_the_colour_network_from_another_model(tmp_path, photo
     with pytest.raises(ValueError, match="does not fit"):
         Trainer(tiny_config(tmp_path / "other", photos, stage="color", init=str(tmp_path / "y.pt"),
                             init_color=str(misfit))).build()
+
+
+def test_card_names_the_last_stage_configuration_and_a_transferred_colour_network():
+    from training.export import StageRecord, card_for, training_notes
+
+    config = dict(TrainConfig(data="photos").__dict__)
+    stages = [StageRecord("y", 10, 60.0, {**config, "model": "small", "model_options": {"block_depth": 2}}, None, "a"),
+              StageRecord("color", 5, 30.0, {**config, "model": "fast", "stage": "color", "init": "x.pt",
+                                              "init_color": "hub/qgac-small"}, None, "b")]
+    assert card_for("m", stages).configuration == "fast"
+    assert card_for("m", stages[:1]).configuration == 'small with {"block_depth": 2}'
+    assert "Stage color of run `b` started its colour network from `hub/qgac-small`." in training_notes(stages)

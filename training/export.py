@@ -174,6 +174,8 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
               "Validation PSNR gain (dB)"]
     lines = ["Trained with this repository's `python -m training` (see `training/README.md`), in this order:", "",
              markdown_table(header, rows)]
+    lines += [f"\nStage {r.stage} of run `{r.run}` started its colour network from `{r.config['init_color']}`."
+              for r in stages if r.config.get("init_color")]
     gan = next((r for r in stages if r.stage == "gan"), None)
     if gan is not None and not gan.config.get("texture_weights"):
         lines += ["", f"The GAN stage's texture loss used `{gan.config.get('texture_network')}` without trained "
@@ -181,17 +183,23 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
     return "\n".join(lines)
 
 
+def _configuration(config: dict[str, Any]) -> str:
+    """The configuration a stage trained: its name, with the constructor overrides if any."""
+    options = config.get("model_options")
+    return f"{config['model']} with {json.dumps(options)}" if options else config["model"]
+
+
 def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str | Path] = (),
              notes: str = "", repo_id: str | None = None) -> ModelCardInfo:
     """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
     the default model's, :data:`~qgac_transforms.model_card.HUB_NAMESPACE`)."""
     evaluation, protocol, commands = read_evaluations(eval_json)
-    first = stages[0].config if stages else None
+    first, last = (stages[0].config, stages[-1].config) if stages else (None, None)
     training_data = dataset_description(first["data"], first["validation_images"]) if first else ""
     return ModelCardInfo(
         model_name=name,
         repo_id=repo_id or f"{HUB_NAMESPACE}/{name}",
-        configuration=first["model"] if first else None,
+        configuration=_configuration(last) if last else None,
         training_data=training_data,
         steps={f"{r.run}: {r.stage}": r.step for r in stages},
         wall_clock_seconds=sum(r.elapsed for r in stages) if stages else None,
