@@ -229,8 +229,8 @@ def _islow_operands(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tenso
 
 @functools.cache
 def _quantizers(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """jcdctmgr.c's divisors for every quality 1..100, luma then chroma: tables
-    ``(100, 2, 8, 8)`` int32 and, in float64, the ``scale`` and ``offset`` with which
+    """jcdctmgr.c's divisors for every quality 1..100, luma then chroma, ``(100, 2, 8, 8)``
+    float64: the tables, and the ``scale`` and ``offset`` with which
     ``quantize(x) = sign(x) * floor(|x| * scale + offset)``.
 
     ``compute_reciprocal`` (libjpeg-turbo's SIMD build: 16-bit reciprocals) gives
@@ -251,7 +251,7 @@ def _quantizers(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     correction = torch.where(below_half, correction + 1, correction)
     shift = torch.where(exact, shift - 1, shift)
     scale = reciprocal.to(torch.float64) * torch.exp2(-shift.to(torch.float64))
-    return tables.to(device), scale.to(device), (correction * scale).to(device)
+    return tuple(t.to(device, torch.float64) for t in (tables, scale, correction * scale))
 
 
 def _encode_plane(samples: Tensor, divisors: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -279,7 +279,7 @@ def _encode_plane(samples: Tensor, divisors: tuple[Tensor, Tensor, Tensor]) -> T
     levels = torch.addcmul(offset, levels, scale, out=levels).floor_().copysign_(x)
     # + 0.0 turns the -0.0 of small negative levels into the 0 a decoder reads
     dequantized = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    return torch.addcmul(levels.new_zeros(()), levels, table.to(torch.float64), out=dequantized).view(samples.shape)
+    return torch.addcmul(levels.new_zeros(()), levels, table, out=dequantized).view(samples.shape)
 
 
 def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SUBSAMPLING) -> CoefficientTensors:

@@ -11,7 +11,8 @@ import torch
 
 from qgac_transforms.codec import pixels_to_coefficients
 from qgac_transforms.dct import blockify
-from qgac_transforms.hub import CONFIG_NAME
+from qgac_transforms.hub import read_config
+from qgac_transforms.model import QGAC
 
 from .data import read_rgb
 
@@ -43,7 +44,7 @@ def statistics_overrides(source: str | Path) -> dict[str, Any]:
     trained one's statistics without a pass over the data."""
     path = Path(source)
     if path.is_dir():
-        config = json.loads((path / CONFIG_NAME).read_text())
+        config = read_config(path, QGAC)
         return {key: config[key] for key in ("coefficient_mean", "coefficient_std")}
     stats = json.loads(path.read_text())
     return {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}
