@@ -38,7 +38,7 @@ from .options import CorrectionOptions
 
 #: (height, width) of the read benchmark: a small image and a 12-megapixel photo.
 READ_SIZES = ((512, 512), (3000, 4000))
-NETWORK_CONFIGS = ("tiny", "small", "fast", "medium")
+NETWORK_CONFIGS = ("tiny", "small", "fast", "base", "medium")
 MEMORY_MEGAPIXELS = 24.0
 #: How the peak-memory run corrects: the library's default tiles.
 MEMORY_OPTIONS = CorrectionOptions()

@@ -6,14 +6,18 @@ its published weights, and ``create_model(folder_or_hub_id, pretrained=True)`` l
 saved model. :func:`list_models` names what is registered.
 
 A configuration is exactly the keyword arguments of :class:`~qgac_transforms.model.QGAC`;
-normalization statistics are added by training. Every configuration keeps every part
-of the architecture; only widths change. Parameters (measured):
+normalization statistics are added by training. ``paper``, ``medium``, ``small`` and
+``tiny`` keep every part of the architecture and change only widths; ``base`` and
+``fast`` put dense residual blocks in BlockNet, and ``fast`` drops FrequencyNet.
+Parameters (measured):
 
 ==========  ===========  ===========  =============
 name        total        Y network    colour network
 ==========  ===========  ===========  =============
 ``paper``   259,400,581  256,763,645      2,636,936
 ``medium``   18,711,845   16,354,685      2,357,160
+``base``     11,858,487   11,267,151        591,336
+``fast``      6,791,294    6,199,958        591,336
 ``small``     3,141,349    2,550,013        591,336
 ``tiny``        616,613      467,741        148,872
 ==========  ===========  ===========  =============
@@ -44,6 +48,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "fast": dict(block_width=96, features=16, per_frequency=1, manifold_width=16, fusion_width=2, color_width=16,
                  block_body="residual", block_depth=4, frequency_net=False),
     "tiny": dict(block_width=16, features=8, per_frequency=1, manifold_width=8, fusion_width=1, color_width=8),
+    # For quality, where the study points (docs/method.md): small's CFMs, FrequencyNet and
+    # colour network; at block resolution 8 dense residual blocks 128 wide.
+    "base": dict(block_width=128, features=16, per_frequency=1, manifold_width=16, fusion_width=2, color_width=16,
+                 block_body="residual", block_depth=8),
 }
 
 
@@ -78,6 +86,7 @@ MODELS: dict[str, tuple[str, PublishedWeights | None]] = {
     "qgac-tiny": ("tiny", None),
     "qgac-small": ("small", PublishedWeights(f"{HUB_NAMESPACE}/qgac-small", revision=None, embedded="qgac-small")),
     "qgac-fast": ("fast", None),
+    "qgac-base": ("base", None),
     "qgac-medium": ("medium", None),
     "qgac-paper": ("paper", None),
 }

@@ -25,12 +25,17 @@ Each process resolves a given name and its options once and verifies a given wei
 once (:func:`clear_cache` forgets both); every call still returns a new model, so callers
 may train or move it freely.
 
-A saved model is a folder (``format_version`` 1), exactly as it is uploaded:
+A saved model is a folder, exactly as it is uploaded:
 
 - ``config.json``: :class:`QGAC`'s constructor arguments (its ``config``, normalization
   statistics included), ``format_version``, ``qgac_transforms_version`` (the writer) and
   ``weights_sha256``;
-- ``model.safetensors``: the state dict. Pickle files are never read;
+- ``model.safetensors``: the state dict (``format_version`` 1, ``weights_sha256`` its
+  digest). Pickle files are never read;
+- or, for a model saved with ``max_shard_mb`` whose weights are larger, the state dict
+  split into ``model-00001-of-0000N.safetensors`` files beside Hugging Face's
+  ``model.safetensors.index.json`` (``format_version`` 2, ``weights_sha256`` mapping each
+  file to its digest): for channels that carry files of a limited size;
 - ``README.md``: the model card (:mod:`.model_card`).
 
 Integrity: the weights are written first and their SHA-256 recorded in ``config.json``;
@@ -51,6 +56,7 @@ import inspect
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -58,10 +64,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    split_torch_state_dict_into_shards,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model as save_safetensors
+from safetensors.torch import load_file, save_file, save_model as save_safetensors
 from torch import Tensor, nn
 
 from ._version import __version__
@@ -70,16 +83,23 @@ from .model_card import ModelCardInfo
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
-#: Version of the folder layout and config keys; a reader accepts only its own.
+#: Version of the folder layout and config keys: 1 with one weight file, 2 with shards.
 FORMAT_VERSION = 1
+SHARDED_FORMAT_VERSION = 2
+#: The versions this reader accepts.
+READABLE_FORMATS = (FORMAT_VERSION, SHARDED_FORMAT_VERSION)
 CONFIG_NAME = constants.CONFIG_NAME
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
+#: Sharded weights: Hugging Face's index and shard names.
+WEIGHTS_INDEX_NAME = constants.SAFETENSORS_INDEX_FILE
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 CARD_NAME = constants.REPOCARD_NAME
 #: Every file of a saved model folder.
 FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 #: The training stages the weights went through, written by ``python -m training export``.
 TRAINING_NAME = "training.json"
-#: What is uploaded or embedded, where present; nothing else is.
+#: What is uploaded or embedded from a folder with one weight file, where present
+#: (:func:`published_files` names those of any folder).
 PUBLISHED_FILES = (*FOLDER_FILES, TRAINING_NAME)
 #: Keys of ``config.json`` that are not constructor arguments.
 METADATA_KEYS = ("format_version", "qgac_transforms_version", "weights_sha256")
@@ -138,35 +158,80 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     os.replace(temporary, path)
 
 
-def write_folder(model: nn.Module, directory: str | os.PathLike[str]) -> None:
-    """``model.safetensors``, then ``config.json`` with its SHA-256 (called by ``save_pretrained``)."""
+def _weight_files_present(directory: Path) -> set[Path]:
+    """The weight files of any layout now in ``directory``."""
+    names = {WEIGHTS_NAME, WEIGHTS_INDEX_NAME}
+    return {path for path in directory.iterdir() if path.name in names or SHARD_NAME.fullmatch(path.name)}
+
+
+def write_folder(model: nn.Module, directory: str | os.PathLike[str], max_shard_mb: float | None = None) -> list[str]:
+    """The weights, then ``config.json`` with their SHA-256 (called by ``save_pretrained``);
+    returns the names of the weight files.
+
+    With ``max_shard_mb``, weights larger than that are split into shards of at most that
+    size (a larger tensor gets a shard of its own) with Hugging Face's index beside them.
+    Weight files of an earlier save that the new one does not use are removed.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS_NAME
-    _write_atomically(weights, lambda path: save_safetensors(model, str(path), metadata={"format": "pt"}))
+    stale = _weight_files_present(directory)
+    state = model.state_dict()
+    split = (split_torch_state_dict_into_shards(state, max_shard_size=int(max_shard_mb * 2**20))
+             if max_shard_mb is not None else None)
+    digests: str | dict[str, str]
+    if split is None or not split.is_sharded:
+        weights = directory / WEIGHTS_NAME
+        _write_atomically(weights, lambda path: save_safetensors(model, str(path), metadata={"format": "pt"}))
+        written, version, digests = {weights}, FORMAT_VERSION, sha256_file(weights)
+    else:
+        for name, keys in split.filename_to_tensors.items():
+            tensors = {key: state[key].contiguous() for key in keys}
+            _write_atomically(directory / name,
+                              lambda path, tensors=tensors: save_file(tensors, str(path), metadata={"format": "pt"}))
+        index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
+        index_text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        _write_atomically(directory / WEIGHTS_INDEX_NAME, lambda path: path.write_text(index_text, encoding="utf-8"))
+        digests = {name: sha256_file(directory / name) for name in split.filename_to_tensors}
+        written = {directory / WEIGHTS_INDEX_NAME, *(directory / name for name in digests)}
+        version = SHARDED_FORMAT_VERSION
     config = {
         **model.config,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "qgac_transforms_version": __version__,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": digests,
     }
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     _write_atomically(directory / CONFIG_NAME, lambda path: path.write_text(text, encoding="utf-8"))
+    for path in stale - written:
+        path.unlink()
+    return [WEIGHTS_NAME] if isinstance(digests, str) else sorted(digests)
 
 
 def save_model(
-    model: nn.Module, directory: str | os.PathLike[str], *, card: ModelCardInfo | Mapping[str, Any] | None = None
+    model: nn.Module, directory: str | os.PathLike[str], *, card: ModelCardInfo | Mapping[str, Any] | None = None,
+    max_shard_mb: float | None = None,
 ) -> Path:
-    """Write a complete, publishable folder: config, weights and a freshly rendered card.
+    """Write a complete, publishable folder: weights, config and a freshly rendered card.
 
     ``card`` describes the export (see :class:`~.model_card.ModelCardInfo`: name, training
-    data, steps per stage, wall-clock time, evaluation rows). Unlike ``save_pretrained``,
-    which keeps an existing ``README.md``, this always rewrites it.
+    data, steps per stage, wall-clock time, evaluation rows); ``max_shard_mb`` as for
+    :func:`write_folder`. Unlike ``save_pretrained``, which keeps an existing
+    ``README.md``, this always rewrites it.
     """
     directory = Path(directory)
-    (directory / CARD_NAME).unlink(missing_ok=True)
-    model.save_pretrained(directory, model_card_kwargs={"card": card} if card is not None else None)
+    shards = len(write_folder(model, directory, max_shard_mb))
+    model.generate_model_card(card=card, shards=shards).save(directory / CARD_NAME)
     return directory
+
+
+def published_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The files of a saved folder that are uploaded or embedded, where present: config,
+    weights (shards with their index), card and training lineage. Nothing else is sent."""
+    directory = Path(directory)
+    weights = _listed_weight_files(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else []
+    index = [WEIGHTS_INDEX_NAME] if weights and weights != [WEIGHTS_NAME] else []
+    names = (CONFIG_NAME, *weights, *index, CARD_NAME, TRAINING_NAME)
+    return [name for name in names if (directory / name).is_file()]
 
 
 # ---------------------------------------------------------------------- reading
@@ -204,12 +269,13 @@ def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module])
     version = config.get("format_version")
     if version is None:
         raise InvalidWeightsError(path, "no format_version: not written by qgac-transforms save_pretrained")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        advice = " (upgrade qgac-transforms)" if isinstance(version, int) and version > FORMAT_VERSION else ""
+    if version not in READABLE_FORMATS or isinstance(version, bool):
+        newer = isinstance(version, int) and version > max(READABLE_FORMATS)
         raise InvalidWeightsError(
             path,
             f"format_version {version!r} written by qgac-transforms {writer}; qgac-transforms {__version__} "
-            f"reads format_version {FORMAT_VERSION} only{advice}",
+            f"reads format_version {' and '.join(map(str, READABLE_FORMATS))} only"
+            f"{' (upgrade qgac-transforms)' if newer else ''}",
         )
     unknown = sorted(set(config) - set(METADATA_KEYS) - _constructor_arguments(model_class).keys())
     if unknown:
@@ -217,10 +283,33 @@ def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module])
             path, f"unknown configuration keys {unknown} (written by qgac-transforms {writer}, this is {__version__})"
         )
     _check_types(config, model_class, path)
-    digest = config.get("weights_sha256")
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise InvalidWeightsError(path, "weights_sha256 is missing or not a SHA-256 hex digest")
+    weight_digests(config, path)
     return config
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def weight_digests(config: Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, str]:
+    """Weight file name -> SHA-256, as ``config.json`` (at ``path``) records them.
+
+    Shard names are checked against Hugging Face's pattern (so a config cannot name a file
+    outside its folder) and must be the complete set ``1..N of N``.
+    """
+    digests = config.get("weights_sha256")
+    if config.get("format_version") != SHARDED_FORMAT_VERSION:
+        if not _is_digest(digests):
+            raise InvalidWeightsError(path, "weights_sha256 is missing or not a SHA-256 hex digest")
+        return {WEIGHTS_NAME: digests}
+    if not isinstance(digests, dict) or not digests or not all(map(_is_digest, digests.values())):
+        raise InvalidWeightsError(path, "weights_sha256 must map each weight shard to its SHA-256 hex digest")
+    count = len(digests)
+    expected = {f"model-{number:05d}-of-{count:05d}.safetensors" for number in range(1, count + 1)}
+    if set(digests) != expected:
+        raise InvalidWeightsError(path, f"weights_sha256 names {_few(sorted(digests))}; a model in {count} shards "
+                                        f"has {_few(sorted(expected))}")
+    return dict(digests)
 
 
 @lru_cache(maxsize=None)
@@ -239,13 +328,27 @@ def read_weights(path: str | os.PathLike[str], sha256: str) -> dict[str, Tensor]
     """The state dict in a safetensors file, after checking its SHA-256."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidWeightsError(path, "missing: a saved QGAC model folder holds config.json and model.safetensors")
+        raise InvalidWeightsError(path, "missing: a saved QGAC model folder holds config.json and its weights "
+                                        "(model.safetensors or the shards named in config.json)")
     stat = path.stat()
     _verify_digest(str(path), stat.st_size, stat.st_mtime_ns, sha256)
     try:
         return load_file(path)
     except SafetensorError as error:
         raise InvalidWeightsError(path, f"not a readable safetensors file ({error})") from None
+
+
+def read_folder_weights(directory: str | os.PathLike[str], config: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The whole state dict of a folder with a validated config: its one file or all its shards."""
+    directory = Path(directory)
+    state: dict[str, Tensor] = {}
+    for name, digest in weight_digests(config, directory / CONFIG_NAME).items():
+        part = read_weights(directory / name, digest)
+        repeated = sorted(state.keys() & part.keys())
+        if repeated:
+            raise InvalidWeightsError(directory / name, f"holds keys already in another shard: {_few(repeated)}")
+        state.update(part)
+    return state
 
 
 def _few(keys: Sequence[str], limit: int = 5) -> str:
@@ -288,14 +391,15 @@ def load_folder(
     """Build ``model_class`` from ``directory``'s config and strictly load its weights; eval mode."""
     directory = Path(directory)
     config = read_config(directory, model_class)
-    state = read_weights(directory / WEIGHTS_NAME, config["weights_sha256"])
+    state = read_folder_weights(directory, config)
     try:
         # Built on the meta device: no random initialisation to throw away.
         with torch.device("meta"):
             model = model_class(**{key: value for key, value in config.items() if key not in METADATA_KEYS})
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidWeightsError(directory / CONFIG_NAME, f"cannot build {model_class.__name__}: {error}") from None
-    check_state_dict(model, state, directory / WEIGHTS_NAME)
+    sharded = config["format_version"] == SHARDED_FORMAT_VERSION
+    check_state_dict(model, state, directory / (WEIGHTS_INDEX_NAME if sharded else WEIGHTS_NAME))
     # The statistics come from the config at full precision: a float16 file holds them rounded,
     # and a model that kept the rounded values would save a folder that no longer loads.
     statistics = dict(model.named_buffers())
@@ -306,16 +410,26 @@ def load_folder(
 
 
 # ---------------------------------------------------------------------- finding
+def _listed_weight_files(config_path: Path) -> list[str]:
+    """The weight files a downloaded ``config.json`` names; ``model.safetensors`` when it names
+    none validly (loading the folder then reports what is wrong with the config)."""
+    try:
+        return list(weight_digests(json.loads(config_path.read_text(encoding="utf-8")), config_path))
+    except (UnicodeDecodeError, json.JSONDecodeError, InvalidWeightsError, AttributeError):
+        return [WEIGHTS_NAME]
+
+
 def download(repo_id: str, options: HubOptions = HubOptions()) -> Path:
-    """Fetch ``config.json`` and ``model.safetensors`` of one commit; returns its cache snapshot folder."""
+    """Fetch ``config.json`` and the weight files it names, of one commit; returns its cache snapshot folder."""
     arguments: dict[str, Any] = {**asdict(options), "repo_id": repo_id, "library_name": "qgac-transforms",
                                  "library_version": __version__}
     revision = arguments.pop("revision")
     config = Path(hf_hub_download(filename=CONFIG_NAME, revision=revision, **arguments))
     # The cache keeps each commit in snapshots/<commit hash>/: pin the weights to the config's commit.
-    weights = Path(hf_hub_download(filename=WEIGHTS_NAME, revision=config.parent.name, **arguments))
-    if weights.parent != config.parent:
-        raise WeightsNotFoundError(f"{repo_id}: config.json and model.safetensors resolved to different folders")
+    for name in _listed_weight_files(config):
+        weights = Path(hf_hub_download(filename=name, revision=config.parent.name, **arguments))
+        if weights.parent != config.parent:
+            raise WeightsNotFoundError(f"{repo_id}: config.json and {name} resolved to different folders")
     return config.parent
 
 
@@ -336,9 +450,10 @@ def _summary(error: BaseException) -> str:
 
 
 def _cached(repo_id: str, revision: str, cache_dir: str | os.PathLike[str] | None) -> bool:
-    return all(
+    config = try_to_load_from_cache(repo_id, CONFIG_NAME, cache_dir=cache_dir, revision=revision)
+    return isinstance(config, str) and all(
         isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision), str)
-        for name in (CONFIG_NAME, WEIGHTS_NAME)
+        for name in _listed_weight_files(Path(config))
     )
 
 

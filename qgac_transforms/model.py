@@ -308,14 +308,15 @@ class QGAC(
         return load_folder(resolve(model_id, options), cls, map_location=map_location)
 
     def generate_model_card(
-        self, *args: Any, card: ModelCardInfo | Mapping[str, Any] | None = None, **kwargs: Any
+        self, *args: Any, card: ModelCardInfo | Mapping[str, Any] | None = None, shards: int = 1, **kwargs: Any
     ) -> ModelCard:
-        """The model card written by ``save_pretrained(..., model_card_kwargs={"card": ...})``."""
+        """The model card written by ``save_pretrained(..., model_card_kwargs={"card": ...})``;
+        ``shards``: how many files hold the weights (:func:`~.hub.save_model`)."""
         info = ModelCardInfo.coerce(card if card is not None else {"model_name": type(self).__name__})
         mixin = self._hub_mixin_info
         return render_card(
             info, mixin.model_card_data, parameters=sum(p.numel() for p in self.parameters()),
-            repo_url=mixin.repo_url, paper_url=mixin.paper_url,
+            repo_url=mixin.repo_url, paper_url=mixin.paper_url, shards=shards,
         )
 
     def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:

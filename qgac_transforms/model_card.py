@@ -54,11 +54,16 @@ model = create_model("{{ info.repo_id or namespace + "/" + info.model_name }}", 
 
 ## Files
 
-- `config.json`: the model's constructor arguments (including the coefficient normalization
+{% if shards > 1 %}- `config.json`: the model's constructor arguments (including the coefficient normalization
+  statistics), `format_version`, the `qgac_transforms_version` that wrote it and the SHA-256 of
+  each weight file, checked on every load.
+- `model-00001-of-{{ last }}.safetensors` to `model-{{ last }}-of-{{ last }}.safetensors`: the weights, in
+  {{ shards }} shards, with their index `model.safetensors.index.json`. No pickle files are used.
+{% else %}- `config.json`: the model's constructor arguments (including the coefficient normalization
   statistics), `format_version`, the `qgac_transforms_version` that wrote it and the SHA-256 of
   `model.safetensors`, checked on every load.
 - `model.safetensors`: the weights. No pickle files are used.
-
+{% endif %}
 ## Training
 
 - Data: {{ info.training_data or "not recorded" }}
@@ -170,9 +175,11 @@ def card_metadata(base: ModelCardData, info: ModelCardInfo) -> ModelCardData:
 
 
 def render_card(
-    info: ModelCardInfo, base: ModelCardData, *, parameters: int, repo_url: str | None, paper_url: str | None
+    info: ModelCardInfo, base: ModelCardData, *, parameters: int, repo_url: str | None, paper_url: str | None,
+    shards: int = 1,
 ) -> ModelCard:
-    """The model card for ``info``; ``base`` carries the library-wide metadata."""
+    """The model card for ``info``; ``base`` carries the library-wide metadata; ``shards``: how
+    many files hold the weights."""
     if info.evaluation and not info.evaluation_protocol.strip():
         raise ValueError(f"model card for {info.model_name!r}: evaluation results need an evaluation_protocol")
     steps_table = markdown_table(["Stage", "Steps"], [[stage, str(n)] for stage, n in info.steps.items()])
@@ -181,6 +188,8 @@ def render_card(
         template_str=TEMPLATE,
         info=info,
         parameters=parameters,
+        shards=shards,
+        last="%05d" % shards,
         repo_url=repo_url,
         paper_url=paper_url,
         namespace=HUB_NAMESPACE,

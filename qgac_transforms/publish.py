@@ -3,7 +3,7 @@
 ``python -m qgac_transforms.publish upload FOLDER REPO_ID`` and
 ``python -m qgac_transforms.publish embed FOLDER``. Unlike a plain ``hf upload``, both
 first load the folder strictly (keys, shapes, SHA-256 of the weights) and send or copy
-only :data:`~.hub.PUBLISHED_FILES`.
+only the folder's :func:`~.hub.published_files`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from ._version import __version__
-from .hub import CARD_NAME, PUBLISHED_FILES, InvalidWeightsError, embedded_folder, load_folder
+from .hub import CARD_NAME, InvalidWeightsError, embedded_folder, load_folder, published_files
 from .model import QGAC
 
 
@@ -33,8 +33,8 @@ def upload(
 ) -> str:
     """Publish a saved model folder to a Hub model repo (created if needed); returns the commit hash.
 
-    The folder must load (strictly, hash checked) and carry its card; only
-    :data:`PUBLISHED_FILES` are sent.
+    The folder must load (strictly, hash checked) and carry its card; only its
+    :func:`published_files` are sent.
     """
     folder = Path(folder)
     load_folder(folder, QGAC)  # strictly, hash checked
@@ -45,7 +45,7 @@ def upload(
     commit = api.upload_folder(
         repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
         commit_message=commit_message or f"Upload {folder.name} (qgac-transforms {__version__})",
-        allow_patterns=list(PUBLISHED_FILES),
+        allow_patterns=published_files(folder),
     )
     return commit.oid
 
@@ -56,11 +56,12 @@ def embed(folder: str | os.PathLike[str], name: str | None = None) -> Path:
     load_folder(folder, QGAC)  # strictly, hash checked
     target = embedded_folder(name or folder.name)
     target.mkdir(parents=True, exist_ok=True)
-    for file_name in PUBLISHED_FILES:
-        if (folder / file_name).is_file():
-            shutil.copyfile(folder / file_name, target / file_name)
-        else:
-            (target / file_name).unlink(missing_ok=True)  # no stale file from an earlier model
+    names = published_files(folder)
+    for file_name in names:
+        shutil.copyfile(folder / file_name, target / file_name)
+    for stale in target.iterdir():  # nothing left from an earlier model
+        if stale.name not in names:
+            stale.unlink()
     return target
 
 

@@ -32,6 +32,7 @@ from qgac_transforms.hub import (
     FOLDER_FILES,
     PUBLISHED_FILES,
     TRAINING_NAME,
+    WEIGHTS_INDEX_NAME,
     WEIGHTS_NAME,
     InvalidWeightsError,
     WeightsNotFoundError,
@@ -286,7 +287,8 @@ def test_statistics_that_differ_from_the_config_are_an_error(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 2}, "format_version 2 .* reads format_version 1 only \\(upgrade qgac-transforms\\)"),
+        ({"format_version": 3}, "format_version 3 .* reads format_version 1 and 2 only \\(upgrade qgac-transforms\\)"),
+        ({"format_version": 2}, "weights_sha256 must map each weight shard to its SHA-256"),
         ({"format_version": "1"}, "format_version '1'"),
         ({"format_version": True}, "format_version True"),
         ({"new_argument": 3}, "unknown configuration keys \\['new_argument'\\]"),
@@ -366,6 +368,131 @@ def test_round_trip_property(widths, color, seed):
         loaded = load_model(directory)
     assert loaded.config == model.config
     assert_same_weights(loaded, model)
+
+
+# --------------------------------------------------------------------- sharded folders
+#: MINI's weights are 0.6 MiB: shards of 0.1 MiB make a folder of several.
+SHARD_MB = 0.1
+
+
+def sharded(tmp_path: Path, model: QGAC | None = None, name: str = "qgac-sharded") -> Path:
+    return save_model(model or mini_model(), tmp_path / name, card=CARD, max_shard_mb=SHARD_MB)
+
+
+def shard_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("model-*-of-*.safetensors"))
+
+
+@settings(deadline=None, max_examples=8)
+@given(max_shard_mb=st.floats(0.005, 1.0), seed=st.integers(0, 100))
+def test_sharded_round_trip_property(max_shard_mb, seed):
+    """Any shard size: the folder loads to the same weights; each shard holds at most the limit
+    (or one tensor larger than it); the config lists every shard with its digest, and weights
+    that fit in one shard stay one plain model.safetensors."""
+    model = mini_model(seed)
+    with tempfile.TemporaryDirectory() as directory:
+        folder = save_model(model, Path(directory) / "m", card=CARD, max_shard_mb=max_shard_mb)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        names = shard_names(folder)
+        limit = max_shard_mb * 2**20
+        if not names:
+            assert config["format_version"] == 1 and (folder / WEIGHTS_NAME).is_file()
+            assert (folder / WEIGHTS_NAME).stat().st_size <= limit + 64 * 1024  # plus the header
+        else:
+            assert config["format_version"] == 2 and not (folder / WEIGHTS_NAME).exists()
+            assert config["weights_sha256"] == {name: hub.sha256_file(folder / name) for name in names}
+            index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text())
+            assert sorted(set(index["weight_map"].values())) == names
+            assert index["weight_map"].keys() == model.state_dict().keys()
+            for name in names:
+                tensors = load_file(folder / name)
+                stored = sum(t.numel() * t.element_size() for t in tensors.values())
+                assert stored <= limit or len(tensors) == 1, name
+        loaded = load_model(folder)
+    assert loaded.config == model.config
+    assert_same_weights(loaded, model)
+
+
+def test_saving_again_in_another_layout_leaves_no_stale_weights(tmp_path):
+    first, second = mini_model(1), mini_model(2)
+    folder = sharded(tmp_path, first)
+    assert len(shard_names(folder)) > 1
+    save_model(second, folder, card=CARD)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FOLDER_FILES)
+    assert_same_weights(load_model(folder), second)
+    sharded(tmp_path, first)
+    assert not (folder / WEIGHTS_NAME).exists()
+    assert_same_weights(load_model(folder), first)
+    assert "with their index `model.safetensors.index.json`" in (folder / "README.md").read_text()
+
+
+def test_a_damaged_or_missing_shard_is_named(tmp_path):
+    folder = sharded(tmp_path)
+    last = folder / shard_names(folder)[-1]
+    data = bytearray(last.read_bytes())
+    data[-3] ^= 0x10
+    last.write_bytes(bytes(data))
+    with pytest.raises(InvalidWeightsError, match=f"{last.name}: SHA-256 .* differs"):
+        load_model(folder)
+    last.unlink()
+    with pytest.raises(InvalidWeightsError, match=f"{last.name}: missing"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("change", ["outside", "incomplete", "not a digest", "repeated keys"])
+def test_a_config_that_names_shards_wrongly_is_refused(tmp_path, change):
+    """Shard names come from config.json: only the complete set of Hugging Face's names is
+    accepted, so a config cannot make the loader read (or download) any other file."""
+    folder = sharded(tmp_path)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    digests = config["weights_sha256"]
+    first, *rest = sorted(digests)
+    if change == "outside":
+        digests["../model-00001-of-00001.safetensors"] = digests.pop(first)
+        message = "weights_sha256 names"
+    elif change == "incomplete":
+        del digests[rest[-1]]
+        message = "weights_sha256 names"
+    elif change == "not a digest":
+        digests[first] = "0" * 63
+        message = "must map each weight shard"
+    else:  # the second shard holds the first one's tensors too
+        second = folder / rest[0]
+        save_file({**load_file(folder / first), **load_file(second)}, str(second))
+        digests[rest[0]] = hub.sha256_file(second)
+        message = "holds keys already in another shard"
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(InvalidWeightsError, match=message):
+        load_model(folder)
+
+
+def test_a_sharded_model_downloads_from_the_hub_and_then_loads_offline(tmp_path, local_hub, cache_dir,
+                                                                      monkeypatch):
+    model = mini_model(8)
+    folder = sharded(tmp_path, model)
+    local_hub.publish_folder("tests/qgac-sharded", folder)
+    assert_same_weights(load_model("tests/qgac-sharded", cache_dir=cache_dir), model)
+    assert downloads(local_hub) == 1 + len(shard_names(folder))  # the config and each shard, once
+    hub.clear_cache()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub._cached("tests/qgac-sharded", "main", cache_dir)
+    assert_same_weights(load_model("tests/qgac-sharded", cache_dir=cache_dir), model)
+
+
+def test_upload_and_embed_take_every_shard_and_the_index(tmp_path, local_hub, cache_dir, monkeypatch):
+    model = mini_model(9)
+    folder = sharded(tmp_path, model)
+    (folder / "notes.txt").write_text("not part of the model")
+    files = [CONFIG_NAME, *shard_names(folder), WEIGHTS_INDEX_NAME, "README.md"]
+    assert sorted(hub.published_files(folder)) == sorted(files)
+    assert publish.main(["upload", str(folder), "tests/uploaded-shards"]) == 0
+    assert sorted(local_hub.files("tests/uploaded-shards")) == sorted(files)
+    monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
+    single = publish.embed(saved(tmp_path, name="qgac-sharded-was-single"), "qgac-sharded")
+    assert (single / WEIGHTS_NAME).is_file()
+    target = publish.embed(folder)
+    assert sorted(p.name for p in target.iterdir()) == sorted(files)  # the single file is gone
+    assert_same_weights(load_model(target), model)
 
 
 # --------------------------------------------------------------------- the Hub

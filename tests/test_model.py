@@ -197,6 +197,16 @@ def test_configurations_keep_every_part_and_one_fits_a_cpu():
     assert counts["paper"] > counts["medium"] > counts["small"] > counts["tiny"]
 
 
+def test_base_keeps_frequency_net_and_fits_two_returned_shards():
+    """``base`` follows the capacity study (dense residual body, FrequencyNet kept) and its
+    float16 weights fit the two 15 MiB shards that a GPU session's eight returned files
+    leave room for (training/README.md)."""
+    with torch.device("meta"):
+        model = build_model("base")
+    assert model.y_network.frequency is not None and CONFIGS["base"]["block_body"] == "residual"
+    assert 2 * sum(p.numel() for p in model.parameters()) <= 2 * 15 * 2**20
+
+
 def test_config_rebuilds_the_model(tiny):
     rebuilt = QGAC(**tiny.config)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in tiny.state_dict().items()}

@@ -884,6 +884,29 @@ def test_gpu_session_script_starts_a_new_model_and_continues_it_from_the_hub_fol
     assert json.loads((tmp_path / "second" / "config-y.json").read_text())["init"] == str(hub_dir / "qgac-fast")
 
 
+def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards(tmp_path, photos):
+    """CONFIG=base (23 MiB in float16, over the 16 MiB a returned file may hold): the export
+    comes back in two shards, still within eight files; a new model's colour network starts
+    from COLOR_FROM; the next session starts from the sharded folder."""
+    hub_dir, out = tmp_path / "hub", tmp_path / "out"
+    _gpu_session(photos, out, tmp_path / "first", "0.01", "0.01", CONFIG="base", HUB=str(hub_dir),
+                 COLOR_FROM="hub/qgac-small")
+    returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert returned == ["bench.json", "hub/qgac-base/README.md", "hub/qgac-base/config.json",
+                        "hub/qgac-base/model-00001-of-00002.safetensors",
+                        "hub/qgac-base/model-00002-of-00002.safetensors",
+                        "hub/qgac-base/model.safetensors.index.json", "hub/qgac-base/training.json", "train.log"]
+    assert all((out / name).stat().st_size <= 15 * 2**20 for name in returned)
+    first = json.loads((tmp_path / "first" / "config-y.json").read_text())
+    assert first["init"] is None and first["init_color"] == "hub/qgac-small"
+    shutil.copytree(out / "hub", hub_dir)  # committed after the session
+    assert load_qgac(hub_dir / "qgac-base").config["block_width"] == 128
+    _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="base", HUB=str(hub_dir),
+                 COLOR_FROM="hub/qgac-small")
+    second = json.loads((tmp_path / "second" / "config-y.json").read_text())
+    assert second["init"] == str(hub_dir / "qgac-base") and second["init_color"] is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [False, True], ids=["steps", "time budget"])
 def test_two_process_gloo_ddp_run_finishes(tmp_path, photos, budget):

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
     export.add_argument("--half", action="store_true",
                         help="store the weights in float16 (half the size; loaded back into float32)")
+    export.add_argument("--max-shard-mb", type=float,
+                        help="split weights larger than this many MiB into shards of at most that size")
     export.add_argument("--embed", action="store_true",
                         help="also write the model into qgac_transforms/weights/<name>/ (shipped in the wheel)")
     return parser
@@ -154,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
             from .export import export_run  # noqa: PLC0415
 
             folders = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
-                                 repo_id=args.repo_id, half=args.half)
+                                 repo_id=args.repo_id, half=args.half, max_shard_mb=args.max_shard_mb)
             for folder in folders:
                 print(f"exported {args.run} stage {args.stage} -> {folder}")
             return 0

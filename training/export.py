@@ -217,18 +217,19 @@ def gray_model(model: QGAC) -> QGAC:
     return gray
 
 
-def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[StageRecord]) -> Path:
+def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[StageRecord],
+          max_shard_mb: float | None = None) -> Path:
     """The Hub folder (config, weights, card) plus the ``training.json`` of its ``stages``."""
-    hub.save_model(model, folder, card=card)
+    hub.save_model(model, folder, card=card, max_shard_mb=max_shard_mb)
     write_lineage(stages, folder)
     return folder
 
 
 def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
                eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None,
-               half: bool = False) -> list[Path]:
+               half: bool = False, max_shard_mb: float | None = None) -> list[Path]:
     """Write what ``run``'s stage produced (:func:`stage_checkpoint`) to ``hub_dir/name`` (and the
-    package's weights if ``embed``).
+    package's weights if ``embed``); ``max_shard_mb`` splits larger weights into shards.
 
     ``half`` stores the weights in float16 (half the size; models load them back into float32).
     """
@@ -243,7 +244,8 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
     if half:
         model = model.half()
     stages = run_stages(run, stage)
-    folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages)
+    folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages,
+                   max_shard_mb)
     return [folder, publish.embed(folder, name)] if embed else [folder]
 
 

@@ -2,8 +2,8 @@
 # One call on a GPU machine of the device tool (at most 10 minutes, 64 MiB in, 8 files of
 # 16 MiB out): bench, stage y, then stage color from stage y's best weights, on one shard of
 # the photos; then the colour stage's best weights (the starting ones if training only made
-# them worse) are exported in float16 to $OUT/hub/NAME. See "Training on a GPU machine" in
-# training/README.md.
+# them worse) are exported in float16 to $OUT/hub/NAME, in shards of at most 15 MiB when
+# larger. See "Training on a GPU machine" in training/README.md.
 #
 #   training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN FLAGS...]]
 #
@@ -12,9 +12,10 @@
 # CONFIG (default small) picks training/configs/CONFIG-{y,color}-gpu-session.json; NAME
 # (default qgac-CONFIG) names the exported folder; where HUB/NAME (HUB default hub) holds a
 # committed model, stage y starts from it, so a model trains on across sessions (else the
-# config's init: random weights for a new model). BENCH_BATCHES (default 20) sets the
-# length of the bench. What comes back: bench.json, train.log and the exported folder's
-# four files.
+# config's init: random weights for a new model, whose colour network starts from the
+# folder COLOR_FROM names, if set). BENCH_BATCHES (default 20) sets the length of the
+# bench. What comes back: bench.json, train.log and the exported folder's files (four;
+# six for a model of two shards, the most that fits in 8 files).
 set -euo pipefail
 usage="usage: training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN FLAGS...]]"
 shard=${1:?$usage}
@@ -34,6 +35,8 @@ trap 'cp "$run"/train.log "$out"/ 2>/dev/null || true; ls -lR "$out"' EXIT  # th
 y_init=()  # the committed model of this name, if there is one
 if [ -e "$committed/config.json" ]; then
     y_init=(--init "$committed")
+elif [ -n "${COLOR_FROM:-}" ]; then
+    y_init=(--init-color "$COLOR_FROM")
 fi
 python -m training bench --config-file "$y_config" --data "$shard" --run "$run" "${y_init[@]}" \
     --batches "${BENCH_BATCHES:-20}" --json "$out/bench.json" "$@"
@@ -48,5 +51,6 @@ fi
 if [ "$color_minutes" != 0 ]; then
     python -m training train --config-file "$color_config" --data "$shard" --run "$run" \
         "${color_init[@]}" --session-minutes "$color_minutes" "$@"
-    python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half
+    python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half \
+        --max-shard-mb 15
 fi
