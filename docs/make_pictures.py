@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from qgac_transforms.configs import DEFAULT_MODEL
 from qgac_transforms.model_card import markdown_table
 
 DOCS = Path(__file__).resolve().parent
@@ -216,7 +217,7 @@ def headline_markdown(reports: dict[str, dict]) -> str:
 def numbers_markdown(reports: dict[str, dict], bench: list[tuple[str, dict]]) -> str:
     """The landing page's numbers: gain at quality 10 and time per 512 x 512 image."""
     header = ["", *(f"{name} ({DESCRIPTION[name]})" for name in reports)]
-    ours, paper = [f"gain at quality {QUALITY}, `qgac-small`"], [f"gain at quality {QUALITY}, the paper's QGAC"]
+    ours, paper = [f"gain at quality {QUALITY}, `{DEFAULT_MODEL}`"], [f"gain at quality {QUALITY}, the paper's QGAC"]
     for name, report in reports.items():
         jpeg, qgac = PAPER[name][QUALITY]
         ours.append(f"**{_gain(_at(report, QUALITY)):+.2f} dB**")
@@ -343,7 +344,7 @@ def main() -> None:
     if not args.skip_crops:
         from qgac_transforms import create_model
 
-        model = create_model(args.weights or "qgac-small", pretrained=True, local_files_only=args.weights is None)
+        model = create_model(args.weights or DEFAULT_MODEL, pretrained=True, local_files_only=args.weights is None)
         make_comparisons(args.benchmarks, images, model, reports["LIVE1"])
     make_plot(reports, images / "psnr-gain.png")
     write_markdown(reports, results)

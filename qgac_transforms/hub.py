@@ -10,7 +10,8 @@ model: the class to build is always passed in.
 2. Anything else is a Hugging Face Hub repo id, fetched with
    :func:`huggingface_hub.hf_hub_download`, so the Hub cache (``HF_HUB_CACHE`` or
    ``cache_dir``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``revision`` and ``token`` behave
-   as for any Hub model. Both files come from one commit, even when ``revision`` is a branch.
+   as for any Hub model. The config and the weight files it names come from one commit,
+   even when ``revision`` is a branch.
 3. A registered model's published weights (:class:`~.configs.PublishedWeights`): while
    unpublished (no revision), the copy shipped inside the package, with no request at
    all. Once published, the Hub at the pinned revision (a warm cache answers without any
@@ -55,10 +56,12 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatch
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,9 +93,8 @@ SHARDED_FORMAT_VERSION = 2
 READABLE_FORMATS = (FORMAT_VERSION, SHARDED_FORMAT_VERSION)
 CONFIG_NAME = constants.CONFIG_NAME
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
-#: Sharded weights: Hugging Face's index and shard names.
+#: Sharded weights: Hugging Face's index beside ``model-00001-of-0000N.safetensors`` files.
 WEIGHTS_INDEX_NAME = constants.SAFETENSORS_INDEX_FILE
-SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 CARD_NAME = constants.REPOCARD_NAME
 #: Every file of a saved model folder.
 FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
@@ -135,7 +137,11 @@ class HubOptions:
 
 def embedded_folder(name: str) -> Path:
     """The packaged copy of a model: ``weights/<name>/`` inside this package (a repo id's last part)."""
-    return EMBEDDED_ROOT / name.rsplit("/", 1)[-1]
+    folder = name.rsplit("/", 1)[-1]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", folder):
+        raise ValueError(f"{name!r}: a packaged model's name is letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit")
+    return EMBEDDED_ROOT / folder
 
 
 # ---------------------------------------------------------------------- writing
@@ -158,10 +164,14 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     os.replace(temporary, path)
 
 
-def _weight_files_present(directory: Path) -> set[Path]:
-    """The weight files of any layout now in ``directory``."""
-    names = {WEIGHTS_NAME, WEIGHTS_INDEX_NAME}
-    return {path for path in directory.iterdir() if path.name in names or SHARD_NAME.fullmatch(path.name)}
+#: Name patterns of every weight file of either layout (what a new save or upload replaces).
+WEIGHT_PATTERNS = (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "model-?????-of-?????.safetensors")
+
+
+def weight_files_present(directory: str | os.PathLike[str]) -> set[Path]:
+    """The weight files of either layout now in ``directory``."""
+    return {path for path in Path(directory).iterdir()
+            if path.is_file() and any(fnmatch(path.name, pattern) for pattern in WEIGHT_PATTERNS)}
 
 
 def write_folder(model: nn.Module, directory: str | os.PathLike[str], max_shard_mb: float | None = None) -> list[str]:
@@ -169,12 +179,15 @@ def write_folder(model: nn.Module, directory: str | os.PathLike[str], max_shard_
     returns the names of the weight files.
 
     With ``max_shard_mb``, weights larger than that are split into shards of at most that
-    size (a larger tensor gets a shard of its own) with Hugging Face's index beside them.
+    many MiB of tensors (plus a header of a few KiB; a larger tensor gets a shard of its
+    own) with Hugging Face's index beside them.
     Weight files of an earlier save that the new one does not use are removed.
     """
+    if max_shard_mb is not None and not 0 < max_shard_mb < math.inf:
+        raise ValueError(f"max_shard_mb must be a positive number of MiB, got {max_shard_mb}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stale = _weight_files_present(directory)
+    stale = weight_files_present(directory)
     state = model.state_dict()
     split = (split_torch_state_dict_into_shards(state, max_shard_size=int(max_shard_mb * 2**20))
              if max_shard_mb is not None else None)
@@ -228,9 +241,8 @@ def published_files(directory: str | os.PathLike[str]) -> list[str]:
     """The files of a saved folder that are uploaded or embedded, where present: config,
     weights (shards with their index), card and training lineage. Nothing else is sent."""
     directory = Path(directory)
-    weights = _listed_weight_files(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else []
-    index = [WEIGHTS_INDEX_NAME] if weights and weights != [WEIGHTS_NAME] else []
-    names = (CONFIG_NAME, *weights, *index, CARD_NAME, TRAINING_NAME)
+    weights = _listed_weight_files(directory / CONFIG_NAME)
+    names = (CONFIG_NAME, *weights, CARD_NAME, TRAINING_NAME)
     return [name for name in names if (directory / name).is_file()]
 
 
@@ -258,7 +270,7 @@ def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module])
     """The validated ``config.json`` of a saved model folder."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise InvalidWeightsError(path, "missing: a saved QGAC model folder holds config.json and model.safetensors")
+        raise InvalidWeightsError(path, "missing: a saved QGAC model folder holds config.json and its weights")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -269,7 +281,7 @@ def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module])
     version = config.get("format_version")
     if version is None:
         raise InvalidWeightsError(path, "no format_version: not written by qgac-transforms save_pretrained")
-    if version not in READABLE_FORMATS or isinstance(version, bool):
+    if type(version) is not int or version not in READABLE_FORMATS:
         newer = isinstance(version, int) and version > max(READABLE_FORMATS)
         raise InvalidWeightsError(
             path,
@@ -339,16 +351,34 @@ def read_weights(path: str | os.PathLike[str], sha256: str) -> dict[str, Tensor]
 
 
 def read_folder_weights(directory: str | os.PathLike[str], config: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The whole state dict of a folder with a validated config: its one file or all its shards."""
+    """The whole state dict of a folder with a validated config: its one file, or all its
+    shards, checked against their index (which Hugging Face's tools read instead of the config)."""
     directory = Path(directory)
     state: dict[str, Tensor] = {}
+    shard_of: dict[str, str] = {}
     for name, digest in weight_digests(config, directory / CONFIG_NAME).items():
         part = read_weights(directory / name, digest)
         repeated = sorted(state.keys() & part.keys())
         if repeated:
             raise InvalidWeightsError(directory / name, f"holds keys already in another shard: {_few(repeated)}")
         state.update(part)
+        shard_of.update(dict.fromkeys(part, name))
+    if config["format_version"] == SHARDED_FORMAT_VERSION:
+        _check_index(directory / WEIGHTS_INDEX_NAME, shard_of)
     return state
+
+
+def _check_index(path: Path, shard_of: Mapping[str, str]) -> None:
+    """Raise unless the shards' index maps every key to the shard that holds it."""
+    if not path.is_file():
+        raise InvalidWeightsError(path, "missing: a sharded model folder holds its shards' index")
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InvalidWeightsError(path, f"not a safetensors index ({type(error).__name__}: {error})") from None
+    if weight_map != dict(shard_of):
+        wrong = sorted(key for key in set(weight_map) | set(shard_of) if weight_map.get(key) != shard_of.get(key))
+        raise InvalidWeightsError(path, f"does not match the shards named in config.json: {_few(wrong)}")
 
 
 def _few(keys: Sequence[str], limit: int = 5) -> str:
@@ -399,7 +429,7 @@ def load_folder(
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidWeightsError(directory / CONFIG_NAME, f"cannot build {model_class.__name__}: {error}") from None
     sharded = config["format_version"] == SHARDED_FORMAT_VERSION
-    check_state_dict(model, state, directory / (WEIGHTS_INDEX_NAME if sharded else WEIGHTS_NAME))
+    check_state_dict(model, state, directory if sharded else directory / WEIGHTS_NAME)
     # The statistics come from the config at full precision: a float16 file holds them rounded,
     # and a model that kept the rounded values would save a folder that no longer loads.
     statistics = dict(model.named_buffers())
@@ -411,16 +441,19 @@ def load_folder(
 
 # ---------------------------------------------------------------------- finding
 def _listed_weight_files(config_path: Path) -> list[str]:
-    """The weight files a downloaded ``config.json`` names; ``model.safetensors`` when it names
-    none validly (loading the folder then reports what is wrong with the config)."""
+    """The files a saved folder's ``config.json`` names: the weights, and a sharded model's
+    index. None when the config is not valid: then there is nothing to fetch, and loading
+    the folder reports what is wrong with its config."""
     try:
-        return list(weight_digests(json.loads(config_path.read_text(encoding="utf-8")), config_path))
-    except (UnicodeDecodeError, json.JSONDecodeError, InvalidWeightsError, AttributeError):
-        return [WEIGHTS_NAME]
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        names = list(weight_digests(config, config_path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidWeightsError, AttributeError):
+        return []
+    return names if names == [WEIGHTS_NAME] else [*names, WEIGHTS_INDEX_NAME]
 
 
 def download(repo_id: str, options: HubOptions = HubOptions()) -> Path:
-    """Fetch ``config.json`` and the weight files it names, of one commit; returns its cache snapshot folder."""
+    """Fetch ``config.json`` and the files it names, of one commit; returns its cache snapshot folder."""
     arguments: dict[str, Any] = {**asdict(options), "repo_id": repo_id, "library_name": "qgac-transforms",
                                  "library_version": __version__}
     revision = arguments.pop("revision")

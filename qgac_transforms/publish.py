@@ -18,7 +18,17 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from ._version import __version__
-from .hub import CARD_NAME, InvalidWeightsError, embedded_folder, load_folder, published_files
+from .hub import (
+    CARD_NAME,
+    CONFIG_NAME,
+    TRAINING_NAME,
+    WEIGHT_PATTERNS,
+    InvalidWeightsError,
+    embedded_folder,
+    load_folder,
+    published_files,
+    weight_files_present,
+)
 from .model import QGAC
 
 
@@ -34,7 +44,8 @@ def upload(
     """Publish a saved model folder to a Hub model repo (created if needed); returns the commit hash.
 
     The folder must load (strictly, hash checked) and carry its card; only its
-    :func:`published_files` are sent.
+    :func:`published_files` are sent, and the repo's weight files and lineage of another
+    layout or an earlier model are deleted in the same commit.
     """
     folder = Path(folder)
     load_folder(folder, QGAC)  # strictly, hash checked
@@ -45,7 +56,7 @@ def upload(
     commit = api.upload_folder(
         repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
         commit_message=commit_message or f"Upload {folder.name} (qgac-transforms {__version__})",
-        allow_patterns=published_files(folder),
+        allow_patterns=published_files(folder), delete_patterns=[*WEIGHT_PATTERNS, TRAINING_NAME],
     )
     return commit.oid
 
@@ -54,12 +65,16 @@ def embed(folder: str | os.PathLike[str], name: str | None = None) -> Path:
     """Copy a saved model folder into the package (``weights/<name>/``) after checking it loads."""
     folder = Path(folder)
     load_folder(folder, QGAC)  # strictly, hash checked
-    target = embedded_folder(name or folder.name)
+    target = embedded_folder(name or folder.resolve().name)
     target.mkdir(parents=True, exist_ok=True)
     names = published_files(folder)
-    for file_name in names:
+    # the config last: a folder caught half-copied fails its digest check, never loads mixed files
+    for file_name in sorted(names, key=lambda n: n == CONFIG_NAME):
         shutil.copyfile(folder / file_name, target / file_name)
-    for stale in target.iterdir():  # nothing left from an earlier model
+    earlier = weight_files_present(target)
+    if (target / TRAINING_NAME).is_file():
+        earlier.add(target / TRAINING_NAME)
+    for stale in earlier:  # no weights or lineage left from an earlier model
         if stale.name not in names:
             stale.unlink()
     return target

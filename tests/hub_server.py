@@ -8,6 +8,8 @@ It answers the requests ``huggingface_hub`` 2.x makes, with the headers it reads
   (the SHA-256) and ``X-Linked-Size``, as the real Hub does. Errors carry
   ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``).
 - ``GET /api/models/{repo}/revision/{revision}``: repo info (``sha``, ``siblings``).
+- ``GET /api/models/{repo}/tree/{revision}``: the commit's files, one page (what
+  ``upload_folder(delete_patterns=...)`` lists).
 - Upload: ``POST /api/repos/create``, ``/api/validate-yaml``,
   ``/api/models/{repo}/preupload/{revision}`` (every file "regular") and
   ``/api/models/{repo}/commit/{revision}`` (ndjson, base64 contents).
@@ -124,6 +126,7 @@ _REVISION_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/revision/(?P<re
 _PREUPLOAD = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<revision>[^/]+)$")
 _COMMIT = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/commit/(?P<revision>[^/]+)$")
 _CDN = re.compile(r"^/cdn/(?P<sha256>[0-9a-f]{64})$")
+_TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<revision>[^/]+)$")
 
 
 def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
@@ -182,6 +185,8 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, data) if data is not None else self._error(404, "EntryNotFound")
             if match := _REVISION_INFO.match(path):
                 return self._revision_info(match["repo"], unquote(match["revision"]))
+            if match := _TREE.match(path):
+                return self._tree(match["repo"], unquote(match["revision"]))
             if match := _RESOLVE.match(path):
                 return self._resolve(match["repo"], unquote(match["revision"]), unquote(match["file"]))
             self._error(404, "NotFound")
@@ -224,6 +229,16 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             siblings = [{"rfilename": name, "size": len(data)} for name, data in sorted(repo.commits[commit].items())]
             self._json(200, {"id": unquote(repo_id), "modelId": unquote(repo_id), "sha": commit, "siblings": siblings})
 
+        def _tree(self, repo_id: str, revision: str) -> None:
+            """The files of a commit, one page (a repo created but not yet committed to has none)."""
+            repo = self._repo(repo_id)
+            if repo is None:
+                return
+            commit = repo.commit_of(revision)
+            files = repo.commits[commit] if commit is not None else {}
+            self._json(200, [{"type": "file", "path": name, "size": len(data), "oid": git_blob_id(data)}
+                             for name, data in sorted(files.items())])
+
         # -------------------------------------------------------------- uploads
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             path = self._record()
@@ -232,7 +247,8 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 payload = json.loads(body)
                 repo_id = "/".join(p for p in (payload.get("organization"), payload["name"]) if p)
                 if repo_id in hub.repos:
-                    return self._json(409, {"error": "You already created this model repo", "url": ""})
+                    return self._json(409, {"error": "You already created this model repo",
+                                            "url": f"{hub.url}/{repo_id}"})
                 with hub._lock:
                     hub.repos[repo_id] = Repo()
                 return self._json(200, {"url": f"{hub.url}/{repo_id}"})

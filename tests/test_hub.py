@@ -71,7 +71,8 @@ PACKAGED = hub.embedded_folder(DEFAULT_MODEL)
 def published(monkeypatch):
     """The default model as it will be once uploaded: pinned to a Hub commit, the packaged copy beside."""
     monkeypatch.setitem(configs.MODELS, DEFAULT_MODEL,
-                        ("small", PublishedWeights(DEFAULT_REPO, revision=PINNED, embedded=DEFAULT_MODEL)))
+                        (configs.MODELS[DEFAULT_MODEL][0],
+                         PublishedWeights(DEFAULT_REPO, revision=PINNED, embedded=DEFAULT_MODEL)))
 
 
 def mini_model(seed: int = 0, **overrides) -> QGAC:
@@ -439,7 +440,7 @@ def test_a_damaged_or_missing_shard_is_named(tmp_path):
         load_model(folder)
 
 
-@pytest.mark.parametrize("change", ["outside", "incomplete", "not a digest", "repeated keys"])
+@pytest.mark.parametrize("change", ["outside", "incomplete", "not a digest", "repeated keys", "index"])
 def test_a_config_that_names_shards_wrongly_is_refused(tmp_path, change):
     """Shard names come from config.json: only the complete set of Hugging Face's names is
     accepted, so a config cannot make the loader read (or download) any other file."""
@@ -456,11 +457,17 @@ def test_a_config_that_names_shards_wrongly_is_refused(tmp_path, change):
     elif change == "not a digest":
         digests[first] = "0" * 63
         message = "must map each weight shard"
-    else:  # the second shard holds the first one's tensors too
+    elif change == "repeated keys":  # the second shard holds the first one's tensors too
         second = folder / rest[0]
         save_file({**load_file(folder / first), **load_file(second)}, str(second))
         digests[rest[0]] = hub.sha256_file(second)
         message = "holds keys already in another shard"
+    else:  # the index, which other tools read instead of the config, names another shard
+        index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text())
+        key = next(iter(index["weight_map"]))
+        index["weight_map"][key] = rest[-1] if index["weight_map"][key] != rest[-1] else first
+        (folder / WEIGHTS_INDEX_NAME).write_text(json.dumps(index))
+        message = f"{WEIGHTS_INDEX_NAME}: does not match the shards named in config.json: {key}"
     (folder / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(InvalidWeightsError, match=message):
         load_model(folder)
@@ -470,13 +477,36 @@ def test_a_sharded_model_downloads_from_the_hub_and_then_loads_offline(tmp_path,
                                                                       monkeypatch):
     model = mini_model(8)
     folder = sharded(tmp_path, model)
-    local_hub.publish_folder("tests/qgac-sharded", folder)
+    commit = local_hub.publish_folder("tests/qgac-sharded", folder)
     assert_same_weights(load_model("tests/qgac-sharded", cache_dir=cache_dir), model)
-    assert downloads(local_hub) == 1 + len(shard_names(folder))  # the config and each shard, once
+    assert downloads(local_hub) == 2 + len(shard_names(folder))  # the config, each shard and the index, once
+    # every file after the config is asked for at the config's commit, not at the branch
+    resolved = [r.path for r in local_hub.requests if r.method == "GET" and "/resolve/" in r.path]
+    assert all(f"/resolve/{commit}/" in path for path in resolved if not path.endswith(CONFIG_NAME))
     hub.clear_cache()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub._cached("tests/qgac-sharded", "main", cache_dir)
     assert_same_weights(load_model("tests/qgac-sharded", cache_dir=cache_dir), model)
+    snapshot = cache_dir / "models--tests--qgac-sharded" / "snapshots" / commit
+    (snapshot / shard_names(folder)[-1]).unlink()
+    assert not hub._cached("tests/qgac-sharded", "main", cache_dir)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"weights_sha256": "0" * 64}, "config.json: weights_sha256 must map each weight shard"),
+    ({"format_version": 3}, "config.json: format_version 3 .* \\(upgrade qgac-transforms\\)"),
+])
+def test_a_hub_config_that_names_no_valid_weights_is_reported_as_such(tmp_path, local_hub, cache_dir, change,
+                                                                      message):
+    """The config is read before any weights are fetched: what is wrong with it is the error
+    (not a missing file), and nothing else is downloaded."""
+    folder = sharded(tmp_path)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps({**config, **change}))
+    local_hub.publish_folder("tests/qgac-broken", folder)
+    with pytest.raises(InvalidWeightsError, match=message):
+        load_model("tests/qgac-broken", cache_dir=cache_dir)
+    assert downloads(local_hub) == 1
 
 
 def test_upload_and_embed_take_every_shard_and_the_index(tmp_path, local_hub, cache_dir, monkeypatch):
@@ -485,14 +515,30 @@ def test_upload_and_embed_take_every_shard_and_the_index(tmp_path, local_hub, ca
     (folder / "notes.txt").write_text("not part of the model")
     files = [CONFIG_NAME, *shard_names(folder), WEIGHTS_INDEX_NAME, "README.md"]
     assert sorted(hub.published_files(folder)) == sorted(files)
+    # over an earlier release with one weight file and a lineage: those go in the same commit
+    (tmp_path / "earlier").mkdir()
+    earlier = saved(tmp_path / "earlier")
+    (earlier / TRAINING_NAME).write_text("[]\n")
+    assert publish.main(["upload", str(earlier), "tests/uploaded-shards"]) == 0
+    assert sorted(local_hub.files("tests/uploaded-shards")) == sorted(PUBLISHED_FILES)
     assert publish.main(["upload", str(folder), "tests/uploaded-shards"]) == 0
     assert sorted(local_hub.files("tests/uploaded-shards")) == sorted(files)
+    assert_same_weights(load_model("tests/uploaded-shards", cache_dir=cache_dir), model)
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
     single = publish.embed(saved(tmp_path, name="qgac-sharded-was-single"), "qgac-sharded")
     assert (single / WEIGHTS_NAME).is_file()
+    (single / "kept").mkdir()  # only weights and lineage are replaced: nothing else is touched
     target = publish.embed(folder)
-    assert sorted(p.name for p in target.iterdir()) == sorted(files)  # the single file is gone
+    assert sorted(p.name for p in target.iterdir()) == sorted([*files, "kept"])  # the single file is gone
     assert_same_weights(load_model(target), model)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/..", "-x", "weights/"])
+def test_embed_refuses_a_name_that_is_not_a_folder_name(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
+    with pytest.raises(ValueError, match="a packaged model's name is letters, digits"):
+        publish.embed(saved(tmp_path), name)
+    assert not (tmp_path / "weights").exists()
 
 
 # --------------------------------------------------------------------- the Hub

@@ -899,6 +899,9 @@ def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards
     assert all((out / name).stat().st_size <= 15 * 2**20 for name in returned)
     first = json.loads((tmp_path / "first" / "config-y.json").read_text())
     assert first["init"] is None and first["init_color"] == "hub/qgac-small"
+    colour = load_qgac(tmp_path / "first" / "best-y.pt").color_network.state_dict()  # stage y keeps it as it came
+    small = load_qgac(REPO / "hub" / "qgac-small").color_network.state_dict()
+    assert all(torch.equal(colour[key], small[key]) for key in small)
     shutil.copytree(out / "hub", hub_dir)  # committed after the session
     assert load_qgac(hub_dir / "qgac-base").config["block_width"] == 128
     _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="base", HUB=str(hub_dir),

@@ -1,7 +1,7 @@
 """From a finished run to a published model folder: export, network interpolation, model card.
 
-``export_run`` writes a run's stage checkpoint in the Hub layout (``config.json``,
-``model.safetensors``, ``README.md``) with :func:`qgac_transforms.hub.save_model`; the
+``export_run`` writes a run's stage checkpoint in the Hub layout (``config.json``, the
+weights, ``README.md``) with :func:`qgac_transforms.hub.save_model`; the
 card states the training data (and the licences in its ``MANIFEST.tsv``), the steps and
 wall-clock time of every stage (read from the run's checkpoints) and the evaluation
 table of ``qgac eval --json`` reports. ``interpolate`` blends regression and GAN
