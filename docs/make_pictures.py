@@ -5,8 +5,8 @@
 Writes, from the repository root:
 
 * ``docs/images/compare-<image>-{jpeg,qgac,original}.png``: for two LIVE1 images, the
-  one of median gain at quality 10 and the one of highest gain (from
-  ``docs/results/eval-live1.json``), a 112 x 112 window of the JPEG at quality 10, of
+  one of median gain at quality 10 and the one of highest gain (from the default
+  model's LIVE1 report, :data:`REPORTS`), a 112 x 112 window of the JPEG at quality 10, of
   the corrected image and of the original: the window of that image where the
   correction removed the most squared error (16 pixels off the borders, on the 16-pixel
   grid). The pages show them enlarged without smoothing;
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from qgac_transforms.configs import DEFAULT_MODEL
+from qgac_transforms.configs import DEFAULT_MODEL, weights_label
 from qgac_transforms.model_card import markdown_table
 
 DOCS = Path(__file__).resolve().parent
@@ -54,10 +54,18 @@ PAPER = {
         30: ((31.48, 28.94, 0.884), (33.22, 32.42, 0.907)),
     },
 }
-REPORTS = {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"}
-DESCRIPTION = {"LIVE1": "29 colour photos", "Classic-5": "5 grayscale images"}
+#: Each model's ``qgac eval`` reports, by benchmark; the default model's are plotted and tabled.
+MODEL_REPORTS = {
+    "qgac-small": {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"},
+    "qgac-fast": {"LIVE1": "eval-live1-fast.json", "Classic-5": "eval-classic5-fast.json"},
+}
 #: ``qgac eval --self-ensemble`` reports (optional: each tabled beside the plain report when present).
-SELF_ENSEMBLE_REPORTS = {"LIVE1": "eval-live1-self-ensemble.json", "Classic-5": "eval-classic5-self-ensemble.json"}
+MODEL_SELF_ENSEMBLE_REPORTS = {
+    "qgac-small": {"LIVE1": "eval-live1-self-ensemble.json", "Classic-5": "eval-classic5-self-ensemble.json"},
+    "qgac-fast": {"LIVE1": "eval-live1-fast-self-ensemble.json", "Classic-5": "eval-classic5-fast-self-ensemble.json"},
+}
+REPORTS, SELF_ENSEMBLE_REPORTS = MODEL_REPORTS[DEFAULT_MODEL], MODEL_SELF_ENSEMBLE_REPORTS[DEFAULT_MODEL]
+DESCRIPTION = {"LIVE1": "29 colour photos", "Classic-5": "5 grayscale images"}
 GENERATED = "<!-- written by docs/make_pictures.py from docs/results/*.json; do not edit -->"
 
 
@@ -222,7 +230,7 @@ def numbers_markdown(reports: dict[str, dict], bench: list[tuple[str, dict]]) ->
         jpeg, qgac = PAPER[name][QUALITY]
         ours.append(f"**{_gain(_at(report, QUALITY)):+.2f} dB**")
         paper.append(f"{qgac[0] - jpeg[0]:+.2f} dB")
-    speed = [f"{report['end_to_end']['seconds'] * 1000:.0f} ms on {_device(report)}" for _, report in bench]
+    speed = [f"{_end_to_end(report)} on {_device(report)}" for _, report in bench]
     return (
         f"{GENERATED}\n\n"
         + markdown_table(header, [ours, paper])
@@ -289,6 +297,14 @@ def _device(report: dict) -> str:
     return f"{' '.join(machine['cpu'].split()[:2])} CPU, {report['threads']} thread{'s' if report['threads'] > 1 else ''}"
 
 
+def _end_to_end(report: dict) -> str:
+    """A bench report's end-to-end milliseconds, naming the weights when they are not today's default."""
+    end_to_end = report["end_to_end"]
+    name = Path(end_to_end["weights"].split()[0]).name
+    stale = "" if end_to_end["weights"] == weights_label(None) else f" with `{name}`"
+    return f"{end_to_end['seconds'] * 1000:.0f} ms{stale}"
+
+
 def speed_markdown(reports: list[tuple[str, dict]]) -> str:
     """Milliseconds per 512 x 512 colour image from the ``qgac bench`` reports (:func:`load_bench`)."""
     configs = list(dict.fromkeys(n["config"] for _, report in reports for n in report["network"]))
@@ -298,7 +314,7 @@ def speed_markdown(reports: list[tuple[str, dict]]) -> str:
         [f"`{config}` network", *(f"{times[config] * 1000:.0f} ms" if config in times else "" for times in forward)]
         for config in configs
     ]
-    rows.append(["**end to end**", *(f"**{report['end_to_end']['seconds'] * 1000:.0f} ms**" for _, report in reports)])
+    rows.append(["**end to end**", *(f"**{_end_to_end(report)}**" for _, report in reports)])
     rows.append([
         "24 MP on the CPU",
         *(f"{m['peak_rss_mib'] / 1024:.1f} GiB, {m['seconds']:.0f} s" if (m := report.get("peak_memory")) else ""

@@ -85,13 +85,13 @@ class PublishedWeights:
 MODELS: dict[str, tuple[str, PublishedWeights | None]] = {
     "qgac-tiny": ("tiny", None),
     "qgac-small": ("small", PublishedWeights(f"{HUB_NAMESPACE}/qgac-small", revision=None, embedded="qgac-small")),
-    "qgac-fast": ("fast", None),
+    "qgac-fast": ("fast", PublishedWeights(f"{HUB_NAMESPACE}/qgac-fast", revision=None, embedded="qgac-fast")),
     "qgac-base": ("base", None),
     "qgac-medium": ("medium", None),
     "qgac-paper": ("paper", None),
 }
 #: The model used wherever none is named.
-DEFAULT_MODEL = "qgac-small"
+DEFAULT_MODEL = "qgac-fast"
 
 
 def list_models(pretrained: bool = False) -> list[str]:

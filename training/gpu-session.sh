@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One call on a GPU machine of the device tool (at most 10 minutes, 64 MiB in, 8 files of
 # 16 MiB out): bench, stage y, then stage color from stage y's best weights, on one shard of
-# the photos; then the colour stage's best weights (the starting ones if training only made
-# them worse) are exported in float16 to $OUT/hub/NAME, in shards of at most 15 MiB when
-# larger. See "Training on a GPU machine" in training/README.md.
+# the photos (held out: the validation/ folder beside it); then the colour stage's best
+# weights (the starting ones if training only made them worse) are exported in float16 to
+# $OUT/hub/NAME, in shards of at most 15 MiB when larger. See "Training on a GPU machine"
+# in training/README.md.
 #
 #   training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN FLAGS...]]
 #
@@ -38,10 +39,14 @@ if [ -e "$committed/config.json" ]; then
 elif [ -n "${COLOR_FROM:-}" ]; then
     y_init=(--init-color "$COLOR_FROM")
 fi
-python -m training bench --config-file "$y_config" --data "$shard" --run "$run" "${y_init[@]}" \
+data=(--data "$shard")  # and the held-out photos beside the shard, as `training shard` writes them
+if [ -d "$(dirname "$shard")/validation" ]; then
+    data+=(--validation-data "$(dirname "$shard")/validation")
+fi
+python -m training bench --config-file "$y_config" "${data[@]}" --run "$run" "${y_init[@]}" \
     --batches "${BENCH_BATCHES:-20}" --json "$out/bench.json" "$@"
 if [ "$y_minutes" != 0 ]; then
-    python -m training train --config-file "$y_config" --data "$shard" --run "$run" "${y_init[@]}" \
+    python -m training train --config-file "$y_config" "${data[@]}" --run "$run" "${y_init[@]}" \
         --session-minutes "$y_minutes" "$@"
 fi
 color_init=("${y_init[@]}")  # stage y's best, from this call or an earlier one on the same RUN
@@ -49,7 +54,7 @@ if [ -e "$run/best-y.pt" ]; then
     color_init=(--init "$run/best-y.pt")
 fi
 if [ "$color_minutes" != 0 ]; then
-    python -m training train --config-file "$color_config" --data "$shard" --run "$run" \
+    python -m training train --config-file "$color_config" "${data[@]}" --run "$run" \
         "${color_init[@]}" --session-minutes "$color_minutes" "$@"
     python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half \
         --max-shard-mb 15
