@@ -59,12 +59,10 @@ MODEL_REPORTS = {
     "qgac-small": {"LIVE1": "eval-live1.json", "Classic-5": "eval-classic5.json"},
     "qgac-fast": {"LIVE1": "eval-live1-fast.json", "Classic-5": "eval-classic5-fast.json"},
 }
-#: ``qgac eval --self-ensemble`` reports (optional: each tabled beside the plain report when present).
-MODEL_SELF_ENSEMBLE_REPORTS = {
-    "qgac-small": {"LIVE1": "eval-live1-self-ensemble.json", "Classic-5": "eval-classic5-self-ensemble.json"},
-    "qgac-fast": {"LIVE1": "eval-live1-fast-self-ensemble.json", "Classic-5": "eval-classic5-fast-self-ensemble.json"},
-}
-REPORTS, SELF_ENSEMBLE_REPORTS = MODEL_REPORTS[DEFAULT_MODEL], MODEL_SELF_ENSEMBLE_REPORTS[DEFAULT_MODEL]
+REPORTS = MODEL_REPORTS[DEFAULT_MODEL]
+#: ``qgac eval --self-ensemble`` reports, named after the plain ones (optional: each tabled
+#: beside its plain report when present).
+SELF_ENSEMBLE_REPORTS = {name: file.replace(".json", "-self-ensemble.json") for name, file in REPORTS.items()}
 DESCRIPTION = {"LIVE1": "29 colour photos", "Classic-5": "5 grayscale images"}
 GENERATED = "<!-- written by docs/make_pictures.py from docs/results/*.json; do not edit -->"
 

@@ -303,6 +303,11 @@ def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
+def is_sharded(config: Mapping[str, Any]) -> bool:
+    """Whether a folder's ``config.json`` describes its weights as shards with an index."""
+    return config.get("format_version") == SHARDED_FORMAT_VERSION
+
+
 def weight_digests(config: Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, str]:
     """Weight file name -> SHA-256, as ``config.json`` (at ``path``) records them.
 
@@ -310,7 +315,7 @@ def weight_digests(config: Mapping[str, Any], path: str | os.PathLike[str]) -> d
     outside its folder) and must be the complete set ``1..N of N``.
     """
     digests = config.get("weights_sha256")
-    if config.get("format_version") != SHARDED_FORMAT_VERSION:
+    if not is_sharded(config):
         if not _is_digest(digests):
             raise InvalidWeightsError(path, "weights_sha256 is missing or not a SHA-256 hex digest")
         return {WEIGHTS_NAME: digests}
@@ -363,7 +368,7 @@ def read_folder_weights(directory: str | os.PathLike[str], config: Mapping[str, 
             raise InvalidWeightsError(directory / name, f"holds keys already in another shard: {_few(repeated)}")
         state.update(part)
         shard_of.update(dict.fromkeys(part, name))
-    if config["format_version"] == SHARDED_FORMAT_VERSION:
+    if is_sharded(config):
         _check_index(directory / WEIGHTS_INDEX_NAME, shard_of)
     return state
 
@@ -428,8 +433,7 @@ def load_folder(
             model = model_class(**{key: value for key, value in config.items() if key not in METADATA_KEYS})
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidWeightsError(directory / CONFIG_NAME, f"cannot build {model_class.__name__}: {error}") from None
-    sharded = config["format_version"] == SHARDED_FORMAT_VERSION
-    check_state_dict(model, state, directory if sharded else directory / WEIGHTS_NAME)
+    check_state_dict(model, state, directory if is_sharded(config) else directory / WEIGHTS_NAME)
     # The statistics come from the config at full precision: a float16 file holds them rounded,
     # and a model that kept the rounded values would save a folder that no longer loads.
     statistics = dict(model.named_buffers())
@@ -449,7 +453,7 @@ def _listed_weight_files(config_path: Path) -> list[str]:
         names = list(weight_digests(config, config_path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidWeightsError, AttributeError):
         return []
-    return names if names == [WEIGHTS_NAME] else [*names, WEIGHTS_INDEX_NAME]
+    return [*names, WEIGHTS_INDEX_NAME] if is_sharded(config) else names
 
 
 def download(repo_id: str, options: HubOptions = HubOptions()) -> Path:

@@ -54,15 +54,12 @@ model = create_model("{{ info.repo_id or namespace + "/" + info.model_name }}", 
 
 ## Files
 
-{% if shards > 1 %}- `config.json`: the model's constructor arguments (including the coefficient normalization
+- `config.json`: the model's constructor arguments (including the coefficient normalization
   statistics), `format_version`, the `qgac_transforms_version` that wrote it and the SHA-256 of
-  each weight file, checked on every load.
-- `model-00001-of-{{ last }}.safetensors` to `model-{{ last }}-of-{{ last }}.safetensors`: the weights, in
+  {% if shards > 1 %}each weight file{% else %}`model.safetensors`{% endif %}, checked on every load.
+{% if shards > 1 %}- `model-00001-of-{{ last }}.safetensors` to `model-{{ last }}-of-{{ last }}.safetensors`: the weights, in
   {{ shards }} shards, with their index `model.safetensors.index.json`. No pickle files are used.
-{% else %}- `config.json`: the model's constructor arguments (including the coefficient normalization
-  statistics), `format_version`, the `qgac_transforms_version` that wrote it and the SHA-256 of
-  `model.safetensors`, checked on every load.
-- `model.safetensors`: the weights. No pickle files are used.
+{% else %}- `model.safetensors`: the weights. No pickle files are used.
 {% endif %}
 ## Training
 
