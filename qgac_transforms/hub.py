@@ -46,7 +46,8 @@ not against someone who rewrites both files. Loading is strict: missing or unexp
 wrong shapes, statistics that differ from the config, unknown config keys or another
 ``format_version`` are errors.
 
-The published folders live in the repository's ``hub/`` (see ``hub/README.md``);
+An embedded model is published from its folder in the package (``weights/<name>/``), the
+other published folders live in the repository's ``hub/`` (see ``hub/README.md``);
 :mod:`.publish` uploads one or copies one into the package.
 """
 

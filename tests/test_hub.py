@@ -725,11 +725,15 @@ def test_embed_copies_a_folder_into_the_package(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------- the shipped default
-def test_embedded_default_is_the_published_folder():
-    embedded, published = PACKAGED, ROOT / "hub" / DEFAULT_MODEL
-    for name in PUBLISHED_FILES:
-        assert (embedded / name).read_bytes() == (published / name).read_bytes(), name
-    model = QGAC.from_pretrained(embedded)
+def test_embedded_models_are_their_published_folders_held_once():
+    """An embedded model is published from the package: hub/ holds no second copy of it."""
+    embedded = sorted(folder.name for folder in hub.EMBEDDED_ROOT.iterdir() if folder.is_dir())
+    assert DEFAULT_MODEL in embedded
+    assert not [name for name in embedded if (ROOT / "hub" / name).exists()]
+    for name in embedded:
+        folder = hub.embedded_folder(name)
+        assert set(hub.published_files(folder)) == {p.name for p in folder.iterdir()}, name
+    model = QGAC.from_pretrained(PACKAGED)
     assert model.config["color"] and not model.training
 
 

@@ -659,13 +659,13 @@ def test_card_states_how_qualities_were_drawn():
 
 def test_card_lists_the_stages_of_the_exported_folder_started_from(tmp_path, trained_run, photos):
     """An export records its stages in training.json; a run started from that folder lists them first."""
-    exported = export_run(trained_run, "color", "first", hub_dir=tmp_path / "hub")[0]
+    exported = export_run(trained_run, "color", "first", hub_dir=tmp_path / "hub")
     assert [(r.stage, r.step) for r in read_lineage(exported)] == [("y", 3), ("color", 3)]
     tuned = tmp_path / "tuned"
     train(tiny_config(tuned, photos, steps=2, init=str(exported)))
     assert [(r.run, r.stage, r.step) for r in run_stages(tuned, "y")] == [
         (trained_run.name, "y", 3), (trained_run.name, "color", 3), ("tuned", "y", 2)]
-    again = export_run(tuned, "y", "second", hub_dir=tmp_path / "hub")[0]
+    again = export_run(tuned, "y", "second", hub_dir=tmp_path / "hub")
     assert len(read_lineage(again)) == 3 and f"| {trained_run.name} | color | 3 |" in (again / "README.md").read_text()
     (exported / "training.json").write_text('[{"stage": "y"}]')
     with pytest.raises(ValueError, match="training.json: not a list of training stage records"):
@@ -688,7 +688,7 @@ def test_stage_y_without_statistics_warns(tmp_path, photos, caplog):
 
 
 def test_interpolation_of_an_exported_folder_keeps_its_lineage(tmp_path, trained_run):
-    exported = export_run(trained_run, "color", "regression", tmp_path / "hub")[0]
+    exported = export_run(trained_run, "color", "regression", tmp_path / "hub")
     folder = interpolate(exported, exported, 0.5, tmp_path / "blend")
     assert read_lineage(folder) == read_lineage(exported) != []
 
@@ -721,12 +721,11 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     command = f"qgac eval --dataset {benchmark} --quality 10 50"
     (tmp_path / "eval.json").write_text(json.dumps({**report, "command": command}))
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "embedded")
-    folders = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
+    folder = export_run(trained_run, "color", "qgac-test", tmp_path / "hub", [tmp_path / "eval.json"], embed=True)
     assert stage_checkpoint(trained_run, "color") == trained_run / "best-color.pt"  # the best validated weights
-    assert folders == [tmp_path / "hub" / "qgac-test", tmp_path / "embedded" / "qgac-test"]
-    for folder in folders:
-        assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md", "training.json"}
-    card = (folders[0] / "README.md").read_text()
+    assert folder == tmp_path / "embedded" / "qgac-test" and not (tmp_path / "hub").exists()  # held once
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md", "training.json"}
+    card = (folder / "README.md").read_text()
     assert "| y | 3 |" in card and "| color | 3 |" in card and "Wall-clock time" in card
     assert "`" + Path(checkpoint["config"]["data"]).name + "`" in card
     rows, _, commands = read_evaluations([tmp_path / "eval.json"])
@@ -735,11 +734,10 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     # the same weights, bit for bit, and so the same corrections (up to the float
     # rounding of CPU kernels, which need not be bitwise reproducible)
     jpeg = read_coefficients(make_jpeg(make_image(3, 40, 48, smooth=True), quality=20))
-    for folder in folders:
-        loaded = load_model(folder)
-        assert tensors_equal(loaded.state_dict(), trained.state_dict())
-        assert torch.allclose(correct(loaded, jpeg), correct(trained, jpeg), atol=1e-3)
-    gray_folder = export_run(trained_run, "y", "qgac-gray", tmp_path / "hub")[0]
+    loaded = load_model(folder)
+    assert tensors_equal(loaded.state_dict(), trained.state_dict())
+    assert torch.allclose(correct(loaded, jpeg), correct(trained, jpeg), atol=1e-3)
+    gray_folder = export_run(trained_run, "y", "qgac-gray", tmp_path / "hub")
     gray = load_model(gray_folder)
     assert gray.color_network is None
     assert gray.state_dict().keys() < trained.state_dict().keys()
@@ -747,15 +745,34 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     gray_jpeg = read_coefficients(make_jpeg(make_image(4, 40, 48, mode="L"), quality=30))
     assert torch.allclose(correct(gray, gray_jpeg), correct(trained, gray_jpeg), atol=1e-3)
     # --half: float16 on disk, half the bytes, float32 again once loaded, the weights rounded once
-    half_folder = export_run(trained_run, "color", "qgac-half", tmp_path / "hub", half=True)[0]
+    half_folder = export_run(trained_run, "color", "qgac-half", tmp_path / "hub", half=True)
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(half_folder / "model.safetensors").values()} == {torch.float16}
     size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
-    assert size(half_folder) < 0.55 * size(folders[0])
+    assert size(half_folder) < 0.55 * size(folder)
     half = load_model(half_folder)
     assert all(torch.equal(value, trained.state_dict()[key].half().float()) for key, value in half.state_dict().items())
     assert next(half.parameters()).dtype == torch.float32
+
+
+def test_card_gives_a_returned_folder_the_card_export_would_have_written(tmp_path, trained_run, make_image):
+    """A folder that came back without its run (a GPU session's) gets its evaluation into its
+    card from its training.json: the card export writes, weights and config untouched."""
+    benchmark = tmp_path / "bench"
+    benchmark.mkdir()
+    make_image(8, 40, 56, smooth=True).save(benchmark / "a.png")
+    report = evaluate_dataset(load_qgac(trained_run / "checkpoint-color.pt").eval(), benchmark, (10,), progress=False)
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({**report, "command": f"qgac eval --dataset {benchmark} --quality 10"}))
+    returned = export_run(trained_run, "color", "qgac-test", tmp_path / "returned")
+    exported = export_run(trained_run, "color", "qgac-test", tmp_path / "exported", [evaluation])
+    kept = {name: (returned / name).read_bytes() for name in ("config.json", "model.safetensors", "training.json")}
+    assert (returned / "README.md").read_text() != (exported / "README.md").read_text()
+    assert main(["card", str(returned), "--eval-json", str(evaluation)]) == 0
+    assert (returned / "README.md").read_text() == (exported / "README.md").read_text()
+    assert kept == {name: (returned / name).read_bytes() for name in kept}
+    assert main(["card", str(tmp_path / "missing")]) == 2
 
 
 # --------------------------------------------------------------------------- processes
@@ -852,7 +869,7 @@ def test_gpu_session_script_brings_back_the_best_weights_in_eight_files(tmp_path
     records = [json.loads(line.split("validation ", 1)[1]) for line in (out / "train.log").read_text().splitlines()
                if "validation {" in line]
     assert [r["step"] for r in records][:1] == [0] and sum(r["step"] == 0 for r in records) == 2  # both stages
-    assert json.loads((run / "config-y.json").read_text())["init"] == "hub/qgac-small"  # no hub/qgac-test
+    assert json.loads((run / "config-y.json").read_text())["init"] == "qgac_transforms/weights/qgac-small"  # no qgac-test
     best_color = read_checkpoint(run / "best-color.pt")
     exported = load_qgac(out / "hub" / "qgac-test")
     weights = dict(exported.named_parameters())  # stored in float16; the statistics come from the config
@@ -874,10 +891,10 @@ def test_gpu_session_script_starts_a_new_model_and_continues_it_from_the_hub_fol
     out = tmp_path / "out"
     _gpu_session(photos, out, tmp_path / "first", "0.01", "0.01", CONFIG="fast", HUB=str(hub_dir))
     first = json.loads((tmp_path / "first" / "config-y.json").read_text())
-    assert first["model"] == "fast" and first["init"] is None and first["stats"] == "hub/qgac-small"
+    assert first["model"] == "fast" and first["init"] is None and first["stats"] == "qgac_transforms/weights/qgac-small"
     shutil.copytree(out / "hub", hub_dir)  # committed after the session
     exported = load_qgac(hub_dir / "qgac-fast")
-    small = load_qgac(REPO / "hub" / "qgac-small")
+    small = load_qgac(hub.embedded_folder("qgac-small"))
     assert exported.config["block_body"] == "residual" and not exported.config["frequency_net"]
     assert exported.config["coefficient_mean"] == small.config["coefficient_mean"]
     _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="fast", HUB=str(hub_dir))
@@ -890,7 +907,7 @@ def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards
     from COLOR_FROM; the next session starts from the sharded folder."""
     hub_dir, out = tmp_path / "hub", tmp_path / "out"
     _gpu_session(photos, out, tmp_path / "first", "0.01", "0.01", CONFIG="base", HUB=str(hub_dir),
-                 COLOR_FROM="hub/qgac-small")
+                 COLOR_FROM="qgac_transforms/weights/qgac-small")
     returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert returned == ["bench.json", "hub/qgac-base/README.md", "hub/qgac-base/config.json",
                         "hub/qgac-base/model-00001-of-00002.safetensors",
@@ -898,14 +915,14 @@ def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards
                         "hub/qgac-base/model.safetensors.index.json", "hub/qgac-base/training.json", "train.log"]
     assert all((out / name).stat().st_size <= 15 * 2**20 for name in returned)
     first = json.loads((tmp_path / "first" / "config-y.json").read_text())
-    assert first["init"] is None and first["init_color"] == "hub/qgac-small"
+    assert first["init"] is None and first["init_color"] == "qgac_transforms/weights/qgac-small"
     colour = load_qgac(tmp_path / "first" / "best-y.pt").color_network.state_dict()  # stage y keeps it as it came
-    small = load_qgac(REPO / "hub" / "qgac-small").color_network.state_dict()
+    small = load_qgac(hub.embedded_folder("qgac-small")).color_network.state_dict()
     assert all(torch.equal(colour[key], small[key]) for key in small)
     shutil.copytree(out / "hub", hub_dir)  # committed after the session
     assert load_qgac(hub_dir / "qgac-base").config["block_width"] == 128
     _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="base", HUB=str(hub_dir),
-                 COLOR_FROM="hub/qgac-small")
+                 COLOR_FROM="qgac_transforms/weights/qgac-small")
     second = json.loads((tmp_path / "second" / "config-y.json").read_text())
     assert second["init"] == str(hub_dir / "qgac-base") and second["init_color"] is None
 

@@ -109,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-shard-mb", type=float,
                         help="split weights larger than this many MiB into shards of at most that size")
     export.add_argument("--embed", action="store_true",
-                        help="also write the model into qgac_transforms/weights/<name>/ (shipped in the wheel)")
+                        help="write the model into qgac_transforms/weights/<name>/ (shipped in the wheel, published "
+                             "from there) in place of --hub-dir")
+
+    card = commands.add_parser("card", help="rewrite a saved model folder's card with evaluation reports")
+    card.add_argument("folder", help="a saved model folder with its training.json")
+    card.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
+    card.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<folder name>)")
     return parser
 
 
@@ -155,10 +161,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "export":
             from .export import export_run  # noqa: PLC0415
 
-            folders = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
-                                 repo_id=args.repo_id, half=args.half, max_shard_mb=args.max_shard_mb)
-            for folder in folders:
-                print(f"exported {args.run} stage {args.stage} -> {folder}")
+            folder = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
+                                repo_id=args.repo_id, half=args.half, max_shard_mb=args.max_shard_mb)
+            print(f"exported {args.run} stage {args.stage} -> {folder}")
+            return 0
+        if args.command == "card":
+            from .export import write_card  # noqa: PLC0415
+
+            print(f"model card -> {write_card(args.folder, args.eval_json, repo_id=args.repo_id)}")
             return 0
         config = build_config(args)
         if args.command == "bench":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -227,9 +228,10 @@ def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[Stage
 
 def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
                eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None,
-               half: bool = False, max_shard_mb: float | None = None) -> list[Path]:
-    """Write what ``run``'s stage produced (:func:`stage_checkpoint`) to ``hub_dir/name`` (and the
-    package's weights if ``embed``); ``max_shard_mb`` splits larger weights into shards.
+               half: bool = False, max_shard_mb: float | None = None) -> Path:
+    """Write what ``run``'s stage produced (:func:`stage_checkpoint`) to ``hub_dir/name``, or, if
+    ``embed``, to the package's ``weights/name`` only (an embedded model is published from there, so
+    the repository holds it once); ``max_shard_mb`` splits larger weights into shards.
 
     ``half`` stores the weights in float16 (half the size; models load them back into float32).
     """
@@ -244,9 +246,24 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
     if half:
         model = model.half()
     stages = run_stages(run, stage)
-    folder = _save(model, Path(hub_dir) / name, card_for(name, stages, eval_json, repo_id=repo_id), stages,
-                   max_shard_mb)
-    return [folder, publish.embed(folder, name)] if embed else [folder]
+    card = card_for(name, stages, eval_json, repo_id=repo_id)
+    if not embed:
+        return _save(model, Path(hub_dir) / name, card, stages, max_shard_mb)
+    with tempfile.TemporaryDirectory() as staging:  # embed checks the folder loads before copying
+        return publish.embed(_save(model, Path(staging) / name, card, stages, max_shard_mb), name)
+
+
+def write_card(folder: str | Path, eval_json: Sequence[str | Path] = (), repo_id: str | None = None) -> Path:
+    """Render a saved folder's model card again from its ``training.json`` and ``eval_json``, as
+    :func:`export_run` would have: for a folder that came back from a GPU session without its
+    run. Weights and config stay as they are."""
+    folder = Path(folder)
+    config_path = folder / hub.CONFIG_NAME
+    model = load_qgac(folder)  # strictly, hash checked
+    shards = len(hub.weight_digests(json.loads(config_path.read_text(encoding="utf-8")), config_path))
+    card = card_for(folder.resolve().name, read_lineage(folder), eval_json, repo_id=repo_id)
+    model.generate_model_card(card=card, shards=shards).save(folder / hub.CARD_NAME)
+    return folder / hub.CARD_NAME
 
 
 def interpolate(regression: str | Path, gan: str | Path, alpha: float, out: str | Path,
