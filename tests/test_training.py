@@ -772,7 +772,38 @@ def test_card_gives_a_returned_folder_the_card_export_would_have_written(tmp_pat
     assert main(["card", str(returned), "--eval-json", str(evaluation)]) == 0
     assert (returned / "README.md").read_text() == (exported / "README.md").read_text()
     assert kept == {name: (returned / name).read_bytes() for name in kept}
-    assert main(["card", str(tmp_path / "missing")]) == 2
+
+
+def test_card_refuses_a_folder_it_cannot_write_a_true_card_for(tmp_path, trained_run):
+    """No training.json, an incomplete one, training data that is not here, no folder at all:
+    exit 2 with the reason, and the card as it was."""
+    folder = export_run(trained_run, "color", "qgac-test", tmp_path / "hub")
+    card = (folder / "README.md").read_text()
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text("{}")
+    records = json.loads((folder / "training.json").read_text())
+    broken = [json.dumps([{**records[0], "config": {}}]), json.dumps([{**records[0],
+              "config": {**records[0]["config"], "data": str(tmp_path / "gone")}}])]
+    for lineage in broken:
+        (folder / "training.json").write_text(lineage)
+        assert main(["card", str(folder), "--eval-json", str(evaluation)]) == 2
+    (folder / "training.json").unlink()
+    assert main(["card", str(folder), "--eval-json", str(evaluation)]) == 2
+    assert main(["card", str(tmp_path / "missing"), "--eval-json", str(evaluation)]) == 2
+    assert (folder / "README.md").read_text() == card
+
+
+def test_export_refuses_a_run_whose_starting_weights_are_gone(tmp_path, trained_run):
+    """A run started from a folder or checkpoint that is no longer there cannot list the stages
+    before it: exporting it is refused, not done with half its history."""
+    run = tmp_path / "run"
+    run.mkdir()
+    state = torch.load(trained_run / "checkpoint-y.pt", weights_only=True)
+    state["config"]["init"] = str(tmp_path / "gone")
+    torch.save(state, run / "checkpoint-y.pt")
+    with pytest.raises(ValueError, match="not here"):
+        export_run(run, "y", "qgac-test", tmp_path / "hub")
+    assert main(["export", "--run", str(run), "--stage", "y", "--name", "x", "--embed", "--hub-dir", "h"]) == 2
 
 
 # --------------------------------------------------------------------------- processes
@@ -897,8 +928,13 @@ def test_gpu_session_script_starts_a_new_model_and_continues_it_from_the_hub_fol
     small = load_qgac(hub.embedded_folder("qgac-small"))
     assert exported.config["block_body"] == "residual" and not exported.config["frequency_net"]
     assert exported.config["coefficient_mean"] == small.config["coefficient_mean"]
-    _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="fast", HUB=str(hub_dir))
+    # HUB is searched in order, names with spaces kept whole: hub_dir's comes before the packaged one
+    searched = f"{tmp_path / 'no models here'}:{hub_dir}:qgac_transforms/weights"
+    _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="fast", HUB=searched)
     assert json.loads((tmp_path / "second" / "config-y.json").read_text())["init"] == str(hub_dir / "qgac-fast")
+    # by default the packaged model is the one continued (bench only: both stages 0 minutes)
+    _gpu_session(photos, tmp_path / "out3", tmp_path / "third", "0", "0", CONFIG="fast")
+    assert "--init qgac_transforms/weights/qgac-fast" in json.loads((tmp_path / "out3" / "bench.json").read_text())["command"]
 
 
 def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards(tmp_path, photos):

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--stage", default="color", choices=("y", "color", "gan"),
                         help="stage whose checkpoint to export ('y' exports a grayscale-only model)")
     export.add_argument("--name", required=True, help="model name: the folder under --hub-dir")
-    export.add_argument("--hub-dir", default="hub", help="folder of Hub model folders")
+    export.add_argument("--hub-dir", help="folder of Hub model folders (default: hub)")
     export.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<name>)")
     export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
     export.add_argument("--half", action="store_true",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     card = commands.add_parser("card", help="rewrite a saved model folder's card with evaluation reports")
     card.add_argument("folder", help="a saved model folder with its training.json")
-    card.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
+    card.add_argument("--eval-json", nargs="+", required=True, help="`qgac eval --json` files of these weights")
     card.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<folder name>)")
     return parser
 
@@ -161,8 +161,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "export":
             from .export import export_run  # noqa: PLC0415
 
-            folder = export_run(args.run, args.stage, args.name, args.hub_dir, args.eval_json, embed=args.embed,
-                                repo_id=args.repo_id, half=args.half, max_shard_mb=args.max_shard_mb)
+            if args.embed and args.hub_dir:
+                raise ValueError("--embed writes into the package's weights/, not into --hub-dir: give one of them")
+            folder = export_run(args.run, args.stage, args.name, args.hub_dir or "hub", args.eval_json,
+                                embed=args.embed, repo_id=args.repo_id, half=args.half,
+                                max_shard_mb=args.max_shard_mb)
             print(f"exported {args.run} stage {args.stage} -> {folder}")
             return 0
         if args.command == "card":

@@ -90,10 +90,16 @@ def _stage_records(run: Path, stages: Sequence[str]) -> list[StageRecord]:
 def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[StageRecord]:
     """``records`` preceded by the lineage of what their first stage started from: a ``.pt``
     checkpoint (followed into its run) or an exported folder (its ``training.json``)."""
-    init = Path(records[0].config.get("init") or "") if records else Path()
+    start = records[0].config.get("init") if records else None
+    if not start:
+        return records
+    init = Path(start)
     if init.is_dir():
         return read_lineage(init) + records
-    if init.suffix != ".pt" or not init.is_file() or init.resolve() in seen:
+    if init.suffix != ".pt" or not init.is_file():
+        raise ValueError(f"run {records[0].run!r} started from {start}, which is not here (not a saved folder or "
+                         "a checkpoint), so the stages before it cannot be listed: put it back to export")
+    if init.resolve() in seen:
         return records
     origin = read_stage(init)
     before = _stage_records(init.parent, STAGES[: STAGES.index(origin.stage)])
@@ -253,15 +259,32 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hu
         return publish.embed(_save(model, Path(staging) / name, card, stages, max_shard_mb), name)
 
 
-def write_card(folder: str | Path, eval_json: Sequence[str | Path] = (), repo_id: str | None = None) -> Path:
+def write_card(folder: str | Path, eval_json: Sequence[str | Path], repo_id: str | None = None) -> Path:
     """Render a saved folder's model card again from its ``training.json`` and ``eval_json``, as
     :func:`export_run` would have: for a folder that came back from a GPU session without its
-    run. Weights and config stay as they are."""
+    run. Weights and config stay as they are.
+
+    Refused (``ValueError``) without a complete ``training.json``, or where the training data it
+    names is not here: the card's training data and licences come from that folder.
+    """
     folder = Path(folder)
-    config_path = folder / hub.CONFIG_NAME
-    model = load_qgac(folder)  # strictly, hash checked
+    config_path, lineage_path = folder / hub.CONFIG_NAME, folder / hub.TRAINING_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a saved model folder (no {hub.CONFIG_NAME})")
+    if not lineage_path.is_file():
+        raise ValueError(f"{folder}: no {hub.TRAINING_NAME}, so there is no training record to write a card from")
+    model = hub.load_folder(folder, QGAC)  # strictly, hash checked
+    stages = read_lineage(folder)
+    try:
+        data = Path(stages[0].config["data"])
+        training_images(data)
+        card = card_for(folder.resolve().name, stages, eval_json, repo_id=repo_id)
+    except (IndexError, KeyError, TypeError) as error:
+        raise ValueError(f"{lineage_path}: incomplete training records ({error!r})") from error
+    except DatasetError as error:
+        raise ValueError(f"{lineage_path}: the training data it names is not here, and the card lists its "
+                         f"images and licences ({error})") from error
     shards = len(hub.weight_digests(json.loads(config_path.read_text(encoding="utf-8")), config_path))
-    card = card_for(folder.resolve().name, read_lineage(folder), eval_json, repo_id=repo_id)
     model.generate_model_card(card=card, shards=shards).save(folder / hub.CARD_NAME)
     return folder / hub.CARD_NAME
 

@@ -11,11 +11,11 @@
 # A stage given 0 minutes is skipped. Flags after RUN go to both `train` commands (for
 # example --max-minutes 12 to stretch a schedule that a later call continues). Environment:
 # CONFIG (default small) picks training/configs/CONFIG-{y,color}-gpu-session.json; NAME
-# (default qgac-CONFIG) names the exported folder; where a folder of HUB (default
-# "qgac_transforms/weights hub": embedded models, then the others) holds a committed model
-# NAME, stage y starts from it, so a model trains on across sessions (else the config's
-# init: random weights for a new model, whose colour network starts from the folder
-# COLOR_FROM names, if set). BENCH_BATCHES (default 20) sets the length of the
+# (default qgac-CONFIG) names the exported folder; where a folder of HUB (colon-separated,
+# default "qgac_transforms/weights:hub": embedded models, then the others) holds a
+# committed model NAME, stage y starts from the first such, so a model trains on across
+# sessions (else the config's init: random weights for a new model, whose colour network
+# starts from the folder COLOR_FROM names, if set). BENCH_BATCHES (default 20) sets the length of the
 # bench. What comes back: bench.json, train.log and the exported folder's files (four;
 # six for a model of two shards, the most that fits in 8 files).
 set -euo pipefail
@@ -29,9 +29,11 @@ out=${OUT:?set OUT to the folder whose files come back}
 config=${CONFIG:-small}
 name=${NAME:-qgac-$config}
 committed=
-for models in ${HUB:-qgac_transforms/weights hub}; do
-    if [ -z "$committed" ] && [ -e "$models/$name/config.json" ]; then
+IFS=: read -r -a model_folders <<< "${HUB:-qgac_transforms/weights:hub}"
+for models in "${model_folders[@]}"; do
+    if [ -e "$models/$name/config.json" ]; then
         committed=$models/$name
+        break
     fi
 done
 here=$(dirname "$0")
