@@ -803,6 +803,15 @@ def test_export_refuses_a_run_whose_starting_weights_are_gone(tmp_path, trained_
     torch.save(state, run / "checkpoint-y.pt")
     with pytest.raises(ValueError, match="not here"):
         export_run(run, "y", "qgac-test", tmp_path / "hub")
+    # the starting folder replaced by this run's own export: its stages would be listed twice
+    state["config"]["init"] = str(tmp_path / "hub" / "qgac-test")
+    torch.save(state, run / "checkpoint-y.pt")
+    shutil.copytree(export_run(trained_run, "y", "qgac-test", tmp_path / "start"), tmp_path / "hub" / "qgac-test")
+    assert len(run_stages(run, "y")) == 2  # its stage y after the one it started from
+    shutil.copy(export_run(run, "y", "qgac-test", tmp_path / "later") / "training.json",
+                tmp_path / "hub" / "qgac-test" / "training.json")
+    with pytest.raises(ValueError, match="itself"):
+        export_run(run, "y", "qgac-test", tmp_path / "again")
     assert main(["export", "--run", str(run), "--stage", "y", "--name", "x", "--embed", "--hub-dir", "h"]) == 2
 
 

@@ -95,7 +95,11 @@ def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[Sta
         return records
     init = Path(start)
     if init.is_dir():
-        return read_lineage(init) + records
+        lineage = read_lineage(init)
+        if any(record in lineage for record in records):
+            raise ValueError(f"{init} now holds weights exported from run {records[0].run!r} itself, not those "
+                             "it started from: export the run before replacing that folder")
+        return lineage + records
     if init.suffix != ".pt" or not init.is_file():
         raise ValueError(f"run {records[0].run!r} started from {start}, which is not here (not a saved folder or "
                          "a checkpoint), so the stages before it cannot be listed: put it back to export")
