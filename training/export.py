@@ -110,13 +110,16 @@ def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[Sta
     return _with_origins(before + [origin], seen | {init.resolve()}) + records
 
 
-def dataset_description(folder: str | Path, held_out: int) -> str:
+def dataset_description(folder: str | Path, held_out: int, required: bool = False) -> str:
     """One Markdown paragraph on a training folder: name, image counts and, from its
-    ``MANIFEST.tsv``, the source packages and licences (a nested list)."""
+    ``MANIFEST.tsv``, the source packages and licences (a nested list). A folder that is not
+    here is named as such, or, if ``required``, raises :class:`DatasetError`."""
     folder = Path(folder)
     try:
         count = len(training_images(folder))
     except DatasetError:
+        if required:
+            raise
         return f"`{folder}` (not found when exporting)"
     text = f"the folder `{folder.name}` ({count} images; {held_out} held out for validation)"
     manifest = folder / MANIFEST_NAME
@@ -201,12 +204,14 @@ def _configuration(config: dict[str, Any]) -> str:
 
 
 def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str | Path] = (),
-             notes: str = "", repo_id: str | None = None) -> ModelCardInfo:
+             notes: str = "", repo_id: str | None = None, data_required: bool = False) -> ModelCardInfo:
     """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
-    the default model's, :data:`~qgac_transforms.model_card.HUB_NAMESPACE`)."""
+    the default model's, :data:`~qgac_transforms.model_card.HUB_NAMESPACE`); ``data_required``: see
+    :func:`dataset_description`."""
     evaluation, protocol, commands = read_evaluations(eval_json)
     first, last = (stages[0].config, stages[-1].config) if stages else (None, None)
-    training_data = dataset_description(first["data"], first["validation_images"]) if first else ""
+    training_data = (dataset_description(first["data"], first["validation_images"], required=data_required)
+                     if first else "")
     return ModelCardInfo(
         model_name=name,
         repo_id=repo_id or f"{HUB_NAMESPACE}/{name}",
@@ -275,15 +280,13 @@ def write_card(folder: str | Path, eval_json: Sequence[str | Path], repo_id: str
     config_path, lineage_path = folder / hub.CONFIG_NAME, folder / hub.TRAINING_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: not a saved model folder (no {hub.CONFIG_NAME})")
-    if not lineage_path.is_file():
-        raise ValueError(f"{folder}: no {hub.TRAINING_NAME}, so there is no training record to write a card from")
     model = hub.load_folder(folder, QGAC)  # strictly, hash checked
     stages = read_lineage(folder)
+    if not stages:
+        raise ValueError(f"{lineage_path}: missing or empty, so no training records to write a card from")
     try:
-        data = Path(stages[0].config["data"])
-        training_images(data)
-        card = card_for(folder.resolve().name, stages, eval_json, repo_id=repo_id)
-    except (IndexError, KeyError, TypeError) as error:
+        card = card_for(folder.resolve().name, stages, eval_json, repo_id=repo_id, data_required=True)
+    except (KeyError, TypeError) as error:
         raise ValueError(f"{lineage_path}: incomplete training records ({error!r})") from error
     except DatasetError as error:
         raise ValueError(f"{lineage_path}: the training data it names is not here, and the card lists its "
