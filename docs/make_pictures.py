@@ -303,6 +303,11 @@ def _end_to_end(report: dict) -> str:
     return f"{end_to_end['seconds'] * 1000:.0f} ms{stale}"
 
 
+def _timing(report: dict) -> str:
+    """How a bench report's times were taken (reports older than the ``timing`` field hold medians)."""
+    return report.get("timing") or f"median of {report['repeats']} runs"
+
+
 def speed_markdown(reports: list[tuple[str, dict]]) -> str:
     """Milliseconds per 512 x 512 colour image from the ``qgac bench`` reports (:func:`load_bench`)."""
     configs = list(dict.fromkeys(n["config"] for _, report in reports for n in report["network"]))
@@ -319,11 +324,12 @@ def speed_markdown(reports: list[tuple[str, dict]]) -> str:
           for _, report in reports),
     ])  # fmt: skip
     sources = ", ".join(f"`docs/results/{name}`" for name, _ in reports)
+    timings = "; ".join(f"{_device(report)}: {_timing(report)}" for _, report in reports)
     return (
-        "### Speed\n\nMedian time per 512 x 512 colour image (`qgac bench`): the network alone for each "
+        "### Speed\n\nTime per 512 x 512 colour image (`qgac bench`): the network alone for each "
         "configuration, and end to end (JPEG bytes to corrected pixels, default weights). The last row "
         "is the peak memory (RSS) and time of correcting a 6000 x 4000 JPEG in 1024-pixel tiles, always "
-        f"on the CPU (the machine's own CPU for the GPU column). From {sources}.\n\n"
+        f"on the CPU (the machine's own CPU for the GPU column). From {sources} ({timings}).\n\n"
         + markdown_table(header, rows)
     )
 

@@ -1,8 +1,10 @@
 """Speed and memory of reading, the network and correction, on generated images.
 
-Every timing is the median of ``repeats`` runs, each timed by
-:class:`torch.utils.benchmark.Timer` after its own two untimed warm-up calls (the Timer
-waits for the GPU), with torch's intra-op threads set explicitly; the report carries a description of the machine.
+Every timing is the fastest of ``repeats`` timed runs after one untimed warm-up call
+(first-call allocations and lazy initialisation do not count): on a shared machine the
+other load only ever adds time, so the fastest run is the best estimate of the work's own
+cost. A run on a GPU waits for the device before and after. torch's intra-op threads are
+set explicitly and the report carries a description of the machine.
 Peak memory is the RSS high-water mark of a fresh process, so nothing measured before
 (or by the image generator) counts towards it.
 """
@@ -13,7 +15,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,6 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, features
-from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from .configs import build_model, load_model, weights_label
@@ -92,13 +92,31 @@ def synthetic_jpeg(height: int, width: int, quality: int = 50, seed: int = 0) ->
     return compress(synthetic_image(height, width, seed), quality)
 
 
-def median_seconds(function: Callable[[], Any], repeats: int) -> float:
-    """Median wall time of ``repeats`` timed calls (each after :class:`Timer`'s two warm-up
-    calls), on torch's current number of threads."""
+def timing_rule(repeats: int) -> str:
+    """How :func:`fastest_seconds` times, in words, for reports."""
+    return f"fastest of {repeats} run{'' if repeats == 1 else 's'} after one untimed warm-up"
+
+
+def fastest_seconds(function: Callable[[], Any], repeats: int, device: str | torch.device = "cpu") -> float:
+    """Fastest wall time of ``repeats`` calls of ``function``, after one untimed warm-up call;
+    on a CUDA ``device``, each timing waits for that device's queued work."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    timer = Timer(stmt="function()", globals={"function": function}, num_threads=torch.get_num_threads())
-    return statistics.median(timer.timeit(1).mean for _ in range(repeats))
+    device = torch.device(device)
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    function()
+    timings = []
+    for _ in range(repeats):
+        wait()
+        start = time.perf_counter()
+        function()
+        wait()
+        timings.append(time.perf_counter() - start)
+    return min(timings)
 
 
 def _megapixels(height: int, width: int) -> float:
@@ -117,8 +135,8 @@ def bench_read(sizes: Sequence[tuple[int, int]] = READ_SIZES, repeats: int = 5) 
                 with Image.open(path) as image:
                     image.load()
 
-            coefficients_s = median_seconds(lambda: read_coefficients(path), repeats)
-            pillow_s = median_seconds(pillow_decode, repeats)
+            coefficients_s = fastest_seconds(lambda: read_coefficients(path), repeats)
+            pillow_s = fastest_seconds(pillow_decode, repeats)
             rows.append(
                 {
                     "width": width,
@@ -146,7 +164,7 @@ def bench_network(
             with torch.inference_mode():
                 model(inputs.y, inputs.tables, inputs.chroma, inputs.chroma_factor)
 
-        seconds = median_seconds(forward, repeats)
+        seconds = fastest_seconds(forward, repeats, device)
         with FlopCounterMode(display=False) as counter:
             forward()
         rows.append(
@@ -172,7 +190,7 @@ def bench_end_to_end(weights: str | None = None, size: int = 512, repeats: int =
     def run() -> None:
         correct_jpeg(model, read_coefficients(data), tile=None).cpu()
 
-    seconds = median_seconds(run, repeats)
+    seconds = fastest_seconds(run, repeats, device)
     return {
         "weights": weights_label(weights),
         "width": size,
@@ -272,7 +290,8 @@ def run_benchmark(
     description = machine()
     threads = threads or description["usable_cores"] or 1
     torch.set_num_threads(threads)
-    report: dict[str, Any] = {"machine": description, "threads": threads, "repeats": repeats, "device": device}
+    report: dict[str, Any] = {"machine": description, "threads": threads, "repeats": repeats, "device": device,
+                              "timing": timing_rule(repeats)}
     log("reading coefficients vs Pillow decode")
     report["read"] = bench_read(read_sizes, repeats)
     log(f"network forward: {', '.join(configs)}")
@@ -291,7 +310,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} cores, {m['ram_gib']} GiB RAM; "
         f"torch {m['torch']}, Pillow {m['pillow']} ({m['libjpeg']}); torch threads {report['threads']}, "
-        f"median of {report['repeats']} runs, device {report['device']}",
+        f"{report['timing']}, device {report['device']}",
         "",
         "| image (4:2:0) | read_coefficients | Pillow open+load | ratio |",
         "|---|---|---|---|",

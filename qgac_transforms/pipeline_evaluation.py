@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .benchmark import fastest_seconds
 from .evaluation import compress, list_images, load_reference, pixels
 from .jpeg_io import PILLOW_SUBSAMPLING
 from .metrics import psnr
@@ -39,6 +39,8 @@ CROP_OFFSETS = tuple(range(1, 16))
 CROP_MARGIN = (19, 21)
 #: Side of the square image whose blind and exact corrections are timed.
 TIMED_SIDE = 512
+#: Timed runs per correction (the fastest counts, after one warm-up).
+TIMING_REPEATS = 3
 
 #: Orientations of a decode: name -> what it does to ``(..., H, W)`` pixels.
 ORIENTATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -116,17 +118,6 @@ def _gain(output: Tensor, given: Tensor, reference: Tensor) -> float:
     """RGB PSNR gain (dB) of ``output`` over the ``given`` input, both against ``reference``."""
     reference = reference.to(torch.float64)
     return float(psnr(output.to(torch.float64), reference) - psnr(given.to(torch.float64), reference))
-
-
-def _time(run: Callable[[], object], repeats: int = 3) -> float:
-    """The fastest of ``repeats`` runs, in seconds (after one to warm up)."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def evaluate_pipelines(
@@ -210,8 +201,8 @@ def _timing(transform: JPEGArtifactCorrection, paths: Sequence[os.PathLike], qua
         crop = image.crop((0, 0, min(TIMED_SIDE, image.width), min(TIMED_SIDE, image.height)))
         data = compress(crop, quality)
         decoded = _decode(data)
-        exact.append(_time(lambda: transform(data)))
-        blind.append(_time(lambda: transform(decoded)))
+        exact.append(fastest_seconds(lambda: transform(data), TIMING_REPEATS))
+        blind.append(fastest_seconds(lambda: transform(decoded), TIMING_REPEATS))
     if not exact:
         return {}
     return {
@@ -245,6 +236,6 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"Blind correction of a {timing['side']} x {timing['side']} colour decode: {timing['blind_seconds']:.2f} s, "
             f"against {timing['exact_seconds']:.2f} s for its file ({timing['ratio']:.2f}x; median of "
-            f"{timing['n_images']} images, {timing['threads']} threads)."
+            f"{timing['n_images']} images, {timing['threads']} thread{'' if timing['threads'] == 1 else 's'})."
         )
     return "\n".join(lines)

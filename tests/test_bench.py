@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import subprocess
 import sys
 
@@ -33,12 +34,20 @@ def test_synthetic_jpeg_is_a_420_photo_of_the_requested_size():
     assert [layer[1:3] for layer in image.layer] == [(2, 2), (1, 1), (1, 1)]  # (h, v): 4:2:0
 
 
-def test_median_seconds_counts_and_validates():
+def test_fastest_seconds_is_the_fastest_timed_call_after_one_warm_up(monkeypatch):
+    durations = iter([5.0, 3.0, 1.0, 2.0])  # the first is the warm-up: never reported
+    clock = [0.0]
     calls = []
-    assert benchmark.median_seconds(lambda: calls.append(1), repeats=3) >= 0
-    assert len(calls) == 3 * 3  # each timed call after Timer's two warm-up calls
+
+    def work():
+        calls.append(1)
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    assert benchmark.fastest_seconds(work, repeats=3) == 1.0
+    assert len(calls) == 1 + 3
     with pytest.raises(ValueError, match="repeats"):
-        benchmark.median_seconds(lambda: None, repeats=0)
+        benchmark.fastest_seconds(work, repeats=0)
 
 
 def test_full_report_at_toy_sizes(tiny_weights):
@@ -47,7 +56,8 @@ def test_full_report_at_toy_sizes(tiny_weights):
         memory_megapixels=0.01, weights=tiny_weights,
     )  # fmt: skip
     assert torch.get_num_threads() == 1
-    assert {"machine", "threads", "repeats", "device", "read", "network", "end_to_end", "peak_memory"} <= set(report)
+    assert {"machine", "threads", "repeats", "timing", "device", "read", "network", "end_to_end", "peak_memory"} <= set(report)
+    assert report["timing"] == "fastest of 1 run after one untimed warm-up"
     (read,) = report["read"]
     assert (read["width"], read["height"], read["subsampling"]) == (40, 24, "4:2:0")
     assert _positive(read["read_coefficients_s"], read["pillow_decode_s"])
@@ -84,6 +94,25 @@ def test_cli_usage_errors(argv, capsys):
     cli_bench.add_arguments(parser)
     assert cli_bench.run(parser.parse_args(argv)) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_cli_report_records_the_command_that_replays_it(tmp_path, monkeypatch, tiny_weights):
+    measured, real_benchmark = {}, benchmark.run_benchmark
+
+    def small_benchmark(**options):  # the CLI's part only, on toy sizes: the measurements are tested above
+        measured.update(options)
+        return real_benchmark(**{**options, "read_sizes": [(16, 16)], "configs": ["tiny"],
+                                          "network_size": 16, "end_to_end_size": 16, "memory_megapixels": None})
+
+    monkeypatch.setattr(benchmark, "run_benchmark", small_benchmark)
+    parser = argparse.ArgumentParser()
+    cli_bench.add_arguments(parser)
+    argv = ["--threads", "1", "--repeats", "2", "--weights", tiny_weights, "--json", str(tmp_path / "b.json")]
+    assert cli_bench.run(parser.parse_args(argv)) == 0
+    written = json.loads((tmp_path / "b.json").read_text())
+    command = shlex.split(written["command"])
+    assert command[:2] == ["qgac", "bench"] and parser.parse_args(command[2:]) == parser.parse_args(argv)
+    assert written["timing"] == "fastest of 2 runs after one untimed warm-up" and measured["repeats"] == 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux passes ru_maxrss on through exec")

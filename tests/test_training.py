@@ -40,15 +40,14 @@ from qgac_transforms.evaluation import compress as pillow_compress
 from training.checkpoints import read_checkpoint
 from training.data import DatasetError, PatchStream, PhotoBank, split_images, training_images
 from training.export import (
-    StageRecord,
     export_run,
     interpolate,
     read_evaluations,
-    read_lineage,
     run_stages,
     stage_checkpoint,
     training_notes,
 )
+from training.lineage import INIT_LINEAGE_KEY, StageRecord, as_raw, read_lineage
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -667,9 +666,25 @@ def test_card_lists_the_stages_of_the_exported_folder_started_from(tmp_path, tra
         (trained_run.name, "y", 3), (trained_run.name, "color", 3), ("tuned", "y", 2)]
     again = export_run(tuned, "y", "second", hub_dir=tmp_path / "hub")
     assert len(read_lineage(again)) == 3 and f"| {trained_run.name} | color | 3 |" in (again / "README.md").read_text()
-    (exported / "training.json").write_text('[{"stage": "y"}]')
-    with pytest.raises(ValueError, match="training.json: not a list of training stage records"):
-        read_lineage(exported)
+    # the folder replaced by the newer weights (as `publish embed` does), then the run resumed: the
+    # run still names the history it started from, copied into its checkpoints at its start
+    shutil.rmtree(exported)
+    shutil.copytree(again, exported)
+    train(tiny_config(tuned, photos, steps=3, init=str(exported)))
+    started = [(trained_run.name, "y", 3), (trained_run.name, "color", 3)]
+    assert [(r.run, r.stage, r.step) for r in run_stages(tuned, "y")][:-1] == started
+    # resumed again without --init, its checkpoint split into parts: still the same history
+    train(tiny_config(tuned, photos, steps=4, checkpoint_part_mb=2))
+    assert list(tuned.glob("checkpoint-y.*.part*.safetensors"))
+    assert read_checkpoint(tuned / "checkpoint-y.pt")[INIT_LINEAGE_KEY] == as_raw(read_lineage(exported)[:2])
+    assert [(r.run, r.stage) for r in run_stages(tuned, "y")] == [(run, stage) for run, stage, _ in started] + [
+        ("tuned", "y")]
+    for broken in ('[{"stage": "y"}]', "{}"):
+        (exported / "training.json").write_text(broken)
+        with pytest.raises(ValueError, match="training.json: not a list of training stage records"):
+            read_lineage(exported)
+        with pytest.raises(ValueError, match="--init .*training records cannot be read"):
+            Trainer(tiny_config(tmp_path / "third", photos, steps=1, init=str(exported))).build()
 
 
 def test_a_weights_only_checkpoint_is_refused_for_resuming_by_name(tmp_path, photos):
@@ -799,6 +814,7 @@ def test_export_refuses_a_run_whose_starting_weights_are_gone(tmp_path, trained_
     run = tmp_path / "run"
     run.mkdir()
     state = torch.load(trained_run / "checkpoint-y.pt", weights_only=True)
+    del state[INIT_LINEAGE_KEY]  # a checkpoint from before runs copied their starting folder's records
     state["config"]["init"] = str(tmp_path / "gone")
     torch.save(state, run / "checkpoint-y.pt")
     with pytest.raises(ValueError, match="not here"):
@@ -1051,7 +1067,7 @@ def test_init_color_starts_the_colour_network_from_another_model(tmp_path, photo
 
 
 def test_card_names_the_last_stage_configuration_and_a_transferred_colour_network():
-    from training.export import StageRecord, card_for, training_notes
+    from training.export import card_for, training_notes
 
     config = dict(TrainConfig(data="photos").__dict__)
     stages = [StageRecord("y", 10, 60.0, {**config, "model": "small", "model_options": {"block_depth": 2}}, None, "a"),

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from .data import DatasetError, split_images, training_images
+from .export import HUB_DIR, export_run, interpolate, write_card
 from .stats import coefficient_statistics
 from .trainer import TrainConfig, Trainer, configure_logging
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--stage", default="color", choices=("y", "color", "gan"),
                         help="stage whose checkpoint to export ('y' exports a grayscale-only model)")
     export.add_argument("--name", required=True, help="model name: the folder under --hub-dir")
-    export.add_argument("--hub-dir", help="folder of Hub model folders (default: hub)")
+    export.add_argument("--hub-dir", help=f"folder of Hub model folders (default: {HUB_DIR})")
     export.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<name>)")
     export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
     export.add_argument("--half", action="store_true",
@@ -153,24 +154,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"statistics of {len(paths)} images -> {args.out}")
             return 0
         if args.command == "interpolate":
-            from .export import interpolate  # noqa: PLC0415
-
             written = interpolate(args.regression, args.gan, args.alpha, args.out, name=args.name)
             print(f"alpha {args.alpha}: {args.regression} + {args.gan} -> {written}")
             return 0
         if args.command == "export":
-            from .export import export_run  # noqa: PLC0415
-
             if args.embed and args.hub_dir:
                 raise ValueError("--embed writes into the package's weights/, not into --hub-dir: give one of them")
-            folder = export_run(args.run, args.stage, args.name, args.hub_dir or "hub", args.eval_json,
+            folder = export_run(args.run, args.stage, args.name, args.hub_dir or HUB_DIR, args.eval_json,
                                 embed=args.embed, repo_id=args.repo_id, half=args.half,
                                 max_shard_mb=args.max_shard_mb)
             print(f"exported {args.run} stage {args.stage} -> {folder}")
             return 0
         if args.command == "card":
-            from .export import write_card  # noqa: PLC0415
-
             print(f"model card -> {write_card(args.folder, args.eval_json, repo_id=args.repo_id)}")
             return 0
         config = build_config(args)

@@ -15,7 +15,6 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,53 +26,36 @@ from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_ta
 
 from .data import MANIFEST_NAME, DatasetError, training_images
 from .checkpoints import read_checkpoint
+from .lineage import INIT_LINEAGE_KEY, StageRecord, as_records, read_lineage, write_lineage
 from .trainer import STAGES, load_qgac
 
 
-@dataclass
-class StageRecord:
-    """What a run's checkpoint of one stage says about its training."""
-
-    stage: str
-    step: int
-    elapsed: float
-    config: dict[str, Any]
-    validation: dict[str, Any] | None  # the last validation record, if any
-    run: str = ""  # the run folder's name
-
-
-def write_lineage(stages: Sequence[StageRecord], folder: str | Path) -> Path:
-    """Write ``stages`` to ``folder``'s ``training.json``, so that a run started from the
-    exported folder can list them in its own card."""
-    path = Path(folder) / hub.TRAINING_NAME
-    path.write_text(json.dumps([asdict(record) for record in stages], indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-def read_lineage(folder: str | Path) -> list[StageRecord]:
-    """The stages an exported folder's weights went through (none if it has no ``training.json``)."""
-    path = Path(folder) / hub.TRAINING_NAME
-    if not path.is_file():
-        return []
-    try:
-        return [StageRecord(**record) for record in json.loads(path.read_text(encoding="utf-8"))]
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{path}: not a list of training stage records ({error})") from error
+#: Where exports go unless told otherwise: the repository's folder of models published to the Hub.
+HUB_DIR = "hub"
 
 
 def read_stage(checkpoint: str | Path) -> StageRecord:
     """The training facts of one checkpoint (its weights are not needed here)."""
+    return _read_stage(checkpoint)[0]
+
+
+def _read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:
+    """:func:`read_stage`, and the lineage of the exported folder the checkpoint's run started
+    from as the run copied it at its start (``None`` for a checkpoint older than that copy, or a
+    run started otherwise), from one read."""
     state = read_checkpoint(checkpoint, mmap=True)  # the tensors stay on disk
     history = state.get("history") or []
-    return StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
-                       history[-1] if history else None, Path(checkpoint).parent.name)
+    record = StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
+                         history[-1] if history else None, Path(checkpoint).parent.name)
+    copied = state.get(INIT_LINEAGE_KEY)
+    return record, None if copied is None else as_records(copied, f"{checkpoint}: {INIT_LINEAGE_KEY}")
 
 
 def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
     """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``, preceded
     by those of the checkpoint the first of them started from (``init``) and its run, if
     any: every stage the weights went through."""
-    return _with_origins(_stage_records(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
+    return _with_origins(_stage_checkpoints(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
 
 
 def stage_checkpoint(run: str | Path, stage: str) -> Path:
@@ -83,31 +65,37 @@ def stage_checkpoint(run: str | Path, stage: str) -> Path:
     return best if best.is_file() else Path(run) / f"checkpoint-{stage}.pt"
 
 
-def _stage_records(run: Path, stages: Sequence[str]) -> list[StageRecord]:
-    return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
+def _stage_checkpoints(run: Path, stages: Sequence[str]) -> list[Path]:
+    return [stage_checkpoint(run, s) for s in stages if stage_checkpoint(run, s).exists()]
 
 
-def _with_origins(records: list[StageRecord], seen: frozenset[Path]) -> list[StageRecord]:
-    """``records`` preceded by the lineage of what their first stage started from: a ``.pt``
-    checkpoint (followed into its run) or an exported folder (its ``training.json``)."""
-    start = records[0].config.get("init") if records else None
+def _with_origins(checkpoints: list[Path], seen: frozenset[Path]) -> list[StageRecord]:
+    """The records of ``checkpoints`` preceded by the lineage of what the first started from: an
+    exported folder (the copy of its ``training.json`` the run took when it started; for older
+    runs, the folder's file now) or a ``.pt`` checkpoint (followed into its run)."""
+    if not checkpoints:
+        return []
+    (first, copied), *rest = [_read_stage(checkpoint) for checkpoint in checkpoints]
+    records = [first, *(record for record, _ in rest)]
+    if copied is not None:
+        return copied + records
+    start = first.config.get("init")
     if not start:
         return records
     init = Path(start)
     if init.is_dir():
         lineage = read_lineage(init)
         if any(record in lineage for record in records):
-            raise ValueError(f"{init} now holds weights exported from run {records[0].run!r} itself, not those "
+            raise ValueError(f"{init} now holds weights exported from run {first.run!r} itself, not those "
                              "it started from: export the run before replacing that folder")
         return lineage + records
     if init.suffix != ".pt" or not init.is_file():
-        raise ValueError(f"run {records[0].run!r} started from {start}, which is not here (not a saved folder or "
+        raise ValueError(f"run {first.run!r} started from {start}, which is not here (not a saved folder or "
                          "a checkpoint), so the stages before it cannot be listed: put it back to export")
     if init.resolve() in seen:
         return records
-    origin = read_stage(init)
-    before = _stage_records(init.parent, STAGES[: STAGES.index(origin.stage)])
-    return _with_origins(before + [origin], seen | {init.resolve()}) + records
+    before = _stage_checkpoints(init.parent, STAGES[: STAGES.index(read_stage(init).stage)])
+    return _with_origins(before + [init], seen | {init.resolve()}) + records
 
 
 def dataset_description(folder: str | Path, held_out: int, required: bool = False) -> str:
@@ -241,7 +229,7 @@ def _save(model: QGAC, folder: Path, card: ModelCardInfo, stages: Sequence[Stage
     return folder
 
 
-def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = "hub",
+def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = HUB_DIR,
                eval_json: Sequence[str | Path] = (), embed: bool = False, repo_id: str | None = None,
                half: bool = False, max_shard_mb: float | None = None) -> Path:
     """Write what ``run``'s stage produced (:func:`stage_checkpoint`) to ``hub_dir/name``, or, if

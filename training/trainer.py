@@ -38,6 +38,7 @@ from .data import (
     training_images,
     validation_batches,
 )
+from .lineage import INIT_LINEAGE_KEY, as_raw, read_lineage
 from .losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -295,6 +296,7 @@ class Trainer:
         resume = read_checkpoint(self.checkpoint_path, map_location=self.device) if self.checkpoint_path.exists() else None
         # resuming needs no init: the checkpoint rebuilds the model (and the init may not have travelled with it)
         self.model = (QGAC(**resume["model_config"]) if resume else self._initial_model()).to(self.device).train()
+        self.init_lineage = resume.get(INIT_LINEAGE_KEY) if resume else self._init_lineage()
         if config.stage != "y" and self.model.color_network is None:
             raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
         self.parameters = stage_parameters(self.model, config.stage)
@@ -368,6 +370,17 @@ class Trainer:
                                  f"this model's ({error})") from error
         return model
 
+    def _init_lineage(self) -> list[dict[str, Any]] | None:
+        """The records of the exported folder this run starts from, kept in its checkpoints: the
+        folder may hold newer weights by the time the run is exported."""
+        init = self.config.init
+        if not init or not Path(init).is_dir():
+            return None
+        try:
+            return as_raw(read_lineage(init))
+        except ValueError as error:  # found now rather than when the finished run is exported
+            raise ValueError(f"--init {init}: its training records cannot be read ({error})") from error
+
     def _initial_weights(self) -> QGAC:
         config = self.config
         if config.init:
@@ -392,6 +405,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
             "config": asdict(self.config),
+            INIT_LINEAGE_KEY: self.init_lineage,
         }
         if self.ema is not None:
             state["ema"] = self._weights(self.ema.module)
@@ -416,7 +430,7 @@ class Trainer:
         log.info("checkpoint step %d -> %s", self.step, self.checkpoint_path)
 
     def _load_checkpoint(self, state: dict[str, Any]) -> None:
-        missing = sorted(set(self._state()) - set(state) - {"ema", "ema_updates"})
+        missing = sorted(set(self._state()) - set(state) - {"ema", "ema_updates", INIT_LINEAGE_KEY})
         if missing:
             raise ValueError(f"{self.checkpoint_path} cannot be resumed: it has no {', '.join(missing)} (a copy "
                              "of the weights alone?); start a new run folder with --init pointing at it")
@@ -589,7 +603,7 @@ class Trainer:
 
 
 #: What ``best-<stage>.pt`` keeps besides the weights: enough to export it and to start a stage from it.
-BEST_KEYS = ("model_config", "step", "elapsed", "history", "config")
+BEST_KEYS = ("model_config", "step", "elapsed", "history", "config", INIT_LINEAGE_KEY)
 
 
 def _score(record: dict[str, Any]) -> float:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,19 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def command_line(command: str, args: argparse.Namespace) -> str:
+    """The ``qgac COMMAND`` line that reproduces ``args``, every option spelled out, for a
+    report's ``command`` field (a model card quotes it beside the table it produced)."""
+    words = ["qgac", command]
+    for name, value in vars(args).items():
+        if name in ("command", "run") or value is None or value is False:
+            continue
+        words.append("--" + name.replace("_", "-"))
+        if value is not True:
+            words += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return shlex.join(words)
 
 
 def set_threads(command: str, threads: int | None) -> bool:

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import write_json
+from . import command_line, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads (default: all usable cores)")
-    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per measurement; the median is reported (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per measurement, after one untimed warm-up; the fastest is reported (default 5)")
     parser.add_argument("--paper", action="store_true", help="also time the paper-size network (259M parameters; slow)")
     parser.add_argument("--weights", help="model for the end-to-end and memory runs (default: the package's default model)")
     parser.add_argument("--device", default="cpu", help="torch device for the network and end-to-end runs (default cpu)")
@@ -42,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"qgac bench: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
-    write_json(args.json, report)
+    write_json(args.json, {"command": command_line("bench", args), **report})
     return 0

@@ -7,11 +7,10 @@ The protocol (encoder, 4:2:0, rounding, metric definitions) is that of
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
-from . import report_failures, set_threads, write_json
+from . import command_line, report_failures, set_threads, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,18 +50,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"qgac eval: {error}", file=sys.stderr)
         return 2
     print(format_table(report))
-    write_json(args.json, {**report, "command": command_line(args)})
+    write_json(args.json, {**report, "command": command_line("eval", args)})
     return report_failures("eval", [(f["error"], "skipped") for f in report["failures"]], "image")
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The ``qgac eval`` command that reproduces ``args``, every option spelled out, for
-    the report: a model card quotes it beside the table it produced."""
-    words = ["qgac", "eval"]
-    for name, value in vars(args).items():
-        if name in ("command", "run") or value is None or value is False:
-            continue
-        words.append("--" + name.replace("_", "-"))
-        if value is not True:
-            words += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return shlex.join(words)

@@ -10,8 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import set_threads, write_json
-from .evaluate import command_line
+from . import command_line, set_threads, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +36,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"qgac eval-pipelines: {error}", file=sys.stderr)
         return 2
     print(format_table(report))
-    command = command_line(args).replace("qgac eval ", "qgac eval-pipelines ", 1)
-    write_json(args.json, {"command": command, "weights": weights_label(args.weights), **report})
+    write_json(args.json, {"command": command_line("eval-pipelines", args), "weights": weights_label(args.weights), **report})
     return 0

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from qgac_transforms.benchmark import machine, median_seconds, synthetic_jpeg
+from qgac_transforms.benchmark import fastest_seconds, machine, synthetic_jpeg, timing_rule
 from qgac_transforms.configs import build_model
 from qgac_transforms.correction import correct, model_inputs
 from qgac_transforms.jpeg_io import read_coefficients
@@ -114,11 +114,6 @@ def last_validation(run: Path) -> dict[str, Any]:
     return json.loads(records[-1])
 
 
-def fastest_seconds(function: Any, runs: int = BENCH_RUNS) -> float:
-    """Fastest of ``runs`` timings, each after an untimed warm-up (:func:`median_seconds` of one)."""
-    return min(median_seconds(function, 1) for _ in range(runs))
-
-
 def measure(model: QGAC, threads: int) -> dict[str, Any]:
     """Parameters, multiply-accumulates and 512 x 512 colour timings of ``model``."""
     torch.set_num_threads(threads)
@@ -143,8 +138,8 @@ def measure(model: QGAC, threads: int) -> dict[str, Any]:
         "y_parameters": sum(p.numel() for p in model.y_network.parameters()),
         "gmacs": total.get_total_flops() / 2e9,
         "y_gmacs": luma.get_total_flops() / 2e9,
-        "end_to_end_s": fastest_seconds(lambda: correct(model, read_coefficients(data))),
-        "y_network_s": fastest_seconds(y_network),
+        "end_to_end_s": fastest_seconds(lambda: correct(model, read_coefficients(data)), BENCH_RUNS),
+        "y_network_s": fastest_seconds(y_network, BENCH_RUNS),
     }
 
 
@@ -194,7 +189,7 @@ def report(root: Path, out: Path, threads: int, command: str, commit: str | None
         "command": command, "commit": commit, "machine": machine(), "training_config": config,
         "bench": {
             "image": f"{BENCH_SIZE}x{BENCH_SIZE} colour 4:2:0 (qgac_transforms.benchmark.synthetic_jpeg)",
-            "threads": threads, "timing": f"fastest of {BENCH_RUNS}, each after an untimed warm-up",
+            "threads": threads, "timing": timing_rule(BENCH_RUNS),
         },
         "variants": rows, "untrained_candidates": candidates, "table": table(rows + candidates),
     }
