@@ -102,7 +102,7 @@ def test_cli_report_records_the_command_that_replays_it(tmp_path, monkeypatch, t
     def small_benchmark(**options):  # the CLI's part only, on toy sizes: the measurements are tested above
         measured.update(options)
         return real_benchmark(**{**options, "read_sizes": [(16, 16)], "configs": ["tiny"],
-                                          "network_size": 16, "end_to_end_size": 16, "memory_megapixels": None})
+                                 "network_size": 16, "end_to_end_size": 16, "memory_megapixels": None})
 
     monkeypatch.setattr(benchmark, "run_benchmark", small_benchmark)
     parser = argparse.ArgumentParser()

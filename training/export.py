@@ -34,15 +34,10 @@ from .trainer import STAGES, load_qgac
 HUB_DIR = "hub"
 
 
-def read_stage(checkpoint: str | Path) -> StageRecord:
-    """The training facts of one checkpoint (its weights are not needed here)."""
-    return _read_stage(checkpoint)[0]
-
-
-def _read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:
-    """:func:`read_stage`, and the lineage of the exported folder the checkpoint's run started
-    from as the run copied it at its start (``None`` for a checkpoint older than that copy, or a
-    run started otherwise), from one read."""
+def read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:
+    """The training facts of one checkpoint (its weights are not needed here), and the lineage
+    of the exported folder its run started from as the run copied it at its start (``None`` for
+    a checkpoint older than that copy, or a run started otherwise), from one read."""
     state = read_checkpoint(checkpoint, mmap=True)  # the tensors stay on disk
     history = state.get("history") or []
     record = StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
@@ -55,7 +50,7 @@ def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
     """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``, preceded
     by those of the checkpoint the first of them started from (``init``) and its run, if
     any: every stage the weights went through."""
-    return _with_origins(_stage_checkpoints(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
+    return _with_origins(_read_stages(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
 
 
 def stage_checkpoint(run: str | Path, stage: str) -> Path:
@@ -65,18 +60,21 @@ def stage_checkpoint(run: str | Path, stage: str) -> Path:
     return best if best.is_file() else Path(run) / f"checkpoint-{stage}.pt"
 
 
-def _stage_checkpoints(run: Path, stages: Sequence[str]) -> list[Path]:
-    return [stage_checkpoint(run, s) for s in stages if stage_checkpoint(run, s).exists()]
+def _read_stages(run: Path, stages: Sequence[str]) -> list[tuple[StageRecord, list[StageRecord] | None]]:
+    """:func:`read_stage` of each of ``stages`` whose checkpoint is in ``run``."""
+    return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
 
 
-def _with_origins(checkpoints: list[Path], seen: frozenset[Path]) -> list[StageRecord]:
-    """The records of ``checkpoints`` preceded by the lineage of what the first started from: an
-    exported folder (the copy of its ``training.json`` the run took when it started; for older
-    runs, the folder's file now) or a ``.pt`` checkpoint (followed into its run)."""
-    if not checkpoints:
+def _with_origins(stages: list[tuple[StageRecord, list[StageRecord] | None]],
+                  seen: frozenset[Path]) -> list[StageRecord]:
+    """The records of ``stages`` (as :func:`read_stage` gives them) preceded by the lineage of
+    what the first started from: an exported folder (the copy of its ``training.json`` the run
+    took when it started; for older runs, the folder's file now) or a ``.pt`` checkpoint
+    (followed into its run)."""
+    if not stages:
         return []
-    (first, copied), *rest = [_read_stage(checkpoint) for checkpoint in checkpoints]
-    records = [first, *(record for record, _ in rest)]
+    records = [record for record, _ in stages]
+    first, copied = stages[0]
     if copied is not None:
         return copied + records
     start = first.config.get("init")
@@ -94,8 +92,9 @@ def _with_origins(checkpoints: list[Path], seen: frozenset[Path]) -> list[StageR
                          "a checkpoint), so the stages before it cannot be listed: put it back to export")
     if init.resolve() in seen:
         return records
-    before = _stage_checkpoints(init.parent, STAGES[: STAGES.index(read_stage(init).stage)])
-    return _with_origins(before + [init], seen | {init.resolve()}) + records
+    origin = read_stage(init)
+    before = _read_stages(init.parent, STAGES[: STAGES.index(origin[0].stage)])
+    return _with_origins(before + [origin], seen | {init.resolve()}) + records
 
 
 def dataset_description(folder: str | Path, held_out: int, required: bool = False) -> str:

@@ -16,8 +16,8 @@
 # committed model NAME, stage y starts from the first such, so a model trains on across
 # sessions (else the config's init: random weights for a new model, whose colour network
 # starts from the folder COLOR_FROM names, if set). BENCH_BATCHES (default 20) sets the
-# length of the bench. What comes back: bench.json, train.log and the exported folder's files (four;
-# six for a model of two shards, the most that fits in 8 files).
+# length of the bench. What comes back: bench.json, train.log and the exported folder's
+# files (four; six for a model of two shards, the most that fits in 8 files).
 set -euo pipefail
 usage="usage: training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN FLAGS...]]"
 shard=${1:?$usage}
