@@ -828,7 +828,8 @@ def test_export_refuses_a_run_whose_starting_weights_are_gone(tmp_path, trained_
                 tmp_path / "hub" / "qgac-test" / "training.json")
     with pytest.raises(ValueError, match="itself"):
         export_run(run, "y", "qgac-test", tmp_path / "again")
-    assert main(["export", "--run", str(run), "--stage", "y", "--name", "x", "--embed", "--hub-dir", "h"]) == 2
+    with pytest.raises(SystemExit, match="2"):  # --embed writes into the package, so --hub-dir is refused
+        main(["export", "--run", str(run), "--stage", "y", "--name", "x", "--embed", "--hub-dir", "h"])
 
 
 # --------------------------------------------------------------------------- processes

@@ -102,16 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--stage", default="color", choices=("y", "color", "gan"),
                         help="stage whose checkpoint to export ('y' exports a grayscale-only model)")
     export.add_argument("--name", required=True, help="model name: the folder under --hub-dir")
-    export.add_argument("--hub-dir", help=f"folder of Hub model folders (default: {HUB_DIR})")
+    destination = export.add_mutually_exclusive_group()
+    destination.add_argument("--hub-dir", help=f"folder of Hub model folders (default: {HUB_DIR})")
     export.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<name>)")
     export.add_argument("--eval-json", nargs="*", default=[], help="`qgac eval --json` files for the card")
     export.add_argument("--half", action="store_true",
                         help="store the weights in float16 (half the size; loaded back into float32)")
     export.add_argument("--max-shard-mb", type=float,
                         help="split weights larger than this many MiB into shards of at most that size")
-    export.add_argument("--embed", action="store_true",
-                        help="write the model into qgac_transforms/weights/<name>/ (shipped in the wheel, published "
-                             "from there) in place of --hub-dir")
+    destination.add_argument("--embed", action="store_true",
+                             help="write the model into qgac_transforms/weights/<name>/ (shipped in the wheel, "
+                                  "published from there) in place of --hub-dir")
 
     card = commands.add_parser("card", help="rewrite a saved model folder's card with evaluation reports")
     card.add_argument("folder", help="a saved model folder with its training.json")
@@ -158,8 +159,6 @@ def _run(args: argparse.Namespace) -> int:
             print(f"alpha {args.alpha}: {args.regression} + {args.gan} -> {written}")
             return 0
         if args.command == "export":
-            if args.embed and args.hub_dir:
-                raise ValueError("--embed writes into the package's weights/, not into --hub-dir: give one of them")
             folder = export_run(args.run, args.stage, args.name, args.hub_dir or HUB_DIR, args.eval_json,
                                 embed=args.embed, repo_id=args.repo_id, half=args.half,
                                 max_shard_mb=args.max_shard_mb)

@@ -278,7 +278,7 @@ def write_card(folder: str | Path, eval_json: Sequence[str | Path], repo_id: str
     except DatasetError as error:
         raise ValueError(f"{lineage_path}: the training data it names is not here, and the card lists its "
                          f"images and licences ({error})") from error
-    shards = len(hub.weight_digests(json.loads(config_path.read_text(encoding="utf-8")), config_path))
+    shards = len(hub.weight_digests(hub.read_config(folder, QGAC), config_path))
     model.generate_model_card(card=card, shards=shards).save(folder / hub.CARD_NAME)
     return folder / hub.CARD_NAME
 
