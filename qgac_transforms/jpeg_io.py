@@ -361,15 +361,23 @@ def _check_scans_complete(data: bytes, name: str, header: _FrameHeader) -> None:
 
 
 def _strip_app_markers(data: bytes) -> bytes:
-    """Drop APPn/COM segments before the first scan (jpeglib fails on too many)."""
+    """Drop APPn/COM segments before the first scan (jpeglib fails on too many).
+
+    Walks the markers as :func:`_scan_header` does: fill bytes (``FF FF ...``) before a
+    marker are dropped; stray bytes are kept, so libjpeg still reports them as damage.
+    """
     out, pos = bytearray(data[:2]), 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    while True:
+        stray = pos
+        while pos < len(data) and data[pos] != 0xFF:
+            pos += 1
+        out += data[stray:pos]
+        while pos + 1 < len(data) and data[pos + 1] == 0xFF:
+            pos += 1
+        if pos + 4 > len(data) or data[pos + 1] == 0xDA:
             break
         marker = data[pos + 1]
-        if marker == 0xDA:
-            break
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        length = 0 if marker == 0x01 or 0xD0 <= marker <= 0xD7 else struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
             out += data[pos : pos + 2 + length]
         pos += 2 + length
@@ -477,6 +485,13 @@ def _exif_orientation(image: Image.Image) -> int:
     return orientation if 1 <= orientation <= 8 else 1
 
 
+def _supported_sampling(sampling: tuple[tuple[int, int], ...]) -> bool:
+    """Whether a colour file's (vertical, horizontal) sampling factors have one chroma factor
+    that the model's chroma upsampling follows: 1, 2 or 4 luma samples per chroma sample."""
+    luma, cb, cr = sampling
+    return cb == cr and all(y % c == 0 and y // c in (1, 2, 4) for y, c in zip(luma, cb))
+
+
 def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoefficients:
     """Read the DCT coefficients, quantization tables and layout of a JPEG.
 
@@ -509,6 +524,11 @@ def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoe
         raise InvalidJPEGError(name, f"corrupt or truncated data ({corruption[0]})")
     if color_space not in ("JCS_GRAYSCALE", "JCS_YCbCr"):
         raise InvalidJPEGError(name, f"colour space {color_space} is not supported")
+    if len(sampling) == 3 and not _supported_sampling(sampling):
+        raise InvalidJPEGError(
+            name, f"sampling factors {sampling} (Y, Cb, Cr) are not supported: Cb and Cr must share one "
+            "sampling, and Y's must be 1, 2 or 4 times it on each axis"
+        )
     tables = tuple(qt[table_ids[i]].copy() for i in range(len(planes)))
     return JPEGCoefficients(
         blocks=tuple(planes),
@@ -524,7 +544,11 @@ def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoe
 
 
 def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.PathLike | BinaryIO) -> None:
-    """Write a baseline JPEG whose coefficients and tables read back identically."""
+    """Write a baseline JPEG whose coefficients, tables and orientation read back identically.
+
+    The orientation is written as a one-tag EXIF segment; other metadata of the file the
+    coefficients came from (the rest of its EXIF, its ICC profile) is not part of them.
+    """
     planes = [np.ascontiguousarray(p, dtype=np.int16) for p in coefficients.blocks]
     if max(int(np.abs(p[..., 1:, :]).max(initial=0)) for p in planes) > 1023 or any(
         int(np.abs(p[..., 0, 1:]).max(initial=0)) > 1023 for p in planes
@@ -556,6 +580,11 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
         jpeg.samp_factor = np.array(coefficients.sampling, dtype=np.int32)
         jpeg.write_dct(path)
         data = Path(path).read_bytes()
+    if coefficients.orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = coefficients.orientation
+        segment = exif.tobytes()
+        data = data[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(segment)) + segment + data[2:]
     if isinstance(destination, (str, os.PathLike)):
         Path(destination).write_bytes(data)
     else:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jpeglib
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
@@ -15,7 +16,8 @@ from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms import cli
 from qgac_transforms import functional as F
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.cli.correct import output_subsampling
+from qgac_transforms.jpeg_io import PILLOW_SUBSAMPLING, SUBSAMPLINGS, read_coefficients
 from qgac_transforms.quantization import quality_to_table
 
 
@@ -242,3 +244,69 @@ def test_info_on_a_decode_saved_as_png(qgac, tmp_path):
     code, out, _ = qgac("info", tmp_path / "cut.png", "--json", "--tables", "none")
     found = json.loads(out)["decoded_jpeg"]
     assert code == 0 and found["offset"] == [5, 3] and not found["transposed"] and "table" not in found["tables"][0]
+
+
+def test_the_output_file_extension_decides_the_format(qgac, photos, tiny_weights, tmp_path):
+    source = photos / "sub" / "b.jpeg"
+    code, _, err = qgac("correct", source, "-o", tmp_path / "x.webp", "--weights", tiny_weights)
+    assert code == 2 and ".webp is not a format" in err and not (tmp_path / "x.webp").exists()
+    code, _, err = qgac("correct", source, "-o", tmp_path / "y.jpg", "--format", "png", "--weights", tiny_weights)
+    assert code == 2 and "names a JPEG file, but --format is png" in err and not (tmp_path / "y.jpg").exists()
+    assert qgac("correct", source, "-o", tmp_path / "y.jpg", "--weights", tiny_weights)[0] == 0
+    assert qgac("correct", source, "-o", tmp_path / "z.PNG", "--weights", tiny_weights)[0] == 0
+    assert Image.open(tmp_path / "y.jpg").format == "JPEG" and Image.open(tmp_path / "z.PNG").format == "PNG"
+
+
+def test_a_file_with_malformed_exif_is_corrected_and_the_run_goes_on(qgac, photos, tiny_weights, tmp_path):
+    """Pillow decodes such a file but cannot parse its EXIF: it is corrected as stored, EXIF kept as it came."""
+    bad = photos / "bad-exif.jpg"
+    bad.write_bytes(save_jpeg(textured_image(4, 16, 24), quality=40, exif=b"Exif\x00\x00GARBAGEGARBAGE"))
+    code, _, err = qgac("correct", bad, photos / "sub" / "b.jpeg", "-o", tmp_path / "out", "--format", "jpeg",
+                        "--weights", tiny_weights)  # fmt: skip
+    assert code == 0, err
+    result = Image.open(tmp_path / "out" / "bad-exif.jpg")
+    assert result.size == (24, 16) and result.info["exif"] == b"Exif\x00\x00GARBAGEGARBAGE"
+    assert (tmp_path / "out" / "b.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    ("samp_factor", "orientation", "written"),
+    [
+        ([[2, 2], [1, 1], [1, 1]], 1, "4:2:0"),
+        ([[1, 2], [1, 1], [1, 1]], 1, "4:2:2"),
+        ([[1, 2], [1, 1], [1, 1]], 6, "4:4:4"),  # upright, its chroma is halved vertically: 4:4:0
+        ([[2, 1], [1, 1], [1, 1]], 1, "4:4:4"),  # 4:4:0: Pillow cannot write it
+        ([[2, 1], [1, 1], [1, 1]], 8, "4:2:2"),  # 4:4:0 turned a quarter: 4:2:2
+        ([[1, 4], [1, 1], [1, 1]], 1, "4:2:2"),  # 4:1:1: 4:2:2 keeps all of its chroma
+    ],
+)
+def test_jpeg_outputs_keep_all_of_the_inputs_chroma_resolution(qgac, tiny_weights, tmp_path, samp_factor,
+                                                               orientation, written):  # fmt: skip
+    source = tmp_path / "in.jpg"
+    jpeg = jpeglib.from_spatial(np.asarray(textured_image(5, 32, 48)))
+    jpeg.samp_factor = np.array(samp_factor)
+    jpeg.write_spatial(str(source), qt=60)
+    if orientation != 1:  # an EXIF segment after SOI; re-encoding would change the sampling
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        segment = exif.tobytes()
+        data = source.read_bytes()
+        source.write_bytes(data[:2] + b"\xff\xe1" + (2 + len(segment)).to_bytes(2, "big") + segment + data[2:])
+    assert qgac("correct", source, "-o", tmp_path / "out.jpg", "--weights", tiny_weights)[0] == 0
+    assert read_coefficients(tmp_path / "out.jpg").subsampling == written
+
+
+def test_an_empty_folder_is_a_failure(qgac, tiny_weights, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = qgac("correct", tmp_path / "empty", "--weights", tiny_weights)
+    assert code == 1 and "empty: no files in this folder" in err
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("factor", [(v, h) for v in (1, 2, 4) for h in (1, 2, 4)])
+def test_output_subsampling_is_the_coarsest_pillow_layout_that_loses_no_chroma(factor, orientation):
+    upright = factor[::-1] if orientation in (5, 6, 7, 8) else factor
+    lossless = [SUBSAMPLINGS[name] for name in PILLOW_SUBSAMPLING
+                if SUBSAMPLINGS[name][0] <= upright[0] and SUBSAMPLINGS[name][1] <= upright[1]]  # fmt: skip
+    chosen = SUBSAMPLINGS[output_subsampling(factor, orientation)]
+    assert chosen in lossless and chosen[0] * chosen[1] == max(v * h for v, h in lossless)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from qgac_transforms import codec
 from qgac_transforms.codec import block_grid
@@ -76,7 +76,11 @@ def encode(image: Image.Image, mode: str, quality: int = 75, **options) -> bytes
 def expected_grids(mode: str, height: int, width: int) -> list[tuple[int, int]]:
     if mode == "gray":
         return [(-(-height // 8), -(-width // 8))]
-    sampling = SAMPLING[mode]
+    return sampled_grids(SAMPLING[mode], height, width)
+
+
+def sampled_grids(sampling: tuple[tuple[int, int], ...], height: int, width: int) -> list[tuple[int, int]]:
+    """Each component's block grid for (vertical, horizontal) sampling factors, as libjpeg lays it out."""
     vmax, hmax = max(v for v, _ in sampling), max(h for _, h in sampling)
     return [(-(-(-(-height * v // vmax)) // 8), -(-(-(-width * h // hmax)) // 8)) for v, h in sampling]
 
@@ -209,9 +213,11 @@ def test_trailing_bytes_after_eoi_are_ignored(sample):
     assert_same(read_coefficients(data + b"trailing garbage" * 10), read_coefficients(data))
 
 
-def test_many_app_markers_are_tolerated(sample):
+@pytest.mark.parametrize("fill", [b"", b"\xff\xff"])
+def test_many_app_markers_are_tolerated(sample, fill):
+    """80 COM segments (more than jpeglib reads), with or without fill bytes before each marker."""
     _, data = sample
-    comments = b"".join(b"\xff\xfe" + struct.pack(">H", 2 + 7) + b"comment" for _ in range(80))
+    comments = b"".join(fill + b"\xff\xfe" + struct.pack(">H", 2 + 7) + b"comment" for _ in range(80))
     assert_same(read_coefficients(data[:2] + comments + data[2:]), read_coefficients(data))
 
 
@@ -407,6 +413,12 @@ def test_exif_orientation(make_image, orientation):
     jpeg = read_coefficients(encode(make_image(0, 16, 24), "4:4:4", 90, exif=exif))
     assert jpeg.orientation == orientation
     assert (jpeg.width, jpeg.height) == (24, 16)  # the stored, not the displayed, size
+    buffer = io.BytesIO()
+    write_coefficients(jpeg, buffer)  # a phone photo written back must not turn sideways
+    again = read_coefficients(buffer.getvalue())
+    assert_same(again, jpeg)
+    assert again.orientation == orientation
+    assert ImageOps.exif_transpose(Image.open(buffer)).size == ((16, 24) if orientation >= 5 else (24, 16))
 
 
 def test_exif_orientation_missing_or_invalid(make_image):
@@ -539,6 +551,34 @@ def test_unsupported_codings(tmp_path, sample, marker, precision, match):
     path = tmp_path / "unsupported.jpg"
     path.write_bytes(_patched_frame(data, marker, precision))
     assert_invalid(path, match)
+
+
+def blank_jpeg(sampling: tuple[tuple[int, int], ...], path: Path, height: int = 24, width: int = 24) -> Path:
+    """A flat grey colour JPEG with any sampling factors, written by libjpeg."""
+    blocks = tuple(np.zeros((*grid, 8, 8), np.int16) for grid in sampled_grids(sampling, height, width))
+    tables = tuple(quality_to_table(50, chroma=i > 0).numpy() for i in range(3))
+    write_coefficients(JPEGCoefficients(blocks, tables, sampling, width, height, "ycbcr"), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [((1, 1), (2, 2), (2, 2)), ((2, 2), (1, 1), (2, 2)), ((1, 3), (1, 1), (1, 1)), ((1, 2), (1, 2), (1, 1))],
+    ids=["chroma-above-luma", "cb-differs-from-cr", "factor-3", "cb-at-luma-cr-halved"],
+)
+def test_chroma_sampling_the_model_cannot_follow_is_refused(tmp_path, sampling):
+    """libjpeg and Pillow decode these; the model needs one chroma factor of 1, 2 or 4 per axis."""
+    path = blank_jpeg(sampling, tmp_path / "sampled.jpg")
+    with Image.open(path) as image:
+        image.load()
+    assert_invalid(path, "sampling factors")
+
+
+@pytest.mark.parametrize("sampling", [((2, 4), (1, 1), (1, 1)), ((2, 1), (2, 1), (2, 1)), ((4, 1), (1, 1), (1, 1))])
+def test_every_chroma_factor_the_model_follows_is_read(tmp_path, sampling):
+    coefficients = read_coefficients(blank_jpeg(sampling, tmp_path / "sampled.jpg"))
+    assert coefficients.sampling == sampling
+    assert coefficients.chroma_factor == tuple(y // c for y, c in zip(sampling[0], sampling[1]))
 
 
 def test_cmyk(tmp_path, sample):

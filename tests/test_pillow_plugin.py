@@ -14,7 +14,8 @@ from surface_fixtures import save_jpeg, textured_image, to_tensor
 
 from qgac_transforms import functional as F
 from qgac_transforms import pillow_plugin
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.jpeg_io import JPEGCoefficients, read_coefficients, write_coefficients
+from qgac_transforms.quantization import quality_to_table
 from qgac_transforms.transforms import JPEGArtifactCorrection
 
 
@@ -119,14 +120,30 @@ def test_correct_true_grayscale_and_thumbnail(hook, tiny_model):
     assert thumbnail.size == (16, 16)
 
 
-def test_correct_true_keeps_pillow_pixels_for_unsupported_jpegs(hook, tiny_model):
+def _chroma_above_luma() -> bytes:
+    """A 16 x 16 JPEG whose chroma is sampled twice as finely as its luma: libjpeg decodes it."""
+    blocks = (np.zeros((1, 1, 8, 8), np.int16), np.zeros((2, 2, 8, 8), np.int16), np.zeros((2, 2, 8, 8), np.int16))
+    tables = tuple(quality_to_table(50, chroma=i > 0).numpy() for i in range(3))
     buffer = io.BytesIO()
-    Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(buffer, "JPEG")
+    write_coefficients(JPEGCoefficients(blocks, tables, ((1, 1), (2, 2), (2, 2)), 16, 16, "ycbcr"), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["CMYK", "sampling"])
+def test_correct_true_keeps_pillow_pixels_for_unsupported_jpegs(hook, tiny_model, kind):
+    if kind == "CMYK":
+        buffer = io.BytesIO()
+        Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(buffer, "JPEG")
+        data = buffer.getvalue()
+    else:
+        data = _chroma_above_luma()
+    plain = Image.open(io.BytesIO(data))
+    plain.load()
     hook(correct=True, weights=tiny_model)
-    image = Image.open(io.BytesIO(buffer.getvalue()))
-    with pytest.warns(UserWarning, match="CMYK"):
+    image = Image.open(io.BytesIO(data))
+    with pytest.warns(UserWarning, match=kind):
         image.load()
-    assert image.mode == "CMYK"
+    assert image.mode == plain.mode and image.tobytes() == plain.tobytes()
 
 
 def test_unregister_restores_pillow(hook, rotated_jpeg):

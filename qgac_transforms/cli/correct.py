@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder (or output file for a single input); default: next to each input as NAME_qgac.EXT",
     )  # fmt: skip
     parser.add_argument(
-        "--format", choices=("png", "jpeg", "keep"), default="png",
-        help="output format: png (lossless, default), jpeg, or keep (the input's: JPEG, same extension)",
+        "--format", choices=("png", "jpeg", "keep"), default=None,
+        help="output format: png (lossless), jpeg, or keep (the input's: JPEG, same extension); "
+        "default: png, or the extension of an output file named by -o",
     )  # fmt: skip
     parser.add_argument("--quality", type=_quality, default=95, metavar="Q", help="JPEG output quality (default 95)")
     parser.add_argument(
@@ -135,6 +136,19 @@ def _names_a_file(path: Path) -> bool:
     return path.is_file() or (not path.is_dir() and bool(path.suffix))
 
 
+def _output_file_problem(output: Path, chosen: str | None) -> str | None:
+    """Why ``-o OUTPUT``, naming one output file, cannot be written as asked, or ``None``:
+    its extension decides the format, and ``--format`` must not contradict it."""
+    suffix = output.suffix.lower()
+    named = "png" if suffix == ".png" else "jpeg" if suffix in KEEP_SUFFIXES else None
+    if named is None:
+        return f"-o {output}: {suffix or 'no extension'} is not a format qgac correct writes " \
+               f"(.png, or JPEG: {', '.join(KEEP_SUFFIXES)})"
+    if chosen is not None and (chosen == "png") != (named == "png"):
+        return f"-o {output} names a {named.upper()} file, but --format is {chosen}"
+    return None
+
+
 def _unwritable(folder: Path) -> str | None:
     """Why files cannot be written in ``folder`` (created when needed), or ``None``: tried now,
     in the nearest existing folder, so that no image is corrected for nothing."""
@@ -166,11 +180,15 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
     for text in inputs:
         path = Path(text)
         if path.is_dir():
+            walked = 0
             for folder, subfolders, names in os.walk(path):
                 # an output folder inside an input folder holds results, not inputs
                 subfolders[:] = sorted(name for name in subfolders if (Path(folder) / name).resolve() != exclude)
+                walked += len(names)
                 for name in sorted(names):
                     add(Path(folder) / name, path)
+            if not walked:  # like a pattern that matches nothing: the user expected files here
+                failures.append((text, "no files in this folder"))
         elif path.is_file():
             add(path, None, named=True)
         elif glob.has_magic(text):
@@ -191,7 +209,7 @@ def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
     if args.format == "keep":
         suffix = source.suffix if source.suffix.lower() in KEEP_SUFFIXES else ".jpg"
     else:
-        suffix = OUTPUT_SUFFIX[args.format]
+        suffix = OUTPUT_SUFFIX[args.format or "png"]
     if args.output is None:
         return source.with_name(f"{source.stem}_qgac{suffix}")
     if single_file and not args.output.is_dir() and args.output.suffix:
@@ -204,9 +222,8 @@ def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
 
 
 def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) -> None:  # noqa: ANN001
-    """Write atomically: a failed save leaves no partial file (and the input intact)."""
-    from ..jpeg_io import PILLOW_SUBSAMPLING  # noqa: PLC0415
-
+    """Write atomically: a failed save leaves no partial file (and the input intact).
+    ``subsampling``: that of a JPEG output, one Pillow writes (see :func:`output_subsampling`)."""
     options = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
     if image.info.get("exif"):
         options["exif"] = image.info["exif"]
@@ -217,8 +234,7 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         mark = OUTPUT_MARK + f" {__version__}".encode()
         options["extra"] = b"\xff\xfe" + (2 + len(mark)).to_bytes(2, "big") + mark  # a COM segment
         options["quality"] = args.quality
-        if subsampling in PILLOW_SUBSAMPLING:
-            options["subsampling"] = subsampling
+        options["subsampling"] = subsampling
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +256,17 @@ def correction_options(args: argparse.Namespace):  # noqa: ANN201 - CorrectionOp
                              blend=args.blend, self_ensemble=args.self_ensemble)
 
 
+def output_subsampling(chroma_factor: tuple[int, int], orientation: int) -> str:
+    """The chroma subsampling a JPEG output is written with: the input's own where Pillow
+    writes it, else the nearest one that keeps all of its chroma resolution once the
+    picture is turned upright (4:4:0 -> 4:4:4, 4:1:1 -> 4:2:2; a 4:2:2 file with a
+    90-degree EXIF rotation is 4:4:0 upright, so 4:4:4)."""
+    vertical, horizontal = chroma_factor[::-1] if orientation >= 5 else chroma_factor  # 5..8 swap the axes
+    if vertical >= 2 and horizontal >= 2:
+        return "4:2:0"
+    return "4:2:2" if horizontal >= 2 else "4:4:4"
+
+
 def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -> None:  # noqa: ANN001
     """Correct one JPEG and write it; raises ``InvalidJPEGError``/``OSError`` on failure."""
     from PIL import Image, ImageOps  # noqa: PLC0415
@@ -251,7 +278,9 @@ def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -
     image = to_pil(correct_jpeg(model, coefficients, correction_options(args)))
     with Image.open(job.source) as original:
         image.info.update(original.info)
-    _save(ImageOps.exif_transpose(image), destination, args, coefficients.subsampling)
+    # coefficients.orientation is 1 where the EXIF cannot be parsed; Pillow would raise on it
+    upright = ImageOps.exif_transpose(image) if coefficients.orientation != 1 else image
+    _save(upright, destination, args, output_subsampling(coefficients.chroma_factor, coefficients.orientation))
 
 
 # --------------------------------------------------------------------------- command
@@ -269,6 +298,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and several and _names_a_file(args.output):
         return _error(f"-o {args.output} names a file, but there are several inputs (or a folder): give a folder")
     single_file = len(jobs) == 1 and not several
+    if single_file and args.output is not None and _names_a_file(args.output):
+        if problem := _output_file_problem(args.output, args.format):
+            return _error(problem)
 
     todo: list[tuple[Job, Path]] = []
     planned: set[Path] = set()
