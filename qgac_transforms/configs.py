@@ -122,6 +122,9 @@ def create_model(
     Pretrained models are returned in eval mode on ``device``.
     """
     name = os.fspath(name)
+    if "dtype" in overrides:
+        raise TypeError(f"{name}: create_model takes no dtype (models are built and loaded in float32, float16 "
+                        "files too); convert the model with .to(dtype)")
     registered = MODELS.get(name)
     if registered is not None and not pretrained:
         model = build_model(registered[0], **overrides)

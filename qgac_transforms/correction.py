@@ -65,6 +65,11 @@ class ModelInputs(NamedTuple):
     height: int
     width: int
 
+    def to(self, dtype: torch.dtype) -> ModelInputs:
+        """The planes and tables in ``dtype``, the model's."""
+        chroma = None if self.chroma is None else self.chroma.to(dtype)
+        return self._replace(y=self.y.to(dtype), tables=self.tables.to(dtype), chroma=chroma)
+
 
 def model_inputs(
     coefficients: JPEGCoefficients, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32

@@ -170,7 +170,8 @@ def correct_pixels(model: QGAC, pixels: Tensor, options: CorrectionOptions | Non
         raise ValueError(f"cannot correct an empty image: pixels of shape {tuple(pixels.shape)}")
     factor = None if options.subsampling is None else chroma_factor_of(options.subsampling)
     device, dtype = _placement(model)
-    batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=dtype)
+    # the grid search and the recovery in float32 at least; only the network in the model's dtype
+    batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=torch.promote_types(dtype, torch.float32))
     height, width = batch.shape[-2:]
     groups: dict[tuple, list[int]] = {}
     grids = []
@@ -187,8 +188,8 @@ def correct_pixels(model: QGAC, pixels: Tensor, options: CorrectionOptions | Non
         stored = to_stored(batch[indices][:, :1] if gray else batch[indices], grid)
         group_tables = torch.stack([grids[i].tables for i in indices]).to(device)
         inputs = recover_inputs(stored, grid, group_tables)
-        output = correct_inputs(model, inputs._replace(tables=inputs.tables.to(dtype)), options)
-        corrected[indices] = from_stored(output, grid, height, width).to(dtype)
+        output = correct_inputs(model, inputs.to(dtype), options)
+        corrected[indices] = from_stored(output, grid, height, width).to(batch.dtype)
     if options.blend < 1.0:
         corrected = torch.lerp(batch, corrected, options.blend)
     out_dtype = pixels.dtype if pixels.is_floating_point() else torch.float32

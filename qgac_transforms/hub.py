@@ -465,7 +465,10 @@ def download(repo_id: str, options: HubOptions = HubOptions()) -> Path:
     config = Path(hf_hub_download(filename=CONFIG_NAME, revision=revision, **arguments))
     # The cache keeps each commit in snapshots/<commit hash>/: pin the weights to the config's commit.
     for name in _listed_weight_files(config):
-        weights = Path(hf_hub_download(filename=name, revision=config.parent.name, **arguments))
+        try:
+            weights = Path(hf_hub_download(filename=name, revision=config.parent.name, **arguments))
+        except LocalEntryNotFoundError as error:  # name the missing file, not just the repo
+            raise LocalEntryNotFoundError(f"{name} is not cached, though config.json is ({config.parent})") from error
         if weights.parent != config.parent:
             raise WeightsNotFoundError(f"{repo_id}: config.json and {name} resolved to different folders")
     return config.parent
@@ -539,8 +542,8 @@ def resolve(name_or_path: str | os.PathLike[str], options: HubOptions = HubOptio
             # The Hub could not be reached (or must not be) and the files are not cached.
             if not is_default:
                 raise WeightsNotFoundError(
-                    f"cannot load {name!r}: it is not a folder, and the Hub could not be reached with nothing "
-                    f"cached; tried {attempt}: {_summary(error)}"
+                    f"cannot load {name!r}: it is not a folder, and the Hub could not be reached without all of "
+                    f"its files cached; tried {attempt}: {_summary(error)}"
                 ) from error
         except (HfHubHTTPError, HFValidationError) as error:
             if not is_default:

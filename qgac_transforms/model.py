@@ -234,10 +234,11 @@ class QGAC(
     ``coefficient_mean`` and ``coefficient_std`` are the per-channel (Y, Cb, Cr),
     per-frequency (natural order) statistics used to normalize coefficients.
 
-    ``save_pretrained``, ``push_to_hub`` and ``from_pretrained`` come from
-    :class:`huggingface_hub.PyTorchModelHubMixin`, through its ``_save_pretrained`` and
-    ``_from_pretrained`` hooks; the folder format, strict loading and the Hub download
-    are in :mod:`.hub`.
+    ``save_pretrained`` and ``push_to_hub`` come from
+    :class:`huggingface_hub.PyTorchModelHubMixin`, through its ``_save_pretrained`` hook;
+    ``from_pretrained`` takes the mixin's arguments and goes straight to its
+    ``_from_pretrained`` hook. The folder format, strict loading and the Hub download are
+    in :mod:`.hub`.
     """
 
     def __init__(
@@ -285,6 +286,27 @@ class QGAC(
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's hook for ``save_pretrained`` and ``push_to_hub``: the folder format of :mod:`.hub`."""
         write_folder(self, save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> QGAC:
+        """A saved folder or Hub repo id, as the mixin's ``from_pretrained`` takes them, read
+        and checked by :mod:`.hub` alone: the mixin's own method parses ``config.json`` before
+        its hook runs, so a bad folder or an uncached repo would raise its untyped errors
+        instead of :class:`~.hub.InvalidWeightsError` or :class:`~.hub.WeightsNotFoundError`."""
+        return cls._from_pretrained(
+            model_id=os.fspath(pretrained_model_name_or_path), revision=revision, cache_dir=cache_dir,
+            force_download=force_download, local_files_only=local_files_only, token=token, map_location=map_location,
+        )
 
     @classmethod
     def _from_pretrained(

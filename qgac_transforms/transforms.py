@@ -28,14 +28,16 @@ at ``DEBUG`` level which way each image went, and what grid was found. Each imag
 one call of :func:`qgac_transforms.functional.correct` with the transform's options.
 
 As in torchvision, when a sample holds several inputs, Pillow images, ``tv_tensors``
-and coefficient objects are all corrected, while pure tensors and JPEG files (paths,
-bytes, file objects) are treated as the image only if the sample has no other image
-(the first one found); everything else (labels, boxes, masks) passes through. A numpy
-array in that place, or a sample with nothing to correct, raises ``TypeError``.
+and coefficient objects are all corrected. Only in a sample with none of them is one
+other input taken as the image: the first pure tensor; else the first JPEG as bytes or
+a file object (a webdataset sample's ``"jpg"`` beside its ``"__key__"``); else the
+first path. Everything else (labels, boxes, masks, keys) passes through. A numpy array
+in that place, or a sample with nothing to correct, raises ``TypeError``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -55,11 +57,27 @@ from .options import CorrectionOptions
 _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficients)
 
 
-def _is_free(item: Any) -> bool:
-    """A pure tensor, a JPEG file (path, bytes-like, file object) or an array: the image
-    only when the sample holds nothing of :data:`_IMAGE_TYPES` (the first one found)."""
-    pure_tensor = isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
-    return pure_tensor or F.is_jpeg_file(item) or isinstance(item, np.ndarray)
+def _claim(item: Any) -> int | None:
+    """How an item outside :data:`_IMAGE_TYPES` claims to be a sample's image, strongest
+    first: 0 a pure tensor or an array (as in torchvision), 1 JPEG data (bytes-like, a
+    file object), 2 a path; ``None``: not an image. Keys, names and URLs are strings
+    too, so a path is the image only in a sample with nothing stronger."""
+    if isinstance(item, np.ndarray) or (isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)):
+        return 0
+    if not F.is_jpeg_file(item):
+        return None
+    return 2 if isinstance(item, (str, os.PathLike)) else 1
+
+
+def _images(flat: list[Any]) -> list[bool]:
+    """Which items of a flattened sample to correct: every one of :data:`_IMAGE_TYPES`;
+    where there is none, the first item with the strongest :func:`_claim`."""
+    if any(isinstance(item, _IMAGE_TYPES) for item in flat):
+        return [isinstance(item, _IMAGE_TYPES) for item in flat]
+    claims = [_claim(item) for item in flat]
+    strongest = min((claim for claim in claims if claim is not None), default=None)
+    chosen = claims.index(strongest) if strongest is not None else -1
+    return [index == chosen for index in range(len(flat))]
 
 
 class JPEGArtifactCorrection(Transform):
@@ -70,9 +88,11 @@ class JPEGArtifactCorrection(Transform):
             a local folder, or a :class:`~qgac_transforms.model.QGAC` object. Named weights
             load lazily, once per process (:func:`~qgac_transforms.configs.shared_model`), so
             the transform pickles cheaply into ``DataLoader`` workers; a model object is
-            kept (and pickled) as is.
+            kept (and pickled) as is, or, with ``device`` or ``dtype``, as a converted copy
+            made here, so the caller's model is left as it was.
         device: where the model runs; ``None``: the input tensor's device (CPU for
-            Pillow images, paths, bytes and coefficients).
+            Pillow images, paths, bytes and coefficients) for named weights, a given
+            model's own device.
         dtype: the model's floating point type (``None``: float32, or the given model's).
         options: how to correct (:class:`~qgac_transforms.options.CorrectionOptions`).
         **changes: fields of ``options`` as keyword arguments: ``tile``, ``overlap``,
@@ -94,6 +114,8 @@ class JPEGArtifactCorrection(Transform):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
         is_model = isinstance(weights, nn.Module)
+        if is_model and (device is not None or dtype is not None):
+            weights = copy.deepcopy(weights).to(device=device, dtype=dtype)
         self.weights = None if is_model or weights is None else os.fspath(weights)
         # a given model is held as a plain attribute, not a submodule: the transform has no parameters
         self.__dict__["_model"] = weights if is_model else None
@@ -107,12 +129,7 @@ class JPEGArtifactCorrection(Transform):
         transform's own choice of inputs (torchvision's is a private hook).
         """
         flat, spec = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
-        take_free = not any(isinstance(item, _IMAGE_TYPES) for item in flat)
-        needs = []
-        for item in flat:
-            free = _is_free(item)
-            needs.append(isinstance(item, _IMAGE_TYPES) or (free and take_free))
-            take_free = take_free and not free
+        needs = _images(flat)
         if not any(needs):
             found = ", ".join(sorted({type(item).__name__ for item in flat})) or "nothing"
             raise TypeError(
@@ -129,5 +146,5 @@ class JPEGArtifactCorrection(Transform):
         """The model, loaded on first use; ``device``: where the input lives (named weights
         load there unless ``device`` was set; a given model stays where it is unless set)."""
         if self._model is not None:
-            return F.load_cached_model(self._model, self.device, self.dtype)
+            return self._model
         return F.load_cached_model(self.weights, self.device or device, self.dtype)

@@ -163,12 +163,25 @@ def test_loaded_model_computes_the_same_correction(tmp_path):
         assert torch.equal(loaded(y, tables, chroma), model(y, tables, chroma))
 
 
-def test_save_pretrained_and_from_pretrained_are_the_mixin_methods(tmp_path):
+def test_save_pretrained_and_from_pretrained_round_trip(tmp_path):
     model = mini_model(color=False)
     model.save_pretrained(tmp_path / "m")
     loaded = QGAC.from_pretrained(tmp_path / "m")
     assert loaded.color_network is None
     assert_same_weights(loaded, model)
+
+
+def test_from_pretrained_raises_the_typed_errors_of_load_model(tmp_path, cache_dir, offline):
+    """The mixin's own from_pretrained parsed config.json first: JSONDecodeError, AttributeError."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for text, message in (("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object")):
+        (bad / CONFIG_NAME).write_text(text)
+        for loader in (QGAC.from_pretrained, load_model):
+            with pytest.raises(InvalidWeightsError, match=message):
+                loader(bad)
+    with pytest.raises(WeightsNotFoundError, match="'tests/elsewhere'.*offline mode on"):
+        QGAC.from_pretrained("tests/elsewhere", cache_dir=cache_dir)
 
 
 def test_a_half_precision_folder_loads_the_exact_statistics_and_saves_again(tmp_path):
@@ -490,6 +503,9 @@ def test_a_sharded_model_downloads_from_the_hub_and_then_loads_offline(tmp_path,
     snapshot = cache_dir / "models--tests--qgac-sharded" / "snapshots" / commit
     (snapshot / shard_names(folder)[-1]).unlink()
     assert not hub._cached("tests/qgac-sharded", "main", cache_dir)
+    hub.clear_cache()
+    with pytest.raises(WeightsNotFoundError, match=f"{shard_names(folder)[-1]} is not cached, though config.json is"):
+        load_model("tests/qgac-sharded", cache_dir=cache_dir)  # offline: the missing shard is named
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qgac_transforms.codec import coefficients_to_pixels, pixels_to_coefficients
-from qgac_transforms.configs import CONFIGS, build_model
+from qgac_transforms.configs import CONFIGS, build_model, create_model
 from qgac_transforms.correction import correct, correct_planes
 from qgac_transforms.jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
 from qgac_transforms.model import QGAC
@@ -279,6 +279,13 @@ def test_unknown_block_body_is_a_clear_error():
 def test_unknown_configuration_is_a_clear_error():
     with pytest.raises(KeyError, match="tiny"):
         build_model("enormous")
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_create_model_says_it_takes_no_dtype(pretrained):
+    """Not "pretrained weights fix the configuration": dtype is no constructor argument."""
+    with pytest.raises(TypeError, match=r"takes no dtype .*\.to\(dtype\)"):
+        create_model("qgac-tiny" if not pretrained else "qgac-fast", pretrained=pretrained, dtype=torch.float16)
 
 
 # ----------------------------------------------------------------------------- compilers

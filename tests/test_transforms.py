@@ -371,6 +371,34 @@ def test_jpeg_streams_are_corrected(tiny_model, jpeg, expected, tmp_path, kind):
     assert isinstance(out, Image.Image) and torch.equal(to_tensor(out), expected)
 
 
+def test_in_a_sample_a_tensor_then_jpeg_bytes_then_a_path_is_the_image(tiny_model, jpeg, expected, tmp_path):
+    """Keys, names and URLs are strings too: a path is the image only where nothing claims more."""
+    transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
+    pixels = to_tensor(decoded(jpeg))
+    out = transform({"path": "photo.jpg", "image": pixels})
+    assert out["path"] == "photo.jpg" and torch.equal(out["image"], transform(pixels))
+    webdataset = transform({"__key__": "000001", "jpg": jpeg, "cls": 3})
+    assert webdataset["__key__"] == "000001" and webdataset["cls"] == 3
+    assert torch.equal(to_tensor(webdataset["jpg"]), expected)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    named = transform({"name": str(path), "label": 3, "url": "https://example.org/photo.jpg"})
+    assert torch.equal(to_tensor(named["name"]), expected) and named["url"] == "https://example.org/photo.jpg"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_decoded_pixels_in_any_model_dtype_leave_the_callers_model_alone(tiny_model, jpeg, dtype):
+    pixels = to_tensor(decoded(jpeg))
+    reference = JPEGArtifactCorrection(tiny_model, quality=QUALITY)(pixels).int()
+    for inpt in (pixels, decoded(jpeg).copy()):  # a tensor, a Pillow image that is no JPEG file
+        out = JPEGArtifactCorrection(tiny_model, quality=QUALITY, dtype=dtype)(inpt)
+        out = out if isinstance(out, torch.Tensor) else to_tensor(out)
+        assert out.dtype == torch.uint8 and out.shape == pixels.shape
+        difference = (out.int() - reference).abs().float()
+        assert difference.max() <= 1 if dtype == torch.float64 else difference.mean() < 1.0
+    assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
+
+
 def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):
     array = np.asarray(decoded(jpeg))
     with pytest.raises(TypeError, match="numpy"):
