@@ -97,19 +97,28 @@ class _CoefficientsMixin:
         frame = self.tell()  # type: ignore[attr-defined]
         if self._qgac_correction is None or self._qgac_corrected_frame == frame:
             return access
-        self._qgac_corrected_frame, self._qgac_corrected_digest = frame, None
+        self._qgac_corrected_digest = None
         try:
             corrected = self._qgac_correction(self.dct_coefficients)
         except InvalidJPEGError as error:
+            self._qgac_corrected_frame = frame  # decided: Pillow's pixels, said once
             message = f"QGAC cannot correct {error.source} ({error.reason}); keeping Pillow's pixels"
             warnings.warn(message, stacklevel=2)
             return access
+        # any other failure propagates and leaves the frame unmarked: the next load() tries again
         if corrected.mode != self.mode:  # type: ignore[attr-defined]
             corrected = corrected.convert(self.mode)  # type: ignore[attr-defined]
         self.im = corrected.im  # type: ignore[attr-defined]
+        self._qgac_corrected_frame = frame  # before the digest, whose tobytes() loads again
         access = Image.Image.load(self)  # type: ignore[arg-type]
         self._qgac_corrected_digest = pixel_digest(self)  # type: ignore[arg-type]
         return access
+
+    def seek(self, frame: int) -> None:
+        super().seek(frame)  # type: ignore[misc]
+        if self.tile:  # type: ignore[attr-defined]
+            # Pillow will decode this frame afresh, even if it is the one corrected last
+            self._qgac_corrected_frame = None
 
     def draft(self, mode: str | None, size: tuple[int, int] | None) -> Any:
         if self._qgac_correction is not None:

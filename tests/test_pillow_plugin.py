@@ -86,6 +86,38 @@ def test_mpo_frames(hook, tmp_path):
     assert same_coefficients(image.dct_coefficients, read_coefficients(save_jpeg(first, quality=50)))
 
 
+def test_correct_true_corrects_an_mpo_frame_decoded_again(hook, tiny_model, tmp_path):
+    """seek(1) then seek(0) without loading frame 1: Pillow decodes frame 0 afresh."""
+    first, second = textured_image(1, 24, 40), textured_image(2, 24, 40)
+    path = tmp_path / "phone.mpo"
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=50)
+    expected = F.correct_jpeg(tiny_model, read_coefficients(save_jpeg(first, quality=50))).round().to(torch.uint8)
+    hook(correct=True, weights=tiny_model)
+    image = Image.open(path)
+    assert torch.equal(to_tensor(image), expected)
+    image.seek(1)
+    image.seek(0)
+    assert torch.equal(to_tensor(image), expected)
+
+
+def test_a_failed_correction_fails_again_on_the_next_load(hook, tiny_model, rotated_jpeg, monkeypatch):
+    """Not Pillow's pixels, quietly: only a file QGAC cannot read keeps them, with a warning."""
+    hook(correct=True, weights=tiny_model)
+    image = Image.open(io.BytesIO(rotated_jpeg))
+    correction = image._qgac_correction
+
+    def broken(coefficients):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(image, "_qgac_correction", broken)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="no such device"):
+            image.load()
+    monkeypatch.setattr(image, "_qgac_correction", correction)
+    expected = F.correct_jpeg(tiny_model, read_coefficients(rotated_jpeg)).round().to(torch.uint8)
+    assert torch.equal(to_tensor(image), expected)
+
+
 def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(rotated_jpeg)
