@@ -289,44 +289,75 @@ class _FrameHeader:
     first_scan: int = 0  # offset of the first SOS marker
 
 
+class _Segment(NamedTuple):
+    """One marker segment of the header: ``data[start:end]`` is ``FF``, the marker code
+    and its payload; ``data[stray]`` are the bytes (not fill bytes) before it."""
+
+    stray: slice
+    start: int
+    marker: int
+    length: int  # the segment's length field; 0 for a marker without payload
+
+    @property
+    def end(self) -> int:
+        return self.start + 2 + self.length
+
+
+def _is_app_or_comment(marker: int) -> bool:
+    return 0xE0 <= marker <= 0xEF or marker == 0xFE
+
+
+def _header_segments(data: bytes, name: str) -> Iterator[_Segment]:
+    """The marker segments after SOI, up to and including the first scan (SOS).
+
+    Fill bytes (``FF FF ...``) before a marker are skipped; stray bytes between segments
+    are tolerated as libjpeg does (it warns) and left to the caller.
+    """
+    pos = 2
+    while True:
+        after_previous = pos
+        while pos < len(data) and data[pos] != 0xFF:
+            pos += 1
+        stray = slice(after_previous, pos)
+        while pos + 1 < len(data) and data[pos + 1] == 0xFF:
+            pos += 1
+        if pos + 1 >= len(data):
+            raise InvalidJPEGError(name, "truncated file: header ends before the image data")
+        marker, length = data[pos + 1], 0
+        if marker == 0xD9:
+            raise InvalidJPEGError(name, "no image data (EOI before any scan)")
+        if not (marker == 0x01 or 0xD0 <= marker <= 0xD7):
+            if pos + 4 > len(data):
+                raise InvalidJPEGError(name, "truncated file inside a marker")
+            (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+            if length < 2 or pos + 2 + length > len(data):
+                raise InvalidJPEGError(name, f"truncated or corrupt marker 0x{marker:02X}")
+        yield _Segment(stray, pos, marker, length)
+        if marker == 0xDA:
+            return
+        pos += 2 + length
+
+
 def _scan_header(data: bytes, name: str) -> _FrameHeader:
     """Walk the markers up to the first scan; enough to refuse unsupported codings."""
     if not data:
         raise InvalidJPEGError(name, "empty: no bytes to read")
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         raise InvalidJPEGError(name, "not a JPEG file (no SOI marker)")
-    pos, frame, app_markers = 2, None, 0
-    while True:
-        while pos < len(data) and data[pos] != 0xFF:
-            pos += 1  # tolerate garbage between markers, as libjpeg does (it warns)
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1
-        if pos >= len(data):
-            raise InvalidJPEGError(name, "truncated file: header ends before the image data")
-        marker = data[pos]
-        pos += 1
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
-            continue
-        if marker == 0xD9:
-            raise InvalidJPEGError(name, "no image data (EOI before any scan)")
-        if pos + 2 > len(data):
-            raise InvalidJPEGError(name, "truncated file inside a marker")
-        (length,) = struct.unpack(">H", data[pos : pos + 2])
-        if length < 2 or pos + length > len(data):
-            raise InvalidJPEGError(name, f"truncated or corrupt marker 0x{marker:02X}")
-        if marker in _SOF_MARKERS:
-            if length < 8:
+    frame, app_markers = None, 0
+    for segment in _header_segments(data, name):
+        payload = data[segment.start + 4 : segment.end]
+        if segment.marker in _SOF_MARKERS:
+            if segment.length < 8:
                 raise InvalidJPEGError(name, "corrupt frame header")
-            precision, height, width, components = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
-            frame = (marker, precision, components, data[pos + 8 : pos + length : 3][:components], height, width)
-        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            precision, height, width, components = struct.unpack(">BHHB", payload[:6])
+            frame = (segment.marker, precision, components, payload[6::3][:components], height, width)
+        elif _is_app_or_comment(segment.marker):
             app_markers += 1
-        elif marker == 0xDA:
-            if frame is None:
-                raise InvalidJPEGError(name, "scan before frame header")
-            marker, precision, components, component_ids, height, width = frame
-            return _FrameHeader(marker, precision, components, app_markers, height, width, component_ids, pos - 2)
-        pos += length
+    if frame is None:  # the walk ended at the first scan
+        raise InvalidJPEGError(name, "scan before frame header")
+    marker, precision, components, component_ids, height, width = frame
+    return _FrameHeader(marker, precision, components, app_markers, height, width, component_ids, segment.start)
 
 
 def _check_scans_complete(data: bytes, name: str, header: _FrameHeader) -> None:
@@ -360,28 +391,19 @@ def _check_scans_complete(data: bytes, name: str, header: _FrameHeader) -> None:
     )
 
 
-def _strip_app_markers(data: bytes) -> bytes:
+def _strip_app_markers(data: bytes, name: str) -> bytes:
     """Drop APPn/COM segments before the first scan (jpeglib fails on too many).
 
-    Walks the markers as :func:`_scan_header` does: fill bytes (``FF FF ...``) before a
-    marker are dropped; stray bytes are kept, so libjpeg still reports them as damage.
+    Fill bytes before a marker go too; stray bytes are kept, so libjpeg still reports
+    them as damage.
     """
-    out, pos = bytearray(data[:2]), 2
-    while True:
-        stray = pos
-        while pos < len(data) and data[pos] != 0xFF:
-            pos += 1
-        out += data[stray:pos]
-        while pos + 1 < len(data) and data[pos + 1] == 0xFF:
-            pos += 1
-        if pos + 4 > len(data) or data[pos + 1] == 0xDA:
-            break
-        marker = data[pos + 1]
-        length = 0 if marker == 0x01 or 0xD0 <= marker <= 0xD7 else struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
-            out += data[pos : pos + 2 + length]
-        pos += 2 + length
-    out += data[pos:]
+    out = bytearray(data[:2])
+    for segment in _header_segments(data, name):
+        out += data[segment.stray]
+        if segment.marker == 0xDA:
+            out += data[segment.start :]
+        elif not _is_app_or_comment(segment.marker):
+            out += data[segment.start : segment.end]
     return bytes(out)
 
 
@@ -504,7 +526,7 @@ def read_coefficients(source: JPEGSource, *, name: str | None = None) -> JPEGCoe
     name = name or found
     header, image = _check_supported(data, name)
     if header.app_markers > _JPEGLIB_MAX_MARKERS - 5:
-        data = _strip_app_markers(data)
+        data = _strip_app_markers(data, name)
     with _JPEGLIB_LOCK, _as_file(data) as path, _captured_stderr() as libjpeg_messages:
         try:
             jpeg = _jpeglib().read_dct(path)
