@@ -26,6 +26,7 @@ arguments change fields of it (``correct_jpeg(model, coefficients, blend=0.5)``)
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from collections.abc import Callable
@@ -67,11 +68,22 @@ InputT = TypeVar("InputT")
 def load_cached_model(
     weights: Weights = None, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> QGAC:
-    """The model for ``weights``: a model object as is (moved to ``device`` and ``dtype`` where
-    given), else the trained model of that name, shared per process (:func:`~.configs.shared_model`)."""
+    """The model for ``weights``: a model object as is (see :func:`placed_model`), else the
+    trained model of that name on ``device`` in ``dtype``, shared per process
+    (:func:`~.configs.shared_model`)."""
     if isinstance(weights, nn.Module):
-        return weights.to(device=device, dtype=dtype) if device is not None or dtype is not None else weights
+        return weights
     return shared_model(weights, device, dtype)
+
+
+def placed_model(
+    model: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> nn.Module:
+    """A model given by the caller, on ``device`` in ``dtype``: the model itself when neither is
+    asked for, else a converted copy, made once, so the caller's model never moves."""
+    if device is None and dtype is None:
+        return model
+    return copy.deepcopy(model).to(device=device, dtype=dtype)
 
 
 def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:

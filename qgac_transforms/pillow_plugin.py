@@ -164,7 +164,8 @@ def register_jpeg_opener(
 ) -> None:
     """Make ``Image.open`` return JPEGs that carry their coefficients (and, with
     ``correct=True``, corrected pixels; ``weights`` and ``device`` are those of
-    :class:`~qgac_transforms.transforms.JPEGArtifactCorrection`).
+    :class:`~qgac_transforms.transforms.JPEGArtifactCorrection`: a model given with a
+    ``device`` is copied there once, here, and the caller's model stays where it is).
 
     ``options`` (:class:`~qgac_transforms.options.CorrectionOptions`), or its fields as
     keyword arguments (``tile``, ``overlap``, ``quality_override``, ``blend``,
@@ -180,7 +181,16 @@ def register_jpeg_opener(
     format_id = JpegImagePlugin.JpegImageFile.format
     if _original is None:
         _original = Image.OPEN[format_id]
-    _correction = _Correction(weights, device, options) if correct else None
+    if correct:
+        from torch import nn  # noqa: PLC0415 - torch, only once correction is asked for
+
+        from .functional import placed_model  # noqa: PLC0415
+
+        if isinstance(weights, nn.Module):
+            weights = placed_model(weights, device)
+        _correction = _Correction(weights, device, options)
+    else:
+        _correction = None
     Image.OPEN[format_id] = (_factory, _original[1])
 
 

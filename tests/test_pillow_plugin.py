@@ -220,3 +220,13 @@ def test_bad_options_fail_at_registration(hook, options, match):
         JPEGArtifactCorrection(**options)
     assert str(refused.value) == str(from_transform.value)  # the transform's wording
     assert Image.OPEN["JPEG"][0] is JpegImagePlugin.jpeg_factory  # and nothing was registered
+
+
+def test_a_given_model_is_copied_to_the_device_once_and_never_moved(hook, tiny_model, rotated_jpeg):
+    hook(correct=True, weights=tiny_model, device="meta")  # "meta": a device CI has, where nothing runs
+    placed = Image.open(io.BytesIO(rotated_jpeg))._qgac_correction.weights
+    assert placed is not tiny_model and next(placed.parameters()).device.type == "meta"
+    with pytest.raises(NotImplementedError):
+        Image.open(io.BytesIO(rotated_jpeg)).load()
+    assert Image.open(io.BytesIO(rotated_jpeg))._qgac_correction.weights is placed  # copied at registration
+    assert next(tiny_model.parameters()).device.type == "cpu"
