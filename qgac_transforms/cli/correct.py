@@ -136,9 +136,13 @@ def _names_a_file(path: Path) -> bool:
     return path.is_file() or (not path.is_dir() and bool(path.suffix))
 
 
-def _output_file_problem(output: Path, chosen: str | None) -> str | None:
-    """Why ``-o OUTPUT``, naming one output file, cannot be written as asked, or ``None``:
-    its extension decides the format, and ``--format`` must not contradict it."""
+def _output_file_problem(output: Path | None, several: bool, chosen: str | None) -> str | None:
+    """Why ``-o OUTPUT``, where it names a file, cannot be written as asked, or ``None``: it
+    takes one input; its extension decides the format, and ``--format`` must not contradict it."""
+    if output is None or not _names_a_file(output):
+        return None
+    if several:
+        return f"-o {output} names a file, but there are several inputs (or a folder): give a folder"
     suffix = output.suffix.lower()
     named = "png" if suffix == ".png" else "jpeg" if suffix in KEEP_SUFFIXES else None
     if named is None:
@@ -212,7 +216,7 @@ def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
         suffix = OUTPUT_SUFFIX[args.format or "png"]
     if args.output is None:
         return source.with_name(f"{source.stem}_qgac{suffix}")
-    if single_file and not args.output.is_dir() and args.output.suffix:
+    if single_file and _names_a_file(args.output):
         return args.output
     relative = source.relative_to(job.root) if job.root is not None else Path(source.name)
     return args.output / relative.with_suffix(suffix)
@@ -295,12 +299,9 @@ def run(args: argparse.Namespace) -> int:
     exclude = args.output.resolve() if args.output is not None and args.output.is_dir() else None
     jobs, failures = collect(args.inputs, exclude)
     several = len(args.inputs) > 1 or len(jobs) > 1 or any(job.root is not None for job in jobs)
-    if args.output is not None and several and _names_a_file(args.output):
-        return _error(f"-o {args.output} names a file, but there are several inputs (or a folder): give a folder")
+    if problem := _output_file_problem(args.output, several, args.format):
+        return _error(problem)
     single_file = len(jobs) == 1 and not several
-    if single_file and args.output is not None and _names_a_file(args.output):
-        if problem := _output_file_problem(args.output, args.format):
-            return _error(problem)
 
     todo: list[tuple[Job, Path]] = []
     planned: set[Path] = set()
