@@ -267,7 +267,7 @@ def _encode_plane(samples: Tensor, divisors: tuple[Tensor, Tensor, Tensor]) -> T
     """
     rows, row_bias, columns, column_bias = _islow_operands(samples.device)
     batch, height, width = samples.shape
-    first = samples.to(torch.float64, copy=True)  # overwritten below
+    first = samples.to(torch.float64, memory_format=torch.contiguous_format, copy=True)  # overwritten below
     second = torch.addmm(row_bias, first.view(-1, BLOCK), rows).floor_()
     grid = (batch * height // BLOCK, BLOCK, width)
     coefficients = torch.baddbmm(column_bias, columns.expand(grid[0], BLOCK, BLOCK), second.view(grid),
@@ -287,7 +287,9 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
 
     ``image``: ``(C, H, W)`` or ``(B, C, H, W)`` uint8, C = 1 (grayscale) or 3 (RGB);
     ``quality``: 1..100, an int or one per image ``(B,)``; ``subsampling``: ``"4:4:4"``,
-    ``"4:2:2"``, ``"4:2:0"`` (what Pillow writes), or ``"4:4:0"``, ``"4:1:1"``.
+    ``"4:2:2"``, ``"4:2:0"`` (what Pillow writes), or ``"4:4:0"``, ``"4:1:1"`` (libjpeg's
+    sampling factors 2x1 and 1x4; Pillow cannot write 4:4:0, and its ``"4:1:1"`` writes
+    4:2:0, so the tests compare these two with libjpeg-turbo through jpeglib instead).
 
     Returns :class:`~qgac_transforms.jpeg_io.CoefficientTensors` equal, bit for bit, to
     ``read_coefficients(<the image saved by Pillow with quality=q>).to_tensors()``:
@@ -305,7 +307,10 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
     if pixels.ndim != 4 or pixels.shape[1] not in (1, 3) or 0 in pixels.shape[-2:]:
         raise ValueError(f"expected (C, H, W) or (B, C, H, W) with C = 1 or 3 and H, W >= 1, got {tuple(image.shape)}")
     batch, channels = pixels.shape[:2]
-    quality = torch.as_tensor(quality, device=pixels.device).reshape(-1).expand(batch)
+    quality = torch.as_tensor(quality, device=pixels.device).reshape(-1)
+    if quality.numel() not in (1, batch):
+        raise ValueError(f"expected one JPEG quality, or one per image ({batch}), got {quality.numel()}")
+    quality = quality.expand(batch)
     if quality.is_floating_point() or quality.dtype == torch.bool or bool(((quality < 1) | (quality > 100)).any()):
         raise ValueError(f"JPEG quality must be integers in 1..100, got {quality.tolist()}")
     factor = chroma_factor_of(subsampling)

@@ -13,6 +13,12 @@ from .jpeg_io import JPEGCoefficients
 from .model import QGAC
 
 
+def pixel_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype pixels are decoded, blended and averaged in: the model's, but float32 at least
+    (a bfloat16 inverse DCT alone moves pixels by up to 2 levels)."""
+    return torch.promote_types(model_dtype, torch.float32)
+
+
 def _ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -32,13 +38,14 @@ def correct_planes(
     ``y``: ``(B, 1, 8*rows, 8*cols)``; ``chroma``: ``(B, 2, ...)`` with the file's own
     block grid (it need not be exactly ``1 / chroma_factor`` of Y's: both are padded
     with edge blocks to a whole MCU first). Returns ``(B, C, height, width)`` floats
-    in ``[0, 255]``.
+    in ``[0, 255]``, in :func:`pixel_dtype`.
     """
     if chroma is None:
         corrected = model(y, tables)
     else:
         y_padded, chroma_padded = pad_to_mcu(y, chroma, chroma_factor)
         corrected = crop(model(y_padded, tables, chroma_padded, chroma_factor), y.shape[-2], y.shape[-1])
+    corrected = corrected.to(pixel_dtype(corrected.dtype))
     return coefficients_to_pixels(list(corrected.unbind(1)), height, width)
 
 

@@ -40,7 +40,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from .configs import shared_model
-from .correction import ModelInputs, decode, model_inputs
+from .correction import ModelInputs, decode, model_inputs, pixel_dtype
 from .grid import find_grid, from_stored, logger, pixel_inputs, recover_inputs, to_stored  # noqa: F401 - pixel_inputs: the public kernel
 from .jpeg_io import (
     InvalidJPEGError,
@@ -157,7 +157,7 @@ def correct_jpeg(
     device, dtype = _placement(model)
     corrected = correct_inputs(model, model_inputs(coefficients, device, dtype), options)[0]
     if options.blend < 1.0:
-        corrected = torch.lerp(decode(coefficients, dtype).to(device), corrected, options.blend)
+        corrected = torch.lerp(decode(coefficients, pixel_dtype(dtype)).to(device), corrected, options.blend)
     return corrected
 
 
@@ -182,8 +182,8 @@ def correct_pixels(model: QGAC, pixels: Tensor, options: CorrectionOptions | Non
         raise ValueError(f"cannot correct an empty image: pixels of shape {tuple(pixels.shape)}")
     factor = None if options.subsampling is None else chroma_factor_of(options.subsampling)
     device, dtype = _placement(model)
-    # the grid search and the recovery in float32 at least; only the network in the model's dtype
-    batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=torch.promote_types(dtype, torch.float32))
+    # the grid search, the recovery and the decode in float32 at least; only the network in the model's dtype
+    batch = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=pixel_dtype(dtype))
     height, width = batch.shape[-2:]
     groups: dict[tuple, list[int]] = {}
     grids = []

@@ -355,6 +355,9 @@ def _chroma_misfits(
     v, h = factor
     first = ((-luma_offset[0]) % v, (-luma_offset[1]) % h)  # where the samples' pixel pairs start
     rows, cols = (chroma.shape[-2] - first[0]) // v, (chroma.shape[-1] - first[1]) // h
+    if rows < BLOCK or cols < BLOCK:  # not one whole MCU at any offset
+        return {(luma_offset[0] + BLOCK * a, luma_offset[1] + BLOCK * b): float("inf")
+                for a in range(v) for b in range(h)}
     window = chroma[:, first[0] : first[0] + rows * v, first[1] : first[1] + cols * h]
     mask = clipped[first[0] : first[0] + rows * v, first[1] : first[1] + cols * h].to(window.dtype)
     samples = unsample_chroma(window, factor)

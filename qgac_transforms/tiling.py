@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .correction import ModelInputs, correct_planes
+from .correction import ModelInputs, correct_planes, pixel_dtype
 from .dct import BLOCK
 from .model import QGAC
 from .options import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
@@ -42,7 +42,7 @@ def correct_planes_tiled(
     v, h = factor if chroma is not None else (1, 1)
     tile_rows, tile_cols = _in_blocks(tile, v), _in_blocks(tile, h)
     extra_rows, extra_cols = _in_blocks(overlap, v), _in_blocks(overlap, h)
-    output = y.new_empty(y.shape[0], 1 if chroma is None else 3, height, width)
+    output = y.new_empty(y.shape[0], 1 if chroma is None else 3, height, width, dtype=pixel_dtype(y.dtype))
     for top in range(0, rows, tile_rows):
         for left in range(0, cols, tile_cols):
             # the tile's context window, in luma blocks; its start is a whole MCU

@@ -215,6 +215,17 @@ def test_compress_batched_equals_one_by_one(batch, h, w, gray, seed, subsampling
         _assert_identical(jpeg_io.CoefficientTensors([p[i] for p in batched.planes], batched.tables[i]), single)
 
 
+@settings(max_examples=20)
+@given(h=st.integers(1, 5).map(lambda n: 8 * n), w=st.integers(1, 5).map(lambda n: 8 * n), gray=st.booleans(),
+       turn=st.sampled_from(["rot90", "transpose", "flip"]), seed=seeds)
+def test_compress_of_a_strided_view_equals_that_of_its_copy(h, w, gray, turn, seed):
+    """Rotated, transposed or flipped views, as augmentation makes them (sides of whole blocks: no padding copy)."""
+    image = torch.randint(0, 256, (1 if gray else 3, h, w), generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.uint8)
+    view = {"rot90": torch.rot90(image, 1, (-2, -1)), "transpose": image.mT, "flip": image.flip(-1)}[turn]
+    _assert_identical(codec.compress(view, 50), codec.compress(view.contiguous(), 50))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_compress_cuda_equals_cpu():
     generator = torch.Generator().manual_seed(0)
@@ -236,6 +247,8 @@ def test_compress_takes_qualities_of_any_integer_dtype(dtype):
 
 def test_compress_rejects_bad_input():
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"one per image \(2\), got 3"):
+        codec.compress(torch.stack([image, image]), torch.tensor([10, 20, 30]))
     with pytest.raises(TypeError, match="uint8"):
         codec.compress(image.float(), 50)
     with pytest.raises(ValueError, match="C = 1 or 3"):

@@ -148,6 +148,16 @@ def test_flat_pixels_with_a_given_quality_use_the_decoders_grid(tiny_model):
     assert JPEGArtifactCorrection(tiny_model, quality=50)(flat).shape == flat.shape
 
 
+@settings(deadline=None, max_examples=20)
+@given(height=st.integers(1, 17), width=st.integers(1, 17), subsampling=st.sampled_from([None, "4:2:2", "4:2:0"]),
+       seed=st.integers(0, 100))
+def test_colour_images_too_small_for_one_chroma_block_are_corrected(tiny_model, height, width, subsampling, seed):
+    """One pixel tall or wide included: the chroma grid search has no whole MCU to test."""
+    pixels = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, height, width), np.uint8))
+    corrected = JPEGArtifactCorrection(tiny_model, quality=50, subsampling=subsampling)(pixels)
+    assert corrected.shape == pixels.shape and corrected.dtype == torch.uint8
+
+
 def test_exif_transpose_copy_is_corrected(tiny_model, caplog):
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -39,15 +39,8 @@ from qgac_transforms.codec import SUBSAMPLINGS
 from qgac_transforms.evaluation import compress as pillow_compress
 from training.checkpoints import read_checkpoint
 from training.data import DatasetError, PatchStream, PhotoBank, split_images, training_images
-from training.export import (
-    export_run,
-    interpolate,
-    read_evaluations,
-    run_stages,
-    stage_checkpoint,
-    training_notes,
-)
-from training.lineage import INIT_LINEAGE_KEY, StageRecord, as_raw, read_lineage
+from training.export import export_run, interpolate, read_evaluations, training_notes
+from training.lineage import INIT_LINEAGE_KEY, StageRecord, as_raw, read_lineage, run_stages, stage_checkpoint
 from training.losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -58,7 +51,15 @@ from training.losses import (
     vgg16_conv5_3,
 )
 from training.prepare import downscale_folder
-from training.trainer import PAPER_SCHEDULES, TrainConfig, Trainer, cosine_rate, load_qgac, predict_pixels
+from training.trainer import (
+    PAPER_SCHEDULES,
+    TrainConfig,
+    Trainer,
+    cosine_rate,
+    init_digest,
+    load_qgac,
+    predict_pixels,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 32
@@ -374,12 +375,12 @@ def test_split_checkpoint_leaves_out_the_optimizer_state_before_failing(tmp_path
     state = {"step": 7, "model": weights, "optimizer": {"state": {0: {"m": torch.ones(600_000)}}}, "note": "x"}
     files = write_checkpoint(state, tmp_path / "c.pt", part_mb=4.0, max_parts=2)
     assert len(files) == 3 and read_checkpoint(tmp_path / "c.pt")["optimizer"] is not None
-    write_checkpoint(state, tmp_path / "c.pt", part_mb=1.0, max_parts=2)
+    write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5, max_parts=2)  # the moments (2.3 MiB) fit no part
     loaded = read_checkpoint(tmp_path / "c.pt")
     assert loaded["optimizer"] is None and torch.equal(loaded["model"]["a"], weights["a"]) and loaded["note"] == "x"
     assert len(list(tmp_path.glob("c.*.safetensors"))) == 2  # the parts of the earlier checkpoint are gone
     with pytest.raises(ValueError, match="raise checkpoint_part_mb"):
-        write_checkpoint(state, tmp_path / "c.pt", part_mb=1.0, max_parts=1)
+        write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5, max_parts=1)
     next(tmp_path.glob("c.*.safetensors")).unlink()
     with pytest.raises(FileNotFoundError, match="is missing"):
         read_checkpoint(tmp_path / "c.pt")
@@ -474,6 +475,89 @@ def test_resume_needs_no_init_and_can_go_without_adam_moments(tmp_path, photos, 
     assert resumed.step == 4 and "Adam's moments start afresh" in caplog.text
 
 
+def test_resuming_refuses_another_model_and_warns_of_other_starting_weights(tmp_path, photos, caplog):
+    """A checkpoint only resumes the training it started: not under another model name; and
+    it says so when its init now holds other weights (a best-y.pt that stage y improved since)."""
+    train(tiny_config(tmp_path / "run", photos, steps=4, stop_at=2))
+    with pytest.raises(ValueError, match="trains model 'tiny'"):
+        Trainer(tiny_config(tmp_path / "run", photos, steps=4, model="fast")).build()
+    with pytest.raises(ValueError, match="trains model 'tiny'"):
+        Trainer(tiny_config(tmp_path / "run", photos, steps=4, model_options={"block_width": 16})).build()
+    y = train(tiny_config(tmp_path / "run", photos, steps=4))
+    colour = dict(stage="color", steps=4, init=str(y.best_path))
+    train(tiny_config(tmp_path / "run", photos, stop_at=2, **colour))
+    train(tiny_config(tmp_path / "run", photos, steps=8, lr=1e-2, validate_every=1))  # a new best-y.pt
+    resumed = Trainer(tiny_config(tmp_path / "run", photos, **colour))
+    resumed.build()
+    assert resumed.step == 2 and "started from other weights than" in caplog.text
+
+
+def test_a_tensor_larger_than_a_checkpoint_part_is_refused(tmp_path):
+    from training.checkpoints import write_checkpoint
+
+    state = {"step": 1, "model": {"big": torch.zeros(2**18), "small": torch.zeros(2**10)}}
+    with pytest.raises(ValueError, match="model/big alone takes 1.0 MiB, more than a part of 0.5 MiB"):
+        write_checkpoint(state, tmp_path / "c.pt", part_mb=0.5)
+    files = write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5)
+    assert all(f.stat().st_size <= 1.5 * 2**20 for f in files)
+    again = write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5)  # the same step: parts under new names
+    assert not set(files[1:]) & set(again[1:]) and not any(f.exists() for f in files[1:])
+    assert tensors_equal(read_checkpoint(tmp_path / "c.pt")["model"], state["model"])
+
+
+def test_best_weights_follow_checkpoint_half(tmp_path, photos):
+    train(tiny_config(tmp_path, photos, steps=2, validate_every=1, checkpoint_half=True))
+    best = read_checkpoint(tmp_path / "best-y.pt")
+    assert {t.dtype for t in best["ema"].values() if t.is_floating_point()} == {torch.float16}
+
+
+def test_stage_gan_keeps_no_best_by_psnr_unless_asked(tmp_path):
+    assert tiny_config(tmp_path, tmp_path, stage="gan", init="x.pt").keep_best is False
+    assert tiny_config(tmp_path, tmp_path, stage="color", init="x.pt").keep_best is True
+    assert tiny_config(tmp_path, tmp_path, stage="gan", init="x.pt", keep_best=True).keep_best is True
+    args = build_parser().parse_args(["train", "--data", "d", "--stage", "gan", "--init", "x.pt", "--no-keep-best"])
+    assert args.keep_best is False
+
+
+def test_a_resumed_run_knows_a_best_validation_newer_than_its_checkpoint(tmp_path, photos):
+    """Killed after best-y.pt was written but before the checkpoint: a later, worse
+    validation must not replace the better best-y.pt."""
+    trainer = train(tiny_config(tmp_path, photos, steps=6, stop_at=4, validate_every=2))
+    state = read_checkpoint(trainer.checkpoint_path)
+    best = read_checkpoint(trainer.best_path)
+    torch.save({**state, "history": state["history"][:1]}, trainer.checkpoint_path)  # as if saved at step 0
+    resumed = Trainer(tiny_config(tmp_path, photos, steps=6, validate_every=2))
+    resumed.build()
+    assert resumed.best_score == max((r["q10"] + r["q50"]) / 2 for r in [*state["history"][:1], best["history"][-1]])
+
+
+def test_held_out_photos_are_never_trained_on(tmp_path, photos):
+    """Not by a run that validates on photos its data also holds, not by a run started from
+    weights validated on them, and a resumed run holds out the same photos as before."""
+    with pytest.raises(DatasetError, match="held-out photos are also training photos"):
+        Trainer(tiny_config(tmp_path / "a", photos, validation_data=str(photos))).build()
+    first = train(tiny_config(tmp_path / "y", photos, steps=2))
+    assert read_checkpoint(first.best_path)["held_out"] == first.held_out == ["photo0.png"]
+    grown = tmp_path / "grown"
+    shutil.copytree(photos, grown)
+    Image.open(photos / "photo1.png").save(grown / "aaa.png")  # the split now holds out aaa.png
+    with pytest.raises(DatasetError, match="1 photos that .* was validated on .photo0.png"):
+        Trainer(tiny_config(tmp_path / "next", grown, steps=2, init=str(first.best_path))).build()
+    train(tiny_config(tmp_path / "resumed", photos, steps=4, stop_at=2))
+    with pytest.raises(DatasetError, match="validated on other photos"):
+        Trainer(tiny_config(tmp_path / "resumed", grown, steps=4)).build()
+
+
+def test_the_lineage_of_a_checkpoint_init_is_copied_when_the_run_starts(tmp_path, photos):
+    """Stage y trained on after stage color started from its best-y.pt: the colour stage's
+    export names the stage y it really started from."""
+    y = train(tiny_config(tmp_path, photos, steps=4, stop_at=2, validate_every=1))
+    colour = train(tiny_config(tmp_path, photos, steps=2, stage="color", init=str(y.best_path)))
+    before = [(r.stage, r.step) for r in run_stages(tmp_path, "color")]
+    train(tiny_config(tmp_path, photos, steps=4, validate_every=1, lr=1e-2))  # stage y goes on
+    assert [(r.stage, r.step) for r in run_stages(tmp_path, "color")] == before == [
+        ("y", read_checkpoint(colour.checkpoint_path)[INIT_LINEAGE_KEY][-1]["step"]), ("color", 2)]
+
 def test_shards_keep_the_validation_photos_apart(tmp_path):
     from training.shard import shard_folder
 
@@ -555,7 +639,7 @@ def test_resumed_schedule_follows_the_new_step_count(tmp_path, photos):
     half.step = 4
     assert half.learning_rate() == pytest.approx(cosine_rate(1e-3, 1e-6, 0.5))
     with pytest.raises(ValueError, match="'cosine' schedule"):
-        Trainer(tiny_config(tmp_path, photos, steps=10, schedule="step")).build()
+        Trainer(tiny_config(tmp_path, photos, steps=10, schedule="step", validation_images=0)).build()
 
 
 @settings(deadline=None, max_examples=30)
@@ -904,7 +988,11 @@ def _gpu_session(photos: Path, out: Path, run: Path, y_minutes: str, color_minut
     """training/gpu-session.sh on the CPU, shrunk to seconds."""
     environment = {**_environment(), "OUT": str(out), "BENCH_BATCHES": "1", **environment,
                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    flags = ["--validation-data", str(photos), "--batch-size", "2", "--patch-size", str(PATCH), "--workers", "0",
+    held_out = out.parent / "held-out"  # photos apart from the shard, as `training shard` writes them
+    if not held_out.exists():
+        held_out.mkdir(parents=True)
+        shutil.copy(photos / "photo0.png", held_out / "held-out0.png")
+    flags = ["--validation-data", str(held_out), "--batch-size", "2", "--patch-size", str(PATCH), "--workers", "0",
              "--threads", "1", "--validate-every", "2", "--max-minutes", "0.05"]
     out.mkdir(exist_ok=True)
     result = subprocess.run(["bash", str(REPO / "training" / "gpu-session.sh"), str(photos), y_minutes, color_minutes,
@@ -931,6 +1019,11 @@ def test_gpu_session_script_brings_back_the_best_weights_in_eight_files(tmp_path
     exported = load_qgac(out / "hub" / "qgac-test")
     weights = dict(exported.named_parameters())  # stored in float16; the statistics come from the config
     assert weights and all(torch.equal(best_color["ema"][key].half().float(), value) for key, value in weights.items())
+    # a second call on the warm machine that trains stage y on: stage color starts afresh from its new best
+    shutil.rmtree(out / "hub")
+    _gpu_session(photos, out, run, "0.01", "0.01", NAME="qgac-test")
+    assert len(list(run.glob("superseded-*/checkpoint-color.pt"))) == 1 and (out / "hub" / "qgac-test").is_dir()
+    assert read_checkpoint(run / "checkpoint-color.pt")["init_digest"] == init_digest(run / "best-y.pt")
     # a later call that skips stage y still starts stage color from the best-y.pt it finds
     later = tmp_path / "later"
     later.mkdir()

@@ -399,6 +399,17 @@ def test_decoded_pixels_in_any_model_dtype_leave_the_callers_model_alone(tiny_mo
     assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
 
 
+@pytest.mark.parametrize("options", [{}, {"tile": 16}, {"self_ensemble": True}], ids=["whole", "tiles", "ensemble"])
+def test_only_the_network_runs_in_a_low_precision_dtype(tiny_model, jpeg, options):
+    """Decoding, blending, tiles and the ensemble's mean stay float32: with blend=0 (the plain
+    decode) a bfloat16 model gives the float32 model's pixels exactly."""
+    low = F.placed_model(tiny_model, dtype=torch.bfloat16)
+    coefficients = read_coefficients(jpeg)
+    plain = F.correct_jpeg(low, coefficients, blend=0.0, **options)
+    assert plain.dtype == torch.float32 and torch.equal(plain, F.correct_jpeg(tiny_model, coefficients, blend=0.0))
+    assert F.correct_jpeg(low, coefficients, **options).dtype == torch.float32
+
+
 def test_numpy_arrays_and_nothing_to_correct_raise_type_error(tiny_model, jpeg):
     array = np.asarray(decoded(jpeg))
     with pytest.raises(TypeError, match="numpy"):

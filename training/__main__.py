@@ -29,7 +29,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flags = ["--" + field.name.replace("_", "-"), *FLAG_ALIASES.get(field.name, [])]
         hint = hints[field.name]
-        if hint is bool:
+        if bool in (hint, *typing.get_args(hint)):  # bool, or bool | None (decided by the config)
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None)
         elif typing.get_origin(hint) is dict:
             parser.add_argument(*flags, type=json.loads, default=None, help="a JSON object")

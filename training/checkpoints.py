@@ -2,18 +2,20 @@
 
 A GPU machine that returns at most a few files of a capped size (see the GPU recipe in
 ``training/README.md``) needs a checkpoint split into parts: with ``part_mb`` set, every
-tensor of at least :data:`INLINE_BYTES` moves into ``<name>.<step>.partN.safetensors``
+tensor of at least :data:`INLINE_BYTES` moves into ``<name>.<step>.<token>.partN.safetensors``
 files of at most ``part_mb`` MiB each, and the ``.pt`` file keeps the rest of the state
-with the tensors' keys in their places. Parts carry the step in their names and the
-index is written last, atomically, so a checkpoint cut short by a crash leaves the
-previous one readable. If the parts would be more than ``max_parts``, the optimizer
-state is left out first (resuming then restarts Adam's moments, and says so).
+with the tensors' keys in their places. Parts carry the step and a token new at every
+write in their names, and the index is written last, atomically, so a checkpoint cut
+short by a crash leaves the previous one readable. A tensor larger than a part is
+refused. If the parts would be more than ``max_parts``, the optimizer state is left out
+first (resuming then restarts Adam's moments, and says so).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +58,21 @@ def _restore(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 HEADER_BYTES = 256
 
 
-def _pack(tensors: dict[str, torch.Tensor], limit: int) -> list[dict[str, torch.Tensor]]:
-    """Greedy packing of tensors into files of at most ``limit`` bytes (a larger tensor gets its own)."""
+def _pack(tensors: dict[str, torch.Tensor], limit: int) -> tuple[list[dict[str, torch.Tensor]], str | None]:
+    """Greedy packing of tensors into files of at most ``limit`` bytes, and the key of the
+    first tensor that is larger than that on its own (it gets a part of its own), if any."""
     parts: list[dict[str, torch.Tensor]] = []
-    size = limit
+    size, oversize = limit, None
     for key, tensor in tensors.items():
         nbytes = tensor.numel() * tensor.element_size() + HEADER_BYTES + len(key.encode())
+        if nbytes > limit and oversize is None:
+            oversize = key
         if size + nbytes > limit:
             parts.append({})
             size = 0
         parts[-1][key] = tensor
         size += nbytes
-    return parts
+    return parts, oversize
 
 
 def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | None = None,
@@ -81,17 +86,21 @@ def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | N
         limit = int(part_mb * 2**20)
         tensors: dict[str, torch.Tensor] = {}
         index = _flatten(state, "", tensors)
-        parts = _pack(tensors, limit)
-        if len(parts) > max_parts and state.get("optimizer") is not None:
-            log.warning("checkpoint needs %d parts of %g MiB, more than %d: leaving out the optimizer state",
-                        len(parts), part_mb, max_parts)
+        parts, oversize = _pack(tensors, limit)
+        if (oversize or len(parts) > max_parts) and state.get("optimizer") is not None:
+            log.warning("checkpoint needs %d parts of %g MiB (at most %d)%s: leaving out the optimizer state",
+                        len(parts), part_mb, max_parts, f", and {oversize} takes more than one" if oversize else "")
             return write_checkpoint({**state, "optimizer": None}, path, part_mb, max_parts)
+        if oversize:
+            size = tensors[oversize].numel() * tensors[oversize].element_size()
+            raise ValueError(f"{path}: {oversize.lstrip('/')} alone takes {size / 2**20:.1f} MiB, more than a part "
+                             f"of {part_mb:g} MiB; raise checkpoint_part_mb, or set checkpoint_half")
         if len(parts) > max_parts:
             raise ValueError(f"{path}: the weights alone need {len(parts)} parts of {part_mb:g} MiB "
                              f"(at most {max_parts}); raise checkpoint_part_mb")
-        names = []
+        names, token = [], secrets.token_hex(4)  # new names each time: the parts of the last index stay intact
         for number, part in enumerate(parts):
-            name = f"{path.stem}.{int(state.get('step', 0)):08d}.part{number}.safetensors"
+            name = f"{path.stem}.{int(state.get('step', 0)):08d}.{token}.part{number}.safetensors"
             save_file(part, path.parent / name)
             names.append(name)
             files.append(path.parent / name)

@@ -25,76 +25,12 @@ from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
 from .data import MANIFEST_NAME, DatasetError, training_images
-from .checkpoints import read_checkpoint
-from .lineage import INIT_LINEAGE_KEY, StageRecord, as_records, read_lineage, write_lineage
-from .trainer import STAGES, load_qgac
+from .lineage import STAGES, StageRecord, read_lineage, run_stages, stage_checkpoint, write_lineage
+from .trainer import load_qgac
 
 
 #: Where exports go unless told otherwise: the repository's folder of models published to the Hub.
 HUB_DIR = "hub"
-
-
-def read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:
-    """The training facts of one checkpoint (its weights are not needed here), and the lineage
-    of the exported folder its run started from as the run copied it at its start (``None`` for
-    a checkpoint older than that copy, or a run started otherwise), from one read."""
-    state = read_checkpoint(checkpoint, mmap=True)  # the tensors stay on disk
-    history = state.get("history") or []
-    record = StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
-                         history[-1] if history else None, Path(checkpoint).parent.name)
-    copied = state.get(INIT_LINEAGE_KEY)
-    return record, None if copied is None else as_records(copied, f"{checkpoint}: {INIT_LINEAGE_KEY}")
-
-
-def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
-    """The records of every stage up to ``last_stage`` whose checkpoint is in ``run``, preceded
-    by those of the checkpoint the first of them started from (``init``) and its run, if
-    any: every stage the weights went through."""
-    return _with_origins(_read_stages(Path(run), STAGES[: STAGES.index(last_stage) + 1]), frozenset())
-
-
-def stage_checkpoint(run: str | Path, stage: str) -> Path:
-    """What a run's stage produced: its best validated weights (``best-<stage>.pt``) where kept,
-    else its last checkpoint."""
-    best = Path(run) / f"best-{stage}.pt"
-    return best if best.is_file() else Path(run) / f"checkpoint-{stage}.pt"
-
-
-def _read_stages(run: Path, stages: Sequence[str]) -> list[tuple[StageRecord, list[StageRecord] | None]]:
-    """:func:`read_stage` of each of ``stages`` whose checkpoint is in ``run``."""
-    return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
-
-
-def _with_origins(stages: list[tuple[StageRecord, list[StageRecord] | None]],
-                  seen: frozenset[Path]) -> list[StageRecord]:
-    """The records of ``stages`` (as :func:`read_stage` gives them) preceded by the lineage of
-    what the first started from: an exported folder (the copy of its ``training.json`` the run
-    took when it started; for older runs, the folder's file now) or a ``.pt`` checkpoint
-    (followed into its run)."""
-    if not stages:
-        return []
-    records = [record for record, _ in stages]
-    first, copied = stages[0]
-    if copied is not None:
-        return copied + records
-    start = first.config.get("init")
-    if not start:
-        return records
-    init = Path(start)
-    if init.is_dir():
-        lineage = read_lineage(init)
-        if any(record in lineage for record in records):
-            raise ValueError(f"{init} now holds weights exported from run {first.run!r} itself, not those "
-                             "it started from: export the run before replacing that folder")
-        return lineage + records
-    if init.suffix != ".pt" or not init.is_file():
-        raise ValueError(f"run {first.run!r} started from {start}, which is not here (not a saved folder or "
-                         "a checkpoint), so the stages before it cannot be listed: put it back to export")
-    if init.resolve() in seen:
-        return records
-    origin = read_stage(init)
-    before = _read_stages(init.parent, STAGES[: STAGES.index(origin[0].stage)])
-    return _with_origins(before + [origin], seen | {init.resolve()}) + records
 
 
 def dataset_description(folder: str | Path, held_out: int, required: bool = False) -> str:

@@ -8,8 +8,12 @@
 #
 #   training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN FLAGS...]]
 #
-# A stage given 0 minutes is skipped. Flags after RUN go to both `train` commands (for
-# example --max-minutes 12 to stretch a schedule that a later call continues). Environment:
+# A stage given 0 minutes is skipped. RUN defaults to runs/gpu-session-CONFIG; a later call
+# on a warm machine resumes it, and when its stage y trains, stage color starts afresh from
+# the new best-y.pt (the old colour checkpoint is moved to RUN/superseded-*). A call cut
+# short still exports the best colour weights it has. Flags after RUN go to both `train`
+# commands (for example --max-minutes 12 to stretch a schedule that a later call on the
+# same warm machine continues). Environment:
 # CONFIG (default small) picks training/configs/CONFIG-{y,color}-gpu-session.json; NAME
 # (default qgac-CONFIG) names the exported folder; where a folder of HUB (colon-separated,
 # default "qgac_transforms/weights:hub": embedded models, then the others) holds a
@@ -23,7 +27,7 @@ usage="usage: training/gpu-session.sh SHARD Y_MINUTES COLOR_MINUTES [RUN [TRAIN 
 shard=${1:?$usage}
 y_minutes=${2:?$usage}
 color_minutes=${3:?$usage}
-run=${4:-runs/gpu-session}
+run=${4:-runs/gpu-session-${CONFIG:-small}}
 shift $(( $# < 4 ? $# : 4 ))
 out=${OUT:?set OUT to the folder whose files come back}
 config=${CONFIG:-small}
@@ -40,7 +44,18 @@ here=$(dirname "$0")
 y_config=$here/configs/$config-y-gpu-session.json
 color_config=$here/configs/$config-color-gpu-session.json
 export PYTHONUNBUFFERED=1
-trap 'cp "$run"/train.log "$out"/ 2>/dev/null || true; ls -lR "$out"' EXIT  # the log even of a call cut short
+export_colour() {
+    python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half \
+        --max-shard-mb 15
+}
+finish() {  # the log, and the best colour weights so far, even of a call cut short
+    cp "$run"/train.log "$out"/ 2>/dev/null || true
+    if [ "$color_minutes" != 0 ] && [ ! -e "$out/hub/$name/config.json" ] && [ -e "$run/best-color.pt" ]; then
+        export_colour || true
+    fi
+    ls -lR "$out"
+}
+trap finish EXIT
 y_init=()  # the committed model of this name, if there is one
 if [ -n "$committed" ]; then
     y_init=(--init "$committed")
@@ -62,8 +77,13 @@ if [ -e "$run/best-y.pt" ]; then
     color_init=(--init "$run/best-y.pt")
 fi
 if [ "$color_minutes" != 0 ]; then
+    if [ "$y_minutes" != 0 ] && [ -e "$run/checkpoint-color.pt" ]; then
+        # stage y went on in this call: stage color starts afresh from its new best, not its old Y network
+        aside=$run/superseded-$(date +%Y%m%d-%H%M%S)
+        mkdir -p "$aside"
+        mv "$run"/checkpoint-color* "$run"/best-color* "$aside"/ 2>/dev/null || true
+    fi
     python -m training train --config-file "$color_config" "${data[@]}" --run "$run" \
         "${color_init[@]}" --session-minutes "$color_minutes" "$@"
-    python -m training export --run "$run" --stage color --name "$name" --hub-dir "$out/hub" --half \
-        --max-shard-mb 15
+    export_colour
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -33,12 +34,13 @@ from .data import (
     DEFAULT_QUALITIES,
     DEFAULT_SUBSAMPLING_WEIGHTS,
     Batch,
+    DatasetError,
     PatchStream,
     split_images,
     training_images,
     validation_batches,
 )
-from .lineage import INIT_LINEAGE_KEY, as_raw, read_lineage
+from .lineage import INIT_LINEAGE_KEY, STAGES, as_raw, checkpoint_lineage, read_lineage
 from .losses import (
     DCGANDiscriminator,
     TextureLoss,
@@ -49,7 +51,6 @@ from .losses import (
 )
 from .stats import statistics_overrides
 
-STAGES = ("y", "color", "gan")
 #: The paper's schedule of each stage (section 4.1), used for options left unset.
 PAPER_SCHEDULES: dict[str, dict[str, Any]] = {
     "y": dict(steps=400_000, lr=1e-3, schedule="step"),  # halved every 100k batches
@@ -103,8 +104,9 @@ class TrainConfig:
     checkpoint_part_mb: float | None = None  # split checkpoints into files of at most this size (see checkpoints.py)
     checkpoint_optimizer: bool = True  # false: leave Adam's moments out (half the size; a resumed run restarts them)
     checkpoint_half: bool = False  # weights and moving average in float16 (for models too large to send back)
-    keep_best: bool = True  # also keep best-<stage>.pt: the moving average at its best validation so far, the
-    # starting weights (step 0) included, so that a stage that only makes things worse exports what it started from
+    keep_best: bool | None = None  # also keep best-<stage>.pt: the moving average at its best validation so far,
+    # the starting weights (step 0) included, so that a stage that only makes things worse exports what it started
+    # from. None: for stages y and color; not gan, which trades PSNR (what validation scores) for texture
     seed: int = 0
     device: str | None = None
     threads: int | None = None
@@ -124,6 +126,8 @@ class TrainConfig:
         if self.max_minutes is not None and (self.max_minutes <= 0 or self.schedule != "cosine"):
             raise ValueError("max_minutes must be positive and needs the cosine schedule "
                              f"(got {self.max_minutes} with {self.schedule!r})")
+        if self.keep_best is None:
+            self.keep_best = self.stage != "gan"
         if self.stage != "y" and not self.init:
             raise ValueError(f"stage {self.stage!r} starts from the previous stage's weights: give --init "
                              "(a checkpoint .pt or an exported model folder)")
@@ -202,6 +206,19 @@ def load_qgac(source: str | Path) -> QGAC:
         model.load_state_dict(state.get("ema") or state["model"])  # a run's product is its moving average
         return model
     return create_model(os.fspath(source), pretrained=True)
+
+
+#: Checkpoint key of :func:`init_digest` of the weights a run started from.
+INIT_DIGEST_KEY = "init_digest"
+
+
+def init_digest(source: str | Path) -> str:
+    """SHA-256 of the weights :func:`load_qgac` gives for ``source`` (names, types, shapes and values)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(load_qgac(source).state_dict().items()):
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def predict_pixels(model: nn.Module, batch: Batch, stage: str, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,6 +314,9 @@ class Trainer:
         # resuming needs no init: the checkpoint rebuilds the model (and the init may not have travelled with it)
         self.model = (QGAC(**resume["model_config"]) if resume else self._initial_model()).to(self.device).train()
         self.init_lineage = resume.get(INIT_LINEAGE_KEY) if resume else self._init_lineage()
+        self.init_weights_digest = resume.get(INIT_DIGEST_KEY) if resume else (init_digest(config.init) if config.init else None)
+        self.held_out = sorted(path.name for path in held_out)
+        self._check_held_out({path.name for path in train_paths}, resume)
         if config.stage != "y" and self.model.color_network is None:
             raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
         self.parameters = stage_parameters(self.model, config.stage)
@@ -317,7 +337,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._load_checkpoint(resume)
-        self.best_score = max((_score(record) for record in self.history), default=-math.inf)
+        # best-<stage>.pt may hold a validation newer than the checkpoint (a run killed in between)
+        kept = read_checkpoint(self.best_path, mmap=True)["history"][-1:] if resume and self.best_path.exists() else []
+        self.best_score = max((_score(record) for record in [*self.history, *kept]), default=-math.inf)
         # after the checkpoint, so that the first rate is the resumed step's
         self.scheduler = self._schedule(self.optimizer)
         if self.discriminator is not None:
@@ -357,6 +379,25 @@ class Trainer:
         """The weights a run validates and exports: the moving average where there is one."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _check_held_out(self, trained_on: set[str], resume: dict[str, Any] | None) -> None:
+        """Refuse to train on a photo that this run, or the weights it starts from, validated on:
+        held-out gains are only worth comparing on photos no stage has trained on. (A run that
+        holds nothing out, such as ``training bench``'s, decides nothing on held-out photos.)"""
+        config = self.config
+        both = sorted(trained_on.intersection(self.held_out))
+        if both:
+            raise DatasetError(config.validation_data or config.data, f"{len(both)} of its held-out photos are also "
+                               f"training photos ({', '.join(both[:3])}): give validation data that --data lacks")
+        validated = ((self.init_lineage or [{}])[-1].get("held_out") or []) if self.held_out else []
+        both = sorted(trained_on.intersection(validated))
+        if both:
+            raise DatasetError(config.data, f"holds {len(both)} photos that {config.init} was validated on "
+                               f"({', '.join(both[:3])}): hold them out (validation_data) rather than train on them")
+        if resume is not None and resume.get("held_out") not in (None, self.held_out):
+            raise DatasetError(config.validation_data or config.data, f"{self.checkpoint_path} validated on other "
+                               "photos than this data holds out now (a folder that gained or lost photos?): resume "
+                               "it with the data it started with, or start a new run folder")
+
     def _initial_model(self) -> QGAC:
         model = self._initial_weights()
         if self.config.init_color:
@@ -371,15 +412,17 @@ class Trainer:
         return model
 
     def _init_lineage(self) -> list[dict[str, Any]] | None:
-        """The records of the exported folder this run starts from, kept in its checkpoints: the
-        folder may hold newer weights by the time the run is exported."""
+        """The records of the exported folder or checkpoint this run starts from, kept in its
+        checkpoints: by the time the run is exported, the folder may hold newer weights, or the
+        checkpoint's run may have trained further."""
         init = self.config.init
-        if not init or not Path(init).is_dir():
+        if not init or not (Path(init).is_dir() or (init.endswith(".pt") and Path(init).is_file())):
             return None
         try:
-            return as_raw(read_lineage(init))
-        except ValueError as error:  # found now rather than when the finished run is exported
-            raise ValueError(f"--init {init}: its training records cannot be read ({error})") from error
+            records = read_lineage(init) if Path(init).is_dir() else checkpoint_lineage(init)
+        except (ValueError, KeyError) as error:  # found now rather than when the finished run is exported
+            raise ValueError(f"--init {init}: its training records cannot be read ({error!r})") from error
+        return None if records is None else as_raw(records)
 
     def _initial_weights(self) -> QGAC:
         config = self.config
@@ -406,6 +449,8 @@ class Trainer:
             "python_rng": random.getstate(),
             "config": asdict(self.config),
             INIT_LINEAGE_KEY: self.init_lineage,
+            INIT_DIGEST_KEY: self.init_weights_digest,
+            "held_out": self.held_out,
         }
         if self.ema is not None:
             state["ema"] = self._weights(self.ema.module)
@@ -430,7 +475,8 @@ class Trainer:
         log.info("checkpoint step %d -> %s", self.step, self.checkpoint_path)
 
     def _load_checkpoint(self, state: dict[str, Any]) -> None:
-        missing = sorted(set(self._state()) - set(state) - {"ema", "ema_updates", INIT_LINEAGE_KEY})
+        optional = {"ema", "ema_updates", INIT_LINEAGE_KEY, INIT_DIGEST_KEY, "held_out"}  # not in older checkpoints
+        missing = sorted(set(self._state()) - set(state) - optional)
         if missing:
             raise ValueError(f"{self.checkpoint_path} cannot be resumed: it has no {', '.join(missing)} (a copy "
                              "of the weights alone?); start a new run folder with --init pointing at it")
@@ -438,6 +484,7 @@ class Trainer:
         if trained_with != self.config.schedule:
             raise ValueError(f"{self.checkpoint_path} was trained with the {trained_with!r} schedule, not "
                              f"{self.config.schedule!r}: keep it, or start a new run folder")
+        self._check_same_training(state)
         self.model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -453,6 +500,20 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())
         random.setstate(_as_random_state(state["python_rng"]))
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    def _check_same_training(self, state: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint of another network; warn when ``init`` now holds other
+        weights than the run started from (a folder replaced by newer weights, a ``best-y.pt``
+        trained further): the run goes on with its own, and its records say so."""
+        config, trained = self.config, state["config"]
+        asked, found = (config.model, config.model_options), (trained.get("model"), trained.get("model_options", {}))
+        if asked != found:
+            raise ValueError(f"{self.checkpoint_path} trains model {found[0]!r} with options {found[1]}, not "
+                             f"{asked[0]!r} with {asked[1]}: resume it as it was, or start a new run folder")
+        recorded = state.get(INIT_DIGEST_KEY)
+        if recorded and config.init and Path(config.init).exists() and init_digest(config.init) != recorded:
+            log.warning("%s started from other weights than %s holds now, and goes on with its own: to start "
+                        "from the new ones, move the checkpoint aside", self.checkpoint_path, config.init)
 
     # ----------------------------------------------------------------- steps
     def regression_step(self, batch: Batch) -> dict[str, float]:
@@ -597,13 +658,13 @@ class Trainer:
         if self.config.keep_best and _score(record) > self.best_score:
             self.best_score = _score(record)
             best = {key: value for key, value in self._state().items() if key in BEST_KEYS}
-            write_checkpoint({**best, "ema": self.averaged_model.state_dict()}, self.best_path,
+            write_checkpoint({**best, "ema": self._weights(self.averaged_model)}, self.best_path,
                              self.config.checkpoint_part_mb)
             log.info("best validation so far: step %d -> %s", self.step, self.best_path)
 
 
 #: What ``best-<stage>.pt`` keeps besides the weights: enough to export it and to start a stage from it.
-BEST_KEYS = ("model_config", "step", "elapsed", "history", "config", INIT_LINEAGE_KEY)
+BEST_KEYS = ("model_config", "step", "elapsed", "history", "config", INIT_LINEAGE_KEY, "held_out")
 
 
 def _score(record: dict[str, Any]) -> float:
