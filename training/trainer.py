@@ -213,9 +213,14 @@ INIT_DIGEST_KEY = "init_digest"
 
 
 def init_digest(source: str | Path) -> str:
-    """SHA-256 of the weights :func:`load_qgac` gives for ``source`` (names, types, shapes and values)."""
+    """:func:`weights_digest` of the model :func:`load_qgac` gives for ``source``."""
+    return weights_digest(load_qgac(source))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's weights (names, types, shapes and values)."""
     digest = hashlib.sha256()
-    for key, value in sorted(load_qgac(source).state_dict().items()):
+    for key, value in sorted(model.state_dict().items()):
         digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -312,9 +317,12 @@ class Trainer:
         random.seed(config.seed + self.rank)
         resume = read_checkpoint(self.checkpoint_path, map_location=self.device) if self.checkpoint_path.exists() else None
         # resuming needs no init: the checkpoint rebuilds the model (and the init may not have travelled with it)
-        self.model = (QGAC(**resume["model_config"]) if resume else self._initial_model()).to(self.device).train()
+        if resume:
+            model, self.init_weights_digest = QGAC(**resume["model_config"]), resume.get(INIT_DIGEST_KEY)
+        else:
+            model, self.init_weights_digest = self._initial_model()
+        self.model = model.to(self.device).train()
         self.init_lineage = resume.get(INIT_LINEAGE_KEY) if resume else self._init_lineage()
-        self.init_weights_digest = resume.get(INIT_DIGEST_KEY) if resume else (init_digest(config.init) if config.init else None)
         self.held_out = sorted(path.name for path in held_out)
         self._check_held_out({path.name for path in train_paths}, resume)
         if config.stage != "y" and self.model.color_network is None:
@@ -398,8 +406,10 @@ class Trainer:
                                "photos than this data holds out now (a folder that gained or lost photos?): resume "
                                "it with the data it started with, or start a new run folder")
 
-    def _initial_model(self) -> QGAC:
+    def _initial_model(self) -> tuple[QGAC, str | None]:
+        """The model a new run starts from, and the digest of its ``init`` weights (if any)."""
         model = self._initial_weights()
+        digest = weights_digest(model) if self.config.init else None
         if self.config.init_color:
             donor = load_qgac(self.config.init_color)
             if model.color_network is None or donor.color_network is None:
@@ -409,7 +419,7 @@ class Trainer:
             except RuntimeError as error:
                 raise ValueError(f"init_color: the colour network of {self.config.init_color} does not fit "
                                  f"this model's ({error})") from error
-        return model
+        return model, digest
 
     def _init_lineage(self) -> list[dict[str, Any]] | None:
         """The records of the exported folder or checkpoint this run starts from, kept in its
