@@ -83,6 +83,9 @@ MAX_BLOCKS = 4096
 #: those of the fitted (or given) tables at :data:`MIN_MATCHES` frequencies.
 STANDOUT = 0.9
 MIN_MATCHES = 3
+#: Fewest textured blocks (any 8x8 AC coefficient of 2 or more) whose lack of any grid
+#: shows that pixels are no JPEG decode; with fewer, it may be a small or smooth crop of one.
+GRID_EVIDENCE = 256
 #: Where no phase stands out, all 64 are screened on this many of the lowest frequencies
 #: (zigzag order) of this many blocks.
 SCREENED, SCREENED_BLOCKS = 15, 512
@@ -406,19 +409,31 @@ def _chroma_grid(
 # --------------------------------------------------------------------------- the grid
 
 
-def _too_flat_or_off_grid(luma: Tensor, clipped: Tensor) -> str:
-    """Why no quantization step could be read: too little texture, or texture without a JPEG's grid."""
+def _no_grid_reason(luma: Tensor, clipped: Tensor, stands_out: bool) -> tuple[str, bool]:
+    """Why no quantization steps could be read, and whether that is because the pixels
+    show no grid: too little texture on the grid (where a phase ``stands_out``, the grid
+    is there), or texture without a JPEG's grid, told apart from too few blocks to be sure."""
     coefficients = _unclipped_coefficients(luma, clipped, (0, 0))
     textured = int((coefficients[:, 1:].abs() >= 2).any(1).sum())
-    if textured < MIN_SUPPORT:
+    if stands_out or textured < MIN_SUPPORT:
         return (
-            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the steps from; "
-            "pass quality= or tables="
+            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the quantization "
+            "steps from (an image this smooth or small); pass quality= or tables=",
+            False,
+        )
+    if textured < GRID_EVIDENCE:
+        return (
+            f"the {textured} textured 8x8 blocks show no 8x8 quantization grid at any phase, and they are too few "
+            "to tell a small crop of a JPEG decode from pixels that never were one (a lossless image, a resized "
+            "JPEG, pixels already corrected); pass the JPEG file itself, or quality= or tables= if these pixels are "
+            "a decode",
+            True,
         )
     return (
         f"the {textured} textured 8x8 blocks show no 8x8 quantization grid at any phase, so these pixels are not "
         "a JPEG decode (a lossless image such as a PNG, a JPEG resized or rotated by other than quarter turns, "
-        "or pixels already corrected); pass the JPEG file itself"
+        "or pixels already corrected); pass the JPEG file itself",
+        True,
     )
 
 
@@ -428,13 +443,19 @@ def _matches(steps: Tensor, table: Tensor) -> int:
     return max(int((read & (steps == t.flatten().to(steps))).sum()) for t in (table, table.T))
 
 
-def _luma_grid(luma: Tensor, clipped: Tensor, table: Tensor | None) -> tuple[tuple[int, int], int | None, bool] | None:
+def _offset(phase: tuple[int, int]) -> tuple[int, int]:
+    """The grid offset (rows and columns of the first block above and left of the pixels) of a block phase."""
+    return (-phase[0]) % BLOCK, (-phase[1]) % BLOCK
+
+
+def _luma_grid(
+    luma: Tensor, clipped: Tensor, table: Tensor | None, candidates: list[tuple[int, int]], stands_out: bool
+) -> tuple[tuple[int, int], int | None, bool] | None:
     """The luma block offset of the phase that shows quantization steps, the quality of
     the fitted standard table (``None`` when ``table`` (8, 8) is given) and whether the
-    table is transposed there. The likeliest phase when it stands out; otherwise the one
-    whose steps match the fitted standard table, or ``table``, at the most frequencies
-    (at least :data:`MIN_MATCHES`)."""
-    candidates, stands_out = _phase_candidates(luma)
+    table is transposed there. The likeliest of the phase ``candidates`` when it
+    ``stands_out``; otherwise the one whose steps match the fitted standard table, or
+    ``table``, at the most frequencies (at least :data:`MIN_MATCHES`)."""
     best, best_matches = candidates[0], MIN_MATCHES - 1
     if not stands_out:
         for phase in candidates:
@@ -452,7 +473,7 @@ def _luma_grid(luma: Tensor, clipped: Tensor, table: Tensor | None) -> tuple[tup
     if int((steps >= 2).sum()) < (1 if table is not None else 2):  # one step fits many qualities
         return None
     quality, transposed = fit_quality(steps) if table is None else (None, fits_transposed(steps, table))
-    return ((-best[0]) % BLOCK, (-best[1]) % BLOCK), quality, transposed
+    return _offset(best), quality, transposed
 
 
 def find_grid(
@@ -467,16 +488,18 @@ def find_grid(
     ``quality`` recorded if they are that quality's; without them libjpeg's standard
     tables are fitted (blind mode). ``subsampling`` restricts the chroma search to one
     factor. Raises ``ValueError`` for pixels that show no grid, or, without tables,
-    are too flat to show one; with tables, such flat pixels get the decoder's own grid.
+    are too flat to show one; with tables, such flat pixels get the grid that stands out
+    if one does, the decoder's own otherwise.
     """
     window = pixels[(..., *_window(pixels, SEARCH_WINDOW))]
     luma, clipped = luma_plane(window), clipped_pixels(window)
-    found = _luma_grid(luma, clipped, None if tables is None else tables[0])
+    candidates, stands_out = _phase_candidates(luma)
+    found = _luma_grid(luma, clipped, None if tables is None else tables[0], candidates, stands_out)
     if found is None:
-        reason = _too_flat_or_off_grid(luma, clipped)
-        if tables is None or "no 8x8 quantization grid" in reason:
+        reason, off_grid = _no_grid_reason(luma, clipped, stands_out)
+        if tables is None or off_grid:
             raise ValueError(reason)
-        offset, transposed = (0, 0), False
+        offset, transposed = _offset(candidates[0]) if stands_out else (0, 0), False
     else:
         offset, fitted, transposed = found
         if tables is None:

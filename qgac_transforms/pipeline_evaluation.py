@@ -1,8 +1,9 @@
 """How much of the file's correction each way of feeding the transform gets.
 
 Data pipelines hand the transform JPEGs in many forms: the file, its decode, a copy
-turned upright by ``exif_transpose``, a rotation or crop of the decode, an image
-decoded from bytes whose stream is gone. :func:`evaluate_pipelines` compresses each
+turned upright by ``exif_transpose``, a rotation or crop of the decode (small crops too,
+which give blind correction few blocks to find the grid in), an image decoded from bytes
+whose stream is gone. :func:`evaluate_pipelines` compresses each
 image of a folder (Pillow, 4:2:0 unless said otherwise, the protocol of
 :mod:`~qgac_transforms.evaluation`), feeds the transform each way, and measures the RGB
 PSNR gain of its output over its input, beside the gain of the exact path (the file
@@ -37,6 +38,11 @@ SUBSAMPLING_422, SUBSAMPLING_420 = PILLOW_SUBSAMPLING["4:2:2"], PILLOW_SUBSAMPLI
 CROP_OFFSETS = tuple(range(1, 16))
 #: A crop is this many pixels smaller than the image in each direction (odd, so its size is no multiple of 8).
 CROP_MARGIN = (19, 21)
+#: Sides of the small square crops measured, cut from the middle of images at least 16
+#: pixels larger: the fewer blocks, the less evidence blind correction has to find the grid.
+SMALL_CROPS = (48, 64, 96, 128)
+#: Rows and columns from a 16-pixel (4:2:0 MCU) boundary to a small crop's top left.
+SMALL_CROP_PHASE = 5
 #: Side of the square image whose blind and exact corrections are timed.
 TIMED_SIDE = 512
 #: Timed runs per correction (the fastest counts, after one warm-up).
@@ -80,9 +86,6 @@ def _ways(case: _Case, transform: JPEGArtifactCorrection) -> Iterator[tuple[str,
     """``(way, run)``: ``run()`` gives the input the transform got, its output, and the
     reference and exact correction cut or turned as the input was."""
 
-    def decoded_pixels() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return case.decoded, transform(case.decoded), case.reference, case.exact
-
     def from_bytes() -> tuple[Tensor, Tensor, Tensor, Tensor]:
         image = Image.open(io.BytesIO(case.data))  # as Hugging Face datasets' Image() decodes: the stream is gone
         image.load()
@@ -98,20 +101,25 @@ def _ways(case: _Case, transform: JPEGArtifactCorrection) -> Iterator[tuple[str,
         turn = ORIENTATIONS["rotate 270"]  # a quarter turn clockwise
         return _tensor(upright), _tensor(transform(upright)), turn(case.reference), turn(case.exact)
 
-    yield "decoded pixels", decoded_pixels
+    def changed(change: Callable[[Tensor], Tensor]) -> Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """The decode cut or turned by ``change``, and the reference and exact output alike."""
+        return lambda: (change(case.decoded), transform(change(case.decoded)), change(case.reference), change(case.exact))
+
+    def cut(top: int, left: int, rows: int, cols: int) -> Callable[[Tensor], Tensor]:
+        return lambda x: x[..., top : top + rows, left : left + cols]
+
+    yield "decoded pixels", changed(lambda x: x)
     yield "Pillow image from bytes, stream gone", from_bytes
     yield "exif_transpose copy", exif_transposed
     for name, orient in ORIENTATIONS.items():
-        yield name, lambda orient=orient: (
-            orient(case.decoded), transform(orient(case.decoded)), orient(case.reference), orient(case.exact)
-        )
+        yield name, changed(orient)
     height, width = case.decoded.shape[-2:]
-    rows, cols = height - CROP_MARGIN[0], width - CROP_MARGIN[1]
     for offset in CROP_OFFSETS:
-        window = (..., slice(offset, offset + rows), slice(offset, offset + cols))
-        yield f"crop at offset {offset}", lambda window=window: (
-            case.decoded[window], transform(case.decoded[window]), case.reference[window], case.exact[window]
-        )
+        yield f"crop at offset {offset}", changed(cut(offset, offset, height - CROP_MARGIN[0], width - CROP_MARGIN[1]))
+    for side in SMALL_CROPS:
+        if min(height, width) >= side + 16:
+            top, left = (16 * ((length - side) // 32) + SMALL_CROP_PHASE for length in (height, width))
+            yield f"crop of {side} x {side}", changed(cut(top, left, side, side))
 
 
 def _gain(output: Tensor, given: Tensor, reference: Tensor) -> float:

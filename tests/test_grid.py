@@ -71,6 +71,37 @@ def test_pixels_that_are_no_jpeg_decode_are_refused(seed, quality, scale, kind):
         F.estimate_quality_from_pixels(to_tensor(image).float())
 
 
+def smooth_decode(seed: int, quality: int) -> torch.Tensor:
+    """A JPEG decode of a smooth image: its quantization zeroed all AC coefficients but a few."""
+    smooth = textured_image(seed, 96, 112).resize((14, 12), Image.BICUBIC).resize((224, 192), Image.BICUBIC)
+    return decode(save_jpeg(smooth, quality=quality))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_smooth_decode_is_called_too_smooth_not_no_jpeg(seed):
+    crop = smooth_decode(seed, 10)[:, 3:, 5:].float()  # its grid stands out, but no AC step can be read
+    with pytest.raises(ValueError, match="too few unclipped textured") as error:
+        find_grid(crop)
+    assert "no 8x8 quantization grid" not in str(error.value)
+    assert find_grid(crop, quality_tables(10, 3), 10).offset == (3, 5)
+
+
+def test_given_tables_go_on_a_grid_that_stands_out_with_no_step_to_read():
+    levels = 20 + 215 * torch.rand((1, 25, 25), generator=torch.Generator().manual_seed(0))
+    pixels = levels.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, 3:, 5:]  # flat blocks of any level
+    with pytest.raises(ValueError, match="too few unclipped textured"):
+        find_grid(pixels)
+    assert find_grid(pixels, quality_tables(50, 1), 50).offset == (3, 5)
+
+
+def test_no_grid_in_few_blocks_is_not_called_proof():
+    small, large = (to_tensor(textured_image(3, side, side)).float() for side in (64, 160))  # never JPEG-compressed
+    with pytest.raises(ValueError, match="no 8x8 quantization grid at any phase, and they are too few to tell"):
+        find_grid(small)
+    with pytest.raises(ValueError, match="no 8x8 quantization grid at any phase, so these pixels are not a JPEG"):
+        find_grid(large)
+
+
 def test_read_steps_finds_every_readable_step():
     coefficients = read_coefficients(save_jpeg(textured_image(3, 128, 128, "L"), quality=50))
     pixels = decode(save_jpeg(textured_image(3, 128, 128, "L"), quality=50)).float()
