@@ -424,9 +424,8 @@ def _no_grid_reason(luma: Tensor, clipped: Tensor, stands_out: bool) -> tuple[st
     if textured < GRID_EVIDENCE:
         return (
             f"the {textured} textured 8x8 blocks show no 8x8 quantization grid at any phase, and they are too few "
-            "to tell a small crop of a JPEG decode from pixels that never were one (a lossless image, a resized "
-            "JPEG, pixels already corrected); pass the JPEG file itself, or quality= or tables= if these pixels are "
-            "a decode",
+            "to tell a small crop of a JPEG decode (of a high quality, or smooth) from pixels that never were one "
+            "(a lossless image, a resized JPEG, pixels already corrected); pass the JPEG file itself",
             True,
         )
     return (
