@@ -82,9 +82,12 @@ class _Case:
         self.exact = _tensor(transform(self.data))
 
 
-def _ways(case: _Case, transform: JPEGArtifactCorrection) -> Iterator[tuple[str, Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]]]:
+def _ways(
+    case: _Case, transform: JPEGArtifactCorrection, told: JPEGArtifactCorrection
+) -> Iterator[tuple[str, Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]]]:
     """``(way, run)``: ``run()`` gives the input the transform got, its output, and the
-    reference and exact correction cut or turned as the input was."""
+    reference and exact correction cut or turned as the input was. ``told`` is the
+    transform given the case's quality, for the small crops."""
 
     def from_bytes() -> tuple[Tensor, Tensor, Tensor, Tensor]:
         image = Image.open(io.BytesIO(case.data))  # as Hugging Face datasets' Image() decodes: the stream is gone
@@ -101,9 +104,12 @@ def _ways(case: _Case, transform: JPEGArtifactCorrection) -> Iterator[tuple[str,
         turn = ORIENTATIONS["rotate 270"]  # a quarter turn clockwise
         return _tensor(upright), _tensor(transform(upright)), turn(case.reference), turn(case.exact)
 
-    def changed(change: Callable[[Tensor], Tensor]) -> Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """The decode cut or turned by ``change``, and the reference and exact output alike."""
-        return lambda: (change(case.decoded), transform(change(case.decoded)), change(case.reference), change(case.exact))
+    def changed(
+        change: Callable[[Tensor], Tensor], by: JPEGArtifactCorrection = transform
+    ) -> Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """The decode cut or turned by ``change``, corrected ``by`` a transform, and the
+        reference and exact output alike."""
+        return lambda: (change(case.decoded), by(change(case.decoded)), change(case.reference), change(case.exact))
 
     def cut(top: int, left: int, rows: int, cols: int) -> Callable[[Tensor], Tensor]:
         return lambda x: x[..., top : top + rows, left : left + cols]
@@ -120,6 +126,7 @@ def _ways(case: _Case, transform: JPEGArtifactCorrection) -> Iterator[tuple[str,
         if min(height, width) >= side + 16:
             top, left = (16 * ((length - side) // 32) + SMALL_CROP_PHASE for length in (height, width))
             yield f"crop of {side} x {side}", changed(cut(top, left, side, side))
+            yield f"crop of {side} x {side}, quality given", changed(cut(top, left, side, side), told)
 
 
 def _gain(output: Tensor, given: Tensor, reference: Tensor) -> float:
@@ -143,7 +150,7 @@ def evaluate_pipelines(
     (``exact_gain_db``), their ratio in percent, how many images came out worse than
     their input, and the errors raised (a way that raises counts as no gain). The
     ``"4:2:2 file, decoded pixels"`` way compresses at 4:2:2 and compares with the
-    exact path on that file. ``timing``: the seconds of the exact path (the file) and
+    exact path on that file; the ``", quality given"`` ways tell the transform the quality. ``timing``: the seconds of the exact path (the file) and
     of blind correction of its decode for the top-left 512 x 512 of the first
     ``timed_images`` colour images at the first quality, and their ratio.
     """
@@ -168,7 +175,7 @@ def evaluate_pipelines(
             reference = load_reference(path)
             for quality in qualities:
                 case = _Case(transform, reference, quality, SUBSAMPLING_420)
-                for way, run in _ways(case, transform):
+                for way, run in _ways(case, transform, JPEGArtifactCorrection(model, quality=quality)):
                     record(way, quality, path.name, run)
                 if reference.mode == "RGB":
                     other = _Case(transform, reference, quality, SUBSAMPLING_422)
