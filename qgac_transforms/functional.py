@@ -77,11 +77,12 @@ def load_cached_model(
 
 
 def placed_model(
-    model: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> nn.Module:
+    model: Weights, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Weights:
     """A model given by the caller, on ``device`` in ``dtype``: the model itself when neither is
-    asked for, else a converted copy, made once, so the caller's model never moves."""
-    if device is None and dtype is None:
+    asked for, else a converted copy, made once, so the caller's model never moves. Weights
+    named by a name or path are returned as they are (they are loaded where they are used)."""
+    if not isinstance(model, nn.Module) or (device is None and dtype is None):
         return model
     return copy.deepcopy(model).to(device=device, dtype=dtype)
 

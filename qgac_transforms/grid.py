@@ -413,14 +413,17 @@ def _no_grid_reason(luma: Tensor, clipped: Tensor, stands_out: bool) -> tuple[st
     """Why no quantization steps could be read, and whether that is because the pixels
     show no grid: too little texture on the grid (where a phase ``stands_out``, the grid
     is there), or texture without a JPEG's grid, told apart from too few blocks to be sure."""
+    too_smooth = (
+        "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the quantization "
+        "steps from (an image this smooth or small); pass quality= or tables=",
+        False,
+    )
+    if stands_out:
+        return too_smooth
     coefficients = _unclipped_coefficients(luma, clipped, (0, 0))
     textured = int((coefficients[:, 1:].abs() >= 2).any(1).sum())
-    if stands_out or textured < MIN_SUPPORT:
-        return (
-            "cannot estimate the JPEG quality: too few unclipped textured 8x8 blocks to read the quantization "
-            "steps from (an image this smooth or small); pass quality= or tables=",
-            False,
-        )
+    if textured < MIN_SUPPORT:
+        return too_smooth
     if textured < GRID_EVIDENCE:
         return (
             f"the {textured} textured 8x8 blocks show no 8x8 quantization grid at any phase, and they are too few "

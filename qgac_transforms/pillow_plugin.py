@@ -182,13 +182,9 @@ def register_jpeg_opener(
     if _original is None:
         _original = Image.OPEN[format_id]
     if correct:
-        from torch import nn  # noqa: PLC0415 - torch, only once correction is asked for
+        from .functional import placed_model  # noqa: PLC0415 - torch, only once correction is asked for
 
-        from .functional import placed_model  # noqa: PLC0415
-
-        if isinstance(weights, nn.Module):
-            weights = placed_model(weights, device)
-        _correction = _Correction(weights, device, options)
+        _correction = _Correction(placed_model(weights, device), device, options)
     else:
         _correction = None
     Image.OPEN[format_id] = (_factory, _original[1])

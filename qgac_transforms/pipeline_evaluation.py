@@ -125,8 +125,9 @@ def _ways(
     for side in SMALL_CROPS:
         if min(height, width) >= side + 16:
             top, left = (16 * ((length - side) // 32) + SMALL_CROP_PHASE for length in (height, width))
-            yield f"crop of {side} x {side}", changed(cut(top, left, side, side))
-            yield f"crop of {side} x {side}, quality given", changed(cut(top, left, side, side), told)
+            crop = cut(top, left, side, side)
+            yield f"crop of {side} x {side}", changed(crop)
+            yield f"crop of {side} x {side}, quality given", changed(crop, told)
 
 
 def _gain(output: Tensor, given: Tensor, reference: Tensor) -> float:

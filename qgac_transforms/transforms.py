@@ -113,8 +113,7 @@ class JPEGArtifactCorrection(Transform):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
         is_model = isinstance(weights, nn.Module)
-        if is_model:
-            weights = F.placed_model(weights, device, dtype)
+        weights = F.placed_model(weights, device, dtype)
         self.weights = None if is_model or weights is None else os.fspath(weights)
         # a given model is held as a plain attribute, not a submodule: the transform has no parameters
         self.__dict__["_model"] = weights if is_model else None

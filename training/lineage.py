@@ -79,7 +79,11 @@ def read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] |
     """The training facts of one checkpoint (its weights are not needed here), and the records
     of what its run started from as the run copied them at its start (``None`` for a checkpoint
     older than that copy, or a run started from random weights), from one read."""
-    state = read_checkpoint(checkpoint, mmap=True)  # the tensors stay on disk
+    return _stage_of(read_checkpoint(checkpoint, mmap=True), checkpoint)  # the tensors stay on disk
+
+
+def _stage_of(state: dict, checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:
+    """:func:`read_stage` of a checkpoint's already read ``state``."""
     history = state.get("history") or []
     record = StageRecord(state["config"]["stage"], int(state["step"]), float(state["elapsed"]), state["config"],
                          history[-1] if history else None, Path(checkpoint).parent.name, state.get("held_out"))
@@ -108,9 +112,10 @@ def run_stages(run: str | Path, last_stage: str) -> list[StageRecord]:
 def checkpoint_lineage(checkpoint: str | Path) -> list[StageRecord] | None:
     """Every stage the weights of a ``.pt`` checkpoint went through, itself last; ``None`` for
     weights saved without training records."""
-    if "config" not in read_checkpoint(checkpoint, mmap=True):
+    state = read_checkpoint(checkpoint, mmap=True)
+    if "config" not in state:
         return None
-    return _checkpoint_lineage(Path(checkpoint), frozenset())
+    return _lineage_after(_stage_of(state, checkpoint), Path(checkpoint), frozenset())
 
 
 def _read_stages(run: Path, stages: Sequence[str]) -> list[tuple[StageRecord, list[StageRecord] | None]]:
@@ -118,8 +123,9 @@ def _read_stages(run: Path, stages: Sequence[str]) -> list[tuple[StageRecord, li
     return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
 
 
-def _checkpoint_lineage(checkpoint: Path, seen: frozenset[Path]) -> list[StageRecord]:
-    origin = read_stage(checkpoint)
+def _lineage_after(origin: tuple[StageRecord, list[StageRecord] | None], checkpoint: Path,
+                   seen: frozenset[Path]) -> list[StageRecord]:
+    """The lineage of a checkpoint whose own record (and copied records) are ``origin``."""
     if origin[1] is not None:
         return [*origin[1], origin[0]]
     before = _read_stages(checkpoint.parent, STAGES[: STAGES.index(origin[0].stage)])
@@ -152,4 +158,4 @@ def _with_origins(stages: list[tuple[StageRecord, list[StageRecord] | None]],
                          "a checkpoint), so the stages before it cannot be listed: put it back to export")
     if init.resolve() in seen:
         return records
-    return _checkpoint_lineage(init, seen) + records
+    return _lineage_after(read_stage(init), init, seen) + records
