@@ -151,13 +151,16 @@ def evaluate_pipelines(
     (``exact_gain_db``), their ratio in percent, how many images came out worse than
     their input, and the errors raised (a way that raises counts as no gain). The
     ``"4:2:2 file, decoded pixels"`` way compresses at 4:2:2 and compares with the
-    exact path on that file; the ``", quality given"`` ways tell the transform the quality. ``timing``: the seconds of the exact path (the file) and
-    of blind correction of its decode for the top-left 512 x 512 of the first
-    ``timed_images`` colour images at the first quality, and their ratio.
+    exact path on that file; the ``", quality given"`` ways tell the transform the
+    quality. ``timing``: the seconds of the exact path (the file) and of blind
+    correction of its decode for the top-left 512 x 512 of the first ``timed_images``
+    colour images at the first quality, and their ratio.
     """
     qualities = list(dict.fromkeys(check_quality(q) for q in qualities))
     paths = list_images(dataset)
     transform = JPEGArtifactCorrection(model)
+    told = {quality: JPEGArtifactCorrection(model, quality=quality) for quality in qualities}
+    colour_paths: list[os.PathLike] = []
     rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
 
     def record(way: str, quality: int, image: str, run: Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]) -> None:
@@ -174,9 +177,11 @@ def evaluate_pipelines(
     with tqdm(total=total, desc="qgac eval-pipelines", unit="image", disable=None if progress is None else not progress) as bar:
         for path in paths:
             reference = load_reference(path)
+            if reference.mode == "RGB":
+                colour_paths.append(path)
             for quality in qualities:
                 case = _Case(transform, reference, quality, SUBSAMPLING_420)
-                for way, run in _ways(case, transform, JPEGArtifactCorrection(model, quality=quality)):
+                for way, run in _ways(case, transform, told[quality]):
                     record(way, quality, path.name, run)
                 if reference.mode == "RGB":
                     other = _Case(transform, reference, quality, SUBSAMPLING_422)
@@ -188,7 +193,7 @@ def evaluate_pipelines(
         "qualities": qualities,
         "n_images": len(paths),
         "ways": {way: {str(q): _summary(entries) for q, entries in by_quality.items()} for way, by_quality in rows.items()},
-        "timing": _timing(transform, [p for p in paths if load_reference(p).mode == "RGB"][:timed_images], qualities[0]),
+        "timing": _timing(transform, colour_paths[:timed_images], qualities[0]),
         "per_image": rows,
     }
 

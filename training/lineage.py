@@ -120,7 +120,8 @@ def checkpoint_lineage(checkpoint: str | Path) -> list[StageRecord] | None:
 
 def _read_stages(run: Path, stages: Sequence[str]) -> list[tuple[StageRecord, list[StageRecord] | None]]:
     """:func:`read_stage` of each of ``stages`` whose checkpoint is in ``run``."""
-    return [read_stage(stage_checkpoint(run, s)) for s in stages if stage_checkpoint(run, s).exists()]
+    checkpoints = (stage_checkpoint(run, stage) for stage in stages)
+    return [read_stage(checkpoint) for checkpoint in checkpoints if checkpoint.exists()]
 
 
 def _lineage_after(origin: tuple[StageRecord, list[StageRecord] | None], checkpoint: Path,
