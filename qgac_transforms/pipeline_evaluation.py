@@ -201,9 +201,8 @@ def evaluate_pipelines(
 def _summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over the images of a way at one quality (an image that raised counts as no gain)."""
     gains = [entry.get("gain_db", 0.0) for entry in entries]
-    exact = statistics.fmean(entry["exact_gain_db"] for entry in entries if "exact_gain_db" in entry) if any(
-        "exact_gain_db" in entry for entry in entries
-    ) else float("nan")
+    exact_gains = [entry["exact_gain_db"] for entry in entries if "exact_gain_db" in entry]
+    exact = statistics.fmean(exact_gains) if exact_gains else float("nan")
     mean = statistics.fmean(gains)
     return {
         "gain_db": mean,
