@@ -94,6 +94,12 @@ MODELS: dict[str, tuple[str, PublishedWeights | None]] = {
 DEFAULT_MODEL = "qgac-fast"
 
 
+def registered_name(repo_id: str) -> str | None:
+    """The registered name whose weights are published as ``repo_id``, if any: the name to load
+    them by, since it also finds the packaged copy offline and before the first upload."""
+    return next((name for name, (_, weights) in MODELS.items() if weights and weights.repo_id == repo_id), None)
+
+
 def list_models(pretrained: bool = False) -> list[str]:
     """Registered model names; with ``pretrained``, only those with published weights."""
     return sorted(name for name, (_, weights) in MODELS.items() if weights is not None or not pretrained)

@@ -49,7 +49,7 @@ coefficients; one model covers every quality setting.
 ```python
 from qgac_transforms import create_model
 
-model = create_model("{{ info.repo_id or namespace + "/" + info.model_name }}", pretrained=True)
+model = create_model("{{ load_name }}", pretrained=True)
 ```
 
 ## Files
@@ -108,6 +108,11 @@ class ModelCardInfo:
     evaluation_commands: list[str] = field(default_factory=list)
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
+
+    @property
+    def hub_repo_id(self) -> str:
+        """``repo_id``, or its default."""
+        return self.repo_id or f"{HUB_NAMESPACE}/{self.model_name}"
 
     @classmethod
     def coerce(cls, value: ModelCardInfo | Mapping[str, Any]) -> ModelCardInfo:
@@ -173,10 +178,11 @@ def card_metadata(base: ModelCardData, info: ModelCardInfo) -> ModelCardData:
 
 def render_card(
     info: ModelCardInfo, base: ModelCardData, *, parameters: int, repo_url: str | None, paper_url: str | None,
-    shards: int = 1,
+    shards: int = 1, load_name: str | None = None,
 ) -> ModelCard:
     """The model card for ``info``; ``base`` carries the library-wide metadata; ``shards``: how
-    many files hold the weights."""
+    many files hold the weights; ``load_name``: what its usage passes to ``create_model`` (default:
+    the Hub repo id)."""
     if info.evaluation and not info.evaluation_protocol.strip():
         raise ValueError(f"model card for {info.model_name!r}: evaluation results need an evaluation_protocol")
     steps_table = markdown_table(["Stage", "Steps"], [[stage, str(n)] for stage, n in info.steps.items()])
@@ -189,7 +195,7 @@ def render_card(
         last="%05d" % shards,
         repo_url=repo_url,
         paper_url=paper_url,
-        namespace=HUB_NAMESPACE,
+        load_name=load_name or info.hub_repo_id,
         steps_table=steps_table if info.steps else "",
         wall_clock=_format_duration(info.wall_clock_seconds),
         evaluation_table=evaluation_table(info.evaluation),

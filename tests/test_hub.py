@@ -233,6 +233,9 @@ def test_model_card_metadata_and_results(tmp_path):
     save_model(mini_model(), folder, card={"model_name": "again"})
     again = ModelCard.load(folder / "README.md").text
     assert "No evaluation results yet" in again and 'create_model("qgac-transforms/again", pretrained=True)' in again
+    # A registered model's card loads it by its name, which also finds the packaged copy offline.
+    save_model(mini_model(), folder, card={"model_name": "qgac-fast"})
+    assert 'create_model("qgac-fast", pretrained=True)' in ModelCard.load(folder / "README.md").text
 
 
 def test_card_rejects_unknown_fields_and_results_without_protocol(tmp_path):

@@ -1170,3 +1170,13 @@ def test_card_names_the_last_stage_configuration_and_a_transferred_colour_networ
     assert card_for("m", stages).configuration == "fast"
     assert card_for("m", stages[:1]).configuration == 'small with {"block_depth": 2}'
     assert "Stage color of run `b` started its colour network from `hub/qgac-small`." in training_notes(stages)
+
+
+def test_card_counts_the_held_out_images_of_every_stage():
+    from training.export import held_out_counts
+
+    config = dict(TrainConfig(data="photos").__dict__)
+    stages = [StageRecord("y", 1, 1.0, {**config, "validation_images": n}, None, "r") for n in (12, 12, 12, 6, 6)]
+    assert held_out_counts(stages[:3]) == "12"
+    assert held_out_counts(stages) == "12 in stages 1-3, 6 in stages 4-5"
+    assert held_out_counts(stages[2:4]) == "12 in stage 1, 6 in stage 2"

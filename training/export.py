@@ -33,7 +33,23 @@ from .trainer import load_qgac
 HUB_DIR = "hub"
 
 
-def dataset_description(folder: str | Path, held_out: int, required: bool = False) -> str:
+def held_out_counts(stages: Sequence[StageRecord]) -> str:
+    """How many images the ``stages`` held out for validation, stage by stage where that changed:
+    ``"6"``, or ``"12 in stages 1-3, 6 in stages 4-19"``."""
+    runs: list[list[int]] = []  # [count, first stage, last stage], numbered from 1
+    for number, record in enumerate(stages, start=1):
+        count = record.config["validation_images"]
+        if runs and runs[-1][0] == count:
+            runs[-1][2] = number
+        else:
+            runs.append([count, number, number])
+    if len(runs) == 1:
+        return str(runs[0][0])
+    return ", ".join(f"{count} in stage {first}" if first == last else f"{count} in stages {first}-{last}"
+                     for count, first, last in runs)
+
+
+def dataset_description(folder: str | Path, held_out: int | str, required: bool = False) -> str:
     """One Markdown paragraph on a training folder: name, image counts and, from its
     ``MANIFEST.tsv``, the source packages and licences (a nested list). A folder that is not
     here is named as such, or, if ``required``, raises :class:`DatasetError`."""
@@ -133,7 +149,7 @@ def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str |
     :func:`dataset_description`."""
     evaluation, protocol, commands = read_evaluations(eval_json)
     first, last = (stages[0].config, stages[-1].config) if stages else (None, None)
-    training_data = (dataset_description(first["data"], first["validation_images"], required=data_required)
+    training_data = (dataset_description(first["data"], held_out_counts(stages), required=data_required)
                      if first else "")
     return ModelCardInfo(
         model_name=name,
