@@ -60,7 +60,7 @@ def dataset_description(folder: str | Path, held_out: int | str, required: bool 
         if required:
             raise
         return f"`{folder}` (not found when exporting)"
-    text = f"the folder `{folder.name}` ({count} images; {held_out} held out for validation)"
+    text = f"the folder `{folder.name}` ({count} images; held out for validation: {held_out})"
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         return text
