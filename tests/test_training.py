@@ -1180,3 +1180,22 @@ def test_card_counts_the_held_out_images_of_every_stage():
     assert held_out_counts(stages[:3]) == "12"
     assert held_out_counts(stages) == "12 in stages 1-3, 6 in stages 4-5"
     assert held_out_counts(stages[2:4]) == "12 in stage 1, 6 in stage 2"
+
+
+def test_channels_splits_the_gain_by_ycbcr_channel(tmp_path, photos, capsys):
+    from training.channels import CHANNELS, channel_gains
+
+    folder = tmp_path / "held-out"
+    folder.mkdir()
+    for name in ("photo0.png", "photo1.png"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    Image.open(photos / "photo2.png").convert("L").save(folder / "gray.png")  # left out: one channel
+    rows = channel_gains(folder, [30, 90])
+    assert [(row["image"], row["quality"]) for row in rows] == [
+        ("photo0.png", 30), ("photo0.png", 90), ("photo1.png", 30), ("photo1.png", 90)]
+    assert all(math.isfinite(row[c]) for row in rows for c in CHANNELS)
+    assert main(["channels", "--data", str(folder), "--quality", "30"]) == 0
+    table = capsys.readouterr().out
+    assert "| photo0.png | 30 |" in table and table.splitlines()[-1].startswith("| **mean** | 30 |")
+    with pytest.raises(ValueError, match="quality"):
+        channel_gains(folder, [0])

@@ -1,4 +1,4 @@
-"""Command line of the training package: ``python -m training {prepare,stats,train,bench,interpolate,export} ...``.
+"""Command line of the training package: ``python -m training {prepare,shard,stats,train,bench,interpolate,export,card,channels} ...``.
 
 Exit codes: 0 done (or stopped by a signal, checkpoint kept), 2 bad options or data.
 """
@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("folder", help="a saved model folder with its training.json")
     card.add_argument("--eval-json", nargs="+", required=True, help="`qgac eval --json` files of these weights")
     card.add_argument("--repo-id", help="Hub repo id named in the card (default: qgac-transforms/<folder name>)")
+    channels = commands.add_parser("channels", help="PSNR gain per YCbCr channel on held-out photos")
+    channels.add_argument("--data", required=True, help="a folder of held-out photos (never a benchmark)")
+    channels.add_argument("--quality", type=int, nargs="+", default=[10, 30, 90], help="JPEG qualities")
+    channels.add_argument("--weights", help="a model name or saved folder (default: the default model)")
     return parser
 
 
@@ -166,6 +170,11 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "card":
             print(f"model card -> {write_card(args.folder, args.eval_json, repo_id=args.repo_id)}")
+            return 0
+        if args.command == "channels":
+            from .channels import channel_gains, format_rows  # noqa: PLC0415
+
+            print(format_rows(channel_gains(args.data, args.quality, args.weights)))
             return 0
         config = build_config(args)
         if args.command == "bench":
