@@ -334,14 +334,11 @@ class QGAC(
     ) -> ModelCard:
         """The model card written by ``save_pretrained(..., model_card_kwargs={"card": ...})``;
         ``shards``: how many files hold the weights (:func:`~.hub.save_model`)."""
-        from .configs import registered_name  # configs builds on this module
-
         info = ModelCardInfo.coerce(card if card is not None else {"model_name": type(self).__name__})
         mixin = self._hub_mixin_info
         return render_card(
             info, mixin.model_card_data, parameters=sum(p.numel() for p in self.parameters()),
             repo_url=mixin.repo_url, paper_url=mixin.paper_url, shards=shards,
-            load_name=registered_name(info.hub_repo_id),
         )
 
     def _tiled_stats(self, channel: int, plane: Tensor) -> tuple[Tensor, Tensor]:

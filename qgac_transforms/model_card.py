@@ -89,7 +89,8 @@ Measured with:
 class ModelCardInfo:
     """Facts about one exported model, as the training export knows them.
 
-    ``repo_id`` (for the usage snippet) defaults to ``qgac-transforms/<model_name>``.
+    ``repo_id`` defaults to ``qgac-transforms/<model_name>``; the usage snippet loads that, or
+    ``load_name`` where one is given (a registered name, which also finds a packaged copy offline).
     ``evaluation`` rows are dicts keyed like :data:`COLUMNS` (``dataset``, ``quality``,
     ``jpeg_psnr``, ``corrected_psnr``, ...); unknown keys become extra columns. Rows need
     ``evaluation_protocol``: encoder, colour space, SSIM window, PSNR-B definition, since
@@ -99,6 +100,7 @@ class ModelCardInfo:
 
     model_name: str
     repo_id: str | None = None
+    load_name: str | None = None
     configuration: str | None = None
     training_data: str = ""
     datasets: list[str] = field(default_factory=list)
@@ -108,11 +110,6 @@ class ModelCardInfo:
     evaluation_commands: list[str] = field(default_factory=list)
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
-
-    @property
-    def hub_repo_id(self) -> str:
-        """``repo_id``, or its default."""
-        return self.repo_id or f"{HUB_NAMESPACE}/{self.model_name}"
 
     @classmethod
     def coerce(cls, value: ModelCardInfo | Mapping[str, Any]) -> ModelCardInfo:
@@ -178,11 +175,10 @@ def card_metadata(base: ModelCardData, info: ModelCardInfo) -> ModelCardData:
 
 def render_card(
     info: ModelCardInfo, base: ModelCardData, *, parameters: int, repo_url: str | None, paper_url: str | None,
-    shards: int = 1, load_name: str | None = None,
+    shards: int = 1,
 ) -> ModelCard:
     """The model card for ``info``; ``base`` carries the library-wide metadata; ``shards``: how
-    many files hold the weights; ``load_name``: what its usage passes to ``create_model`` (default:
-    the Hub repo id)."""
+    many files hold the weights."""
     if info.evaluation and not info.evaluation_protocol.strip():
         raise ValueError(f"model card for {info.model_name!r}: evaluation results need an evaluation_protocol")
     steps_table = markdown_table(["Stage", "Steps"], [[stage, str(n)] for stage, n in info.steps.items()])
@@ -195,7 +191,7 @@ def render_card(
         last="%05d" % shards,
         repo_url=repo_url,
         paper_url=paper_url,
-        load_name=load_name or info.hub_repo_id,
+        load_name=info.load_name or info.repo_id or f"{HUB_NAMESPACE}/{info.model_name}",
         steps_table=steps_table if info.steps else "",
         wall_clock=_format_duration(info.wall_clock_seconds),
         evaluation_table=evaluation_table(info.evaluation),

@@ -234,7 +234,7 @@ def test_model_card_metadata_and_results(tmp_path):
     again = ModelCard.load(folder / "README.md").text
     assert "No evaluation results yet" in again and 'create_model("qgac-transforms/again", pretrained=True)' in again
     # A registered model's card loads it by its name, which also finds the packaged copy offline.
-    save_model(mini_model(), folder, card={"model_name": "qgac-fast"})
+    save_model(mini_model(), folder, card={"model_name": "qgac-fast", "load_name": "qgac-fast"})
     assert 'create_model("qgac-fast", pretrained=True)' in ModelCard.load(folder / "README.md").text
 
 

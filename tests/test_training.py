@@ -1168,6 +1168,7 @@ def test_card_names_the_last_stage_configuration_and_a_transferred_colour_networ
               StageRecord("color", 5, 30.0, {**config, "model": "fast", "stage": "color", "init": "x.pt",
                                               "init_color": "hub/qgac-small"}, None, "b")]
     assert card_for("m", stages).configuration == "fast"
+    assert card_for("m", stages).load_name is None and card_for("qgac-fast", stages).load_name == "qgac-fast"
     assert card_for("m", stages[:1]).configuration == 'small with {"block_depth": 2}'
     assert "Stage color of run `b` started its colour network from `hub/qgac-small`." in training_notes(stages)
 

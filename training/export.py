@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from qgac_transforms import hub, publish
+from qgac_transforms.configs import registered_name
 from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
@@ -151,9 +152,11 @@ def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str |
     first, last = (stages[0].config, stages[-1].config) if stages else (None, None)
     training_data = (dataset_description(first["data"], held_out_counts(stages), required=data_required)
                      if first else "")
+    repo_id = repo_id or f"{HUB_NAMESPACE}/{name}"
     return ModelCardInfo(
         model_name=name,
-        repo_id=repo_id or f"{HUB_NAMESPACE}/{name}",
+        repo_id=repo_id,
+        load_name=registered_name(repo_id),
         configuration=_configuration(last) if last else None,
         training_data=training_data,
         steps={f"{r.run}: {r.stage}": r.step for r in stages},
