@@ -107,6 +107,19 @@ def _mean(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.fmean(row[key] for row in rows) for key in METRICS}
 
 
+def jpeg_and_corrected(model: QGAC, image: Image.Image, quality: int,
+                       self_ensemble: bool = False) -> tuple[Tensor, Tensor, float]:
+    """``image`` compressed at ``quality`` (:func:`compress`): Pillow's decode of the file, the
+    model's correction of it (uint8, on the CPU), and the seconds the correction took, reading
+    the coefficients included."""
+    data = compress(image, quality)
+    with Image.open(io.BytesIO(data)) as decoded:
+        jpeg_pixels = pixels(decoded)
+    start = time.perf_counter()
+    corrected = to_uint8(correct_jpeg(model, read_coefficients(data), tile=None, self_ensemble=self_ensemble)).cpu()
+    return jpeg_pixels, corrected, time.perf_counter() - start
+
+
 def _resolve_model(weights: QGAC | str | os.PathLike | None, device: str | None) -> tuple[QGAC, str]:
     if isinstance(weights, torch.nn.Module):
         model = weights.to(device) if device is not None else weights
@@ -150,13 +163,7 @@ def evaluate_dataset(
                 continue
             reference = pixels(reference_image)
             for quality in qualities:
-                data = compress(reference_image, quality)
-                with Image.open(io.BytesIO(data)) as decoded:
-                    jpeg_pixels = pixels(decoded)
-                start = time.perf_counter()
-                coefficients = read_coefficients(data)
-                corrected = to_uint8(correct_jpeg(model, coefficients, tile=None, self_ensemble=self_ensemble)).cpu()
-                seconds = time.perf_counter() - start
+                jpeg_pixels, corrected, seconds = jpeg_and_corrected(model, reference_image, quality, self_ensemble)
                 per_quality[quality].append(
                     {
                         "image": path.name,

@@ -10,18 +10,15 @@ training photos only, never on a benchmark.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image
+from torch import Tensor
 
 from qgac_transforms.color import rgb_to_ycbcr
 from qgac_transforms.configs import load_model
-from qgac_transforms.evaluation import compress, list_images, load_reference, pixels
-from qgac_transforms.functional import correct_jpeg, to_uint8
-from qgac_transforms.jpeg_io import read_coefficients
+from qgac_transforms.evaluation import jpeg_and_corrected, list_images, load_reference, pixels
 from qgac_transforms.metrics import psnr
 from qgac_transforms.quantization import check_quality
 
@@ -40,16 +37,17 @@ def channel_gains(folder: str | os.PathLike, qualities: Sequence[int],
         reference_image = load_reference(path)
         if reference_image.mode != "RGB":
             continue
-        reference = rgb_to_ycbcr(pixels(reference_image).float())
+        reference = _planes(pixels(reference_image))
         for quality in qualities:
-            data = compress(reference_image, quality)
-            with Image.open(io.BytesIO(data)) as decoded:
-                jpeg = rgb_to_ycbcr(pixels(decoded).float())
-            corrected = rgb_to_ycbcr(to_uint8(correct_jpeg(model, read_coefficients(data), tile=None)).float())
-            gains = {name: float(psnr(corrected[c:c + 1], reference[c:c + 1]) - psnr(jpeg[c:c + 1], reference[c:c + 1]))
-                     for c, name in enumerate(CHANNELS)}
-            rows.append({"image": path.name, "quality": quality, **gains})
+            jpeg, corrected, _ = jpeg_and_corrected(model, reference_image, quality)
+            gains = psnr(_planes(corrected), reference) - psnr(_planes(jpeg), reference)
+            rows.append({"image": path.name, "quality": quality, **dict(zip(CHANNELS, gains.tolist()))})
     return rows
+
+
+def _planes(rgb: Tensor) -> Tensor:
+    """``(3, H, W)`` RGB as Y, Cb and Cr images ``(3, 1, H, W)``: one PSNR each."""
+    return rgb_to_ycbcr(rgb.float())[:, None]
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
