@@ -68,6 +68,10 @@ def _triangular_double(x: Tensor, dim: int) -> Tensor:
     return out.reshape(shape)
 
 
+#: The chroma upsampling modes of :func:`upsample_chroma`.
+UPSAMPLING_MODES = ("fancy", "nearest")
+
+
 def upsample_chroma(plane: Tensor, factor: tuple[int, int], mode: str = "fancy") -> Tensor:
     """Upsample ``(..., h, w)`` by ``factor = (vertical, horizontal)``.
 
@@ -77,7 +81,7 @@ def upsample_chroma(plane: Tensor, factor: tuple[int, int], mode: str = "fancy")
     wide, fall back to nearest. Edges are replicated, so pass the plane cropped to
     its real (downsampled) size to match a decoder at the image border.
     """
-    if mode not in ("fancy", "nearest"):
+    if mode not in UPSAMPLING_MODES:
         raise ValueError(f"unknown upsampling mode {mode!r}")
     v, h = factor
     if mode == "fancy" and ((v, h) not in ((1, 2), (2, 1), (2, 2)) or (h == 2 and plane.shape[-1] <= 2)):

@@ -16,7 +16,8 @@ Following the paper (section 3, Figs. 3-9):
   three, the result a residual in the normalized coefficient domain.
 - Colour network: chroma CFM, RRDB, learned upsampling, CFM of the restored Y,
   concatenation, RRDB, transposed CFM; the residual is added to nearest-neighbour
-  upsampled input chroma; one set of weights for Cb and Cr.
+  upsampled input chroma (``chroma_upsampling="nearest"``); one set of weights for
+  Cb and Cr.
 - Each chroma plane is processed with its own table (Cb with the Cb table, Cr with
   the Cr table), as the paper describes. The port feeds the Cb table for Cr too.
 
@@ -38,6 +39,12 @@ Our own choices, beyond both:
   port use one 4x4 stride-2 transposed conv, i.e. 4:2:0 only.
 - Normalization statistics are buffers of the model and part of its config, not a
   global file.
+- ``chroma_upsampling="fancy"`` adds the colour residual to libjpeg's triangular
+  upsampling instead, the chroma decoders show, so that at high quality the network
+  need not first undo the blocks of nearest-neighbour upsampling. A zero residual
+  then gives the decoder's image but for a last row or column, where the model
+  filters the chroma the encoder padded beyond the image and a decoder repeats the
+  last real sample (the model is not told the image's size).
 - Any size: the model itself needs whole MCUs; :mod:`.correction` pads the file's
   block grids to them with edge blocks and crops after (the port crashes when luma
   is not exactly twice the chroma grid).
@@ -54,6 +61,7 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from .color import UPSAMPLING_MODES, upsample_chroma
 from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
 from .layers import RRDB, CFMConv, TransposedCFMConv, block_body, group_concat
 from .hub import HubOptions, load_folder, resolve, write_folder
@@ -208,12 +216,12 @@ class ColorNetwork(nn.Module):
         return self.decode(self.body(torch.cat([blocks, guide], dim=1)), chroma_table)
 
 
-def upsample_coefficients(plane: Tensor, factor: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour upsampling of a coefficient plane, done in the pixel domain."""
+def upsample_coefficients(plane: Tensor, factor: tuple[int, int], mode: str) -> Tensor:
+    """A coefficient plane upsampled by ``factor`` in the pixel domain, ``mode`` one of
+    :data:`.color.UPSAMPLING_MODES`."""
     if factor == (1, 1):
         return plane
-    pixels = image_idct(plane).repeat_interleave(factor[0], dim=-2).repeat_interleave(factor[1], dim=-1)
-    return image_dct(pixels)
+    return image_dct(upsample_chroma(image_idct(plane), factor, mode))
 
 
 class QGAC(
@@ -231,6 +239,8 @@ class QGAC(
     ``block_body`` and ``block_depth`` pick the Y network's BlockNet bodies (the paper:
     ``"rrdb"``, 3 dense blocks; ``"residual"`` and ``"nafnet"`` are cheaper per MAC on a
     CPU), ``frequency_net=False`` drops FrequencyNet (an ablation);
+    ``chroma_upsampling`` is how the chroma that the colour residual is added to is
+    upsampled (the paper's ``"nearest"``, or libjpeg's ``"fancy"``, which decoders show);
     ``coefficient_mean`` and ``coefficient_std`` are the per-channel (Y, Cb, Cr),
     per-frequency (natural order) statistics used to normalize coefficients.
 
@@ -253,6 +263,7 @@ class QGAC(
         block_body: str = "rrdb",
         block_depth: int = 3,
         frequency_net: bool = True,
+        chroma_upsampling: str = "nearest",
         coefficient_mean: Sequence[Sequence[float]] | None = None,
         coefficient_std: Sequence[Sequence[float]] | None = None,
     ) -> None:
@@ -264,17 +275,20 @@ class QGAC(
             raise ValueError("coefficient_mean and coefficient_std must be 3 x 64 (Y, Cb, Cr by frequency)")
         if not bool((std > 0).all()):
             raise ValueError("coefficient_std must be positive")
+        if chroma_upsampling not in UPSAMPLING_MODES:
+            raise ValueError(f"chroma_upsampling must be one of {UPSAMPLING_MODES}, got {chroma_upsampling!r}")
         #: The constructor arguments: everything needed to rebuild this model.
         self.config = dict(
             block_width=block_width, features=features, per_frequency=per_frequency, manifold_width=manifold_width,
             fusion_width=fusion_width, color_width=color_width, color=color,
             block_body=block_body, block_depth=block_depth, frequency_net=frequency_net,
-            coefficient_mean=mean.tolist(), coefficient_std=std.tolist(),
+            chroma_upsampling=chroma_upsampling, coefficient_mean=mean.tolist(), coefficient_std=std.tolist(),
         )
         self.y_network = YNetwork(
             block_width, features, per_frequency, manifold_width, fusion_width, block_body, block_depth, frequency_net
         )
         self.color_network = ColorNetwork(color_width, manifold_width) if color else None
+        self.chroma_upsampling = chroma_upsampling
         # on the device the model is built on (under torch.device("cuda"), the GPU), except on
         # "meta", where the statistics keep their values: loading checks the file against them
         place = torch.get_default_device()
@@ -392,7 +406,7 @@ class QGAC(
         normalized_y = self.normalize(corrected_y, 0).repeat(2, 1, 1, 1)
         normalized = torch.cat([self.normalize(planes[:b], 1), self.normalize(planes[b:], 2)], dim=0)
         residual = self.color_network(normalized, side, normalized_y, y_side, chroma_factor)
-        base = upsample_coefficients(planes, chroma_factor)
+        base = upsample_coefficients(planes, chroma_factor, self.chroma_upsampling)
         std = torch.cat([self._tiled_stats(1, base)[1].expand(b, 1, -1, -1), self._tiled_stats(2, base)[1].expand(b, 1, -1, -1)])
         restored = base + residual * std
         return torch.cat([corrected_y, restored[:b], restored[b:]], dim=1)

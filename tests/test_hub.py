@@ -153,6 +153,16 @@ def test_save_and_load_folder_round_trip(tmp_path):
     assert config["weights_sha256"] == hub.sha256_file(folder / WEIGHTS_NAME)
 
 
+def test_chroma_upsampling_is_saved_and_folders_from_before_it_load_as_nearest(tmp_path):
+    fancy = saved(tmp_path, mini_model(chroma_upsampling="fancy"), name="fancy")
+    assert load_model(fancy).chroma_upsampling == "fancy"
+    older = saved(tmp_path, mini_model(), name="older")
+    values = json.loads((older / CONFIG_NAME).read_text())
+    del values["chroma_upsampling"]  # config.json as written before the option existed
+    (older / CONFIG_NAME).write_text(json.dumps(values))
+    assert load_model(older).chroma_upsampling == "nearest"
+
+
 def test_loaded_model_computes_the_same_correction(tmp_path):
     model = mini_model().eval()
     loaded = load_model(saved(tmp_path, model))

@@ -1160,6 +1160,24 @@ def test_init_color_starts_the_colour_network_from_another_model(tmp_path, photo
                             init_color=str(misfit))).build()
 
 
+def test_model_options_with_init_change_the_configuration_and_keep_the_weights(tmp_path, photos):
+    """A colour stage can move the model it starts from to another chroma upsampling; options
+    that reshape the weights, or that QGAC does not take, are clear errors."""
+    torch.manual_seed(2)
+    source = build_model("tiny")
+    init = str(save_init(source, tmp_path / "y.pt"))
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, stage="color", init=init,
+                                  model_options={"chroma_upsampling": "fancy"}))
+    trainer.build()
+    assert trainer.model.chroma_upsampling == "fancy" and trainer.model.config["chroma_upsampling"] == "fancy"
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), source.state_dict().values()))
+    for options, message in (({"color_width": 4}, "change the weights"), ({"color": False}, "change the weights"),
+                             ({"colour": True}, "do not fit"), ({"chroma_upsampling": "cubic"}, "do not fit"),
+                             ({"coefficient_std": [[2.0] * 64] * 3}, "keeps its statistics")):
+        with pytest.raises(ValueError, match=message):
+            Trainer(tiny_config(tmp_path / "other", photos, stage="color", init=init, model_options=options)).build()
+
+
 def test_card_names_the_last_stage_configuration_and_a_transferred_colour_network():
     from training.export import card_for, training_notes
 
@@ -1170,6 +1188,8 @@ def test_card_names_the_last_stage_configuration_and_a_transferred_colour_networ
     assert card_for("m", stages).configuration == "fast"
     assert card_for("m", stages).load_name is None and card_for("qgac-fast", stages).load_name == "qgac-fast"
     assert card_for("m", stages[:1]).configuration == 'small with {"block_depth": 2}'
+    moved = StageRecord("color", 5, 30.0, {**stages[1].config, "model_options": {"chroma_upsampling": "fancy"}}, None, "c")
+    assert card_for("m", [moved]).configuration == "fast"  # the named configuration holds the option now
     assert "Stage color of run `b` started its colour network from `hub/qgac-small`." in training_notes(stages)
 
 

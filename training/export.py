@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from qgac_transforms import hub, publish
-from qgac_transforms.configs import registered_name
+from qgac_transforms.configs import CONFIGS, registered_name
 from qgac_transforms.model import QGAC
 from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
 
@@ -138,8 +138,11 @@ def training_notes(stages: Sequence[StageRecord]) -> str:
 
 
 def _configuration(config: dict[str, Any]) -> str:
-    """The configuration a stage trained: its name, with the constructor overrides if any."""
-    options = config.get("model_options")
+    """The configuration a stage trained: its name, with the constructor overrides that the
+    named configuration does not hold (now) if any."""
+    named = CONFIGS.get(config["model"], {})
+    options = {key: value for key, value in (config.get("model_options") or {}).items()
+               if key not in named or named[key] != value}
     return f"{config['model']} with {json.dumps(options)}" if options else config["model"]
 
 

@@ -208,6 +208,26 @@ def load_qgac(source: str | Path) -> QGAC:
     return create_model(os.fspath(source), pretrained=True)
 
 
+def with_options(model: QGAC, options: dict[str, Any], source: str | Path) -> QGAC:
+    """``model`` (loaded from ``source``) rebuilt with the constructor ``options`` changed and
+    its weights kept, for options that keep every weight's name and shape: a colour stage that
+    moves the model it starts from to ``chroma_upsampling="fancy"``, for one. The statistics
+    come with the weights, so options cannot set them."""
+    statistics = sorted(key for key in options if key.startswith("coefficient_"))
+    if statistics:
+        raise ValueError(f"model_options {statistics}: a run that starts from {source} keeps its statistics")
+    try:
+        rebuilt = QGAC(**{**model.config, **options})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model_options {options} do not fit {source}: {error}") from error
+    try:
+        rebuilt.load_state_dict(model.state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"model_options {options} change the weights (their names or shapes) of {source}; such "
+                         "options need a run that starts from scratch (no init)") from error
+    return rebuilt
+
+
 #: Checkpoint key of :func:`init_digest` of the weights a run started from.
 INIT_DIGEST_KEY = "init_digest"
 
@@ -437,7 +457,8 @@ class Trainer:
     def _initial_weights(self) -> QGAC:
         config = self.config
         if config.init:
-            return load_qgac(config.init)
+            model = load_qgac(config.init)
+            return with_options(model, config.model_options, config.init) if config.model_options else model
         overrides: dict[str, Any] = {}
         if config.stats:
             overrides = statistics_overrides(config.stats)
