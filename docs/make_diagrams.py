@@ -180,7 +180,7 @@ DIAGRAMS = (
         (
             Node("c", "Cb or Cr coefficients\n+ chroma table", 1, 0),
             Node("y", "corrected Y\n+ Y table", 2, 0),
-            Node("near", "nearest-neighbour\nupsampling", 0, 1.2),
+            Node("near", "nearest or fancy\nupsampling", 0, 1.2),
             Node("cfm", "CFM", 1, 1.2),
             Node("ycfm", "CFM", 2, 1.2),
             Node("rrdb", "RRDB", 1, 2.2),

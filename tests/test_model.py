@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qgac_transforms.codec import coefficients_to_pixels, pixels_to_coefficients
-from qgac_transforms.configs import CONFIGS, build_model, create_model
+from qgac_transforms.configs import CONFIGS, MODELS, build_model, create_model
+from qgac_transforms.hub import METADATA_KEYS, embedded_folder, read_config
 from qgac_transforms.correction import correct, correct_planes
 from qgac_transforms.jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
-from qgac_transforms.model import QGAC
+from qgac_transforms.model import QGAC, upsample_coefficients
 
 FACTORS = {"4:4:4": (1, 1), "4:2:2": (1, 2), "4:2:0": (2, 2), "4:4:0": (2, 1), "4:1:1": (1, 4)}
 
@@ -74,9 +75,10 @@ def test_correct_real_jpegs_of_odd_sizes(tiny, make_image, make_jpeg, size, subs
     assert pixels.isfinite().all() and pixels.min() >= 0 and pixels.max() <= 255
 
 
+@pytest.mark.parametrize("upsampling", ["nearest", "fancy"])
 @pytest.mark.parametrize("subsampling", list(FACTORS))
 @pytest.mark.parametrize("size", [(1, 1), (17, 9), (41, 30)])
-def test_correct_planes_pads_mismatched_grids_and_crops(tiny, subsampling, size):
+def test_correct_planes_pads_mismatched_grids_and_crops(tiny, subsampling, size, upsampling):
     # a file's chroma grid is ceil(ceil(H / v) / 8) blocks: often not luma / v (17 rows, 4:4:0: 3 vs 2 blocks)
     factor = FACTORS[subsampling]
     height, width = size
@@ -86,12 +88,32 @@ def test_correct_planes_pads_mismatched_grids_and_crops(tiny, subsampling, size)
     tables = torch.full((1, 3, 8, 8), 8.0)
     pixels = correct_planes(tiny, y[:, None], tables, chroma, factor, height, width)
     assert pixels.shape == (1, 3, height, width)
-    # with a zero residual the corrected image is the nearest-neighbour decode: the padded
-    # chroma lines up with luma and the crop keeps the image's own pixels
-    identity = zero_residual(build_model("tiny").eval())
+    # with a zero residual the corrected image is the decode with the model's chroma
+    # upsampling: the padded chroma lines up with luma and the crop keeps the image's own pixels
+    identity = zero_residual(build_model("tiny", chroma_upsampling=upsampling).eval())
     pixels = correct_planes(identity, y[:, None], tables, chroma, factor, height, width)
-    plain = coefficients_to_pixels([y, cb, cr], height, width, factor, upsampling="nearest")
+    plain = coefficients_to_pixels([y, cb, cr], height, width, factor, upsampling=upsampling)
+    if upsampling == "fancy":  # the last row/column that a doubled axis filters with the encoder's padding
+        rows, cols = height - (factor[0] == 2), width - (factor[1] == 2)
+        pixels, plain = pixels[..., :rows, :cols], plain[..., :rows, :cols]
     torch.testing.assert_close(pixels, plain, rtol=0, atol=1e-2)
+
+
+def test_chroma_upsampling_must_be_a_known_mode():
+    with pytest.raises(ValueError, match="chroma_upsampling must be one of"):
+        build_model("tiny", chroma_upsampling="bicubic")
+
+
+def test_chroma_upsampling_changes_only_the_base_the_colour_residual_is_added_to(tiny):
+    fancy = build_model("tiny", chroma_upsampling="fancy").eval()
+    fancy.load_state_dict(tiny.state_dict())
+    y, tables, chroma = inputs(1, 4, 4, (2, 2))
+    with torch.no_grad():
+        nearest_out, fancy_out = tiny(y, tables, chroma, (2, 2)), fancy(y, tables, chroma, (2, 2))
+    torch.testing.assert_close(fancy_out[:, :1], nearest_out[:, :1], rtol=0, atol=0)
+    planes = chroma.transpose(0, 1)
+    moved = upsample_coefficients(planes, (2, 2), "fancy") - upsample_coefficients(planes, (2, 2), "nearest")
+    torch.testing.assert_close(fancy_out[:, 1:] - nearest_out[:, 1:], moved.transpose(0, 1), rtol=0, atol=1e-3)
 
 
 def test_forward_rejects_chroma_that_does_not_cover_y(tiny):
@@ -206,6 +228,19 @@ def test_base_keeps_frequency_net_and_fits_two_returned_shards():
     assert model.y_network.frequency is not None and CONFIGS["base"]["block_body"] == "residual"
     split = split_torch_state_dict_into_shards(model.state_dict(), max_shard_size=15 * 2**20)
     assert len(split.filename_to_tensors) == 2
+
+
+@pytest.mark.parametrize("name", [n for n, (_, weights) in MODELS.items() if weights and weights.embedded])
+def test_packaged_weights_are_built_as_their_registered_configuration(name):
+    """``create_model("fast")`` must build the network that ``qgac-fast``'s weights were trained
+    as: every constructor argument of the configuration but the statistics."""
+    configuration, weights = MODELS[name]
+    saved = read_config(embedded_folder(weights.embedded), QGAC)
+    with torch.device("meta"):
+        packaged = QGAC(**{k: v for k, v in saved.items() if k not in METADATA_KEYS}).config
+        built = build_model(configuration).config
+    assert {k: v for k, v in packaged.items() if not k.startswith("coefficient_")} == \
+        {k: v for k, v in built.items() if not k.startswith("coefficient_")}
 
 
 def test_config_rebuilds_the_model(tiny):
