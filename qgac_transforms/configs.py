@@ -51,9 +51,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
                  block_body="residual", block_depth=4, frequency_net=False, chroma_upsampling="fancy"),
     "tiny": dict(block_width=16, features=8, per_frequency=1, manifold_width=8, fusion_width=1, color_width=8),
     # For quality, where the study points (docs/method.md): small's CFMs, FrequencyNet and
-    # colour network; at block resolution 8 dense residual blocks 128 wide.
+    # colour network (on the fancy chroma base, like fast's); at block resolution 8 dense
+    # residual blocks 128 wide.
     "base": dict(block_width=128, features=16, per_frequency=1, manifold_width=16, fusion_width=2, color_width=16,
-                 block_body="residual", block_depth=8),
+                 block_body="residual", block_depth=8, chroma_upsampling="fancy"),
 }
 
 

@@ -1062,7 +1062,7 @@ def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards
     from COLOR_FROM; the next session starts from the sharded folder."""
     hub_dir, out = tmp_path / "hub", tmp_path / "out"
     _gpu_session(photos, out, tmp_path / "first", "0.01", "0.01", CONFIG="base", HUB=str(hub_dir),
-                 COLOR_FROM="qgac_transforms/weights/qgac-small")
+                 COLOR_FROM="qgac_transforms/weights/qgac-fast")
     returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert returned == ["bench.json", "hub/qgac-base/README.md", "hub/qgac-base/config.json",
                         "hub/qgac-base/model-00001-of-00002.safetensors",
@@ -1070,14 +1070,16 @@ def test_gpu_session_script_brings_back_a_model_too_large_for_one_file_in_shards
                         "hub/qgac-base/model.safetensors.index.json", "hub/qgac-base/training.json", "train.log"]
     assert all((out / name).stat().st_size <= 15 * 2**20 for name in returned)
     first = json.loads((tmp_path / "first" / "config-y.json").read_text())
-    assert first["init"] is None and first["init_color"] == "qgac_transforms/weights/qgac-small"
-    colour = load_qgac(tmp_path / "first" / "best-y.pt").color_network.state_dict()  # stage y keeps it as it came
-    small = load_qgac(hub.embedded_folder("qgac-small")).color_network.state_dict()
-    assert all(torch.equal(colour[key], small[key]) for key in small)
+    assert first["init"] is None and first["init_color"] == "qgac_transforms/weights/qgac-fast"
+    started = load_qgac(tmp_path / "first" / "best-y.pt")
+    assert started.chroma_upsampling == "fancy"  # the base that qgac-fast's colour network was trained on
+    colour = started.color_network.state_dict()  # stage y keeps it as it came
+    fast = load_qgac(hub.embedded_folder("qgac-fast")).color_network.state_dict()
+    assert all(torch.equal(colour[key], fast[key]) for key in fast)
     shutil.copytree(out / "hub", hub_dir)  # committed after the session
     assert load_qgac(hub_dir / "qgac-base").config["block_width"] == 128
     _gpu_session(photos, tmp_path / "out2", tmp_path / "second", "0.01", "0", CONFIG="base", HUB=str(hub_dir),
-                 COLOR_FROM="qgac_transforms/weights/qgac-small")
+                 COLOR_FROM="qgac_transforms/weights/qgac-fast")
     second = json.loads((tmp_path / "second" / "config-y.json").read_text())
     assert second["init"] == str(hub_dir / "qgac-base") and second["init_color"] is None
 
