@@ -288,13 +288,17 @@ class QGAC(
             block_width, features, per_frequency, manifold_width, fusion_width, block_body, block_depth, frequency_net
         )
         self.color_network = ColorNetwork(color_width, manifold_width) if color else None
-        self.chroma_upsampling = chroma_upsampling
         # on the device the model is built on (under torch.device("cuda"), the GPU), except on
         # "meta", where the statistics keep their values: loading checks the file against them
         place = torch.get_default_device()
         place = torch.device("cpu") if place.type == "meta" else place
         self.register_buffer("coefficient_mean", mean.reshape(3, BLOCK, BLOCK).to(place, torch.float32))
         self.register_buffer("coefficient_std", std.reshape(3, BLOCK, BLOCK).to(place, torch.float32))
+
+    @property
+    def chroma_upsampling(self) -> str:
+        """The upsampling of the chroma that the colour residual is added to (from :attr:`config`)."""
+        return self.config["chroma_upsampling"]
 
     # ------------------------------------------------------------ Hub integration
     def _save_pretrained(self, save_directory: Path) -> None:

@@ -18,6 +18,11 @@ from huggingface_hub import ModelCard, ModelCardData
 #: The Hub namespace of this project's models; a card without ``repo_id`` assumes it.
 HUB_NAMESPACE = "qgac-transforms"
 
+
+def default_repo_id(model_name: str) -> str:
+    """The Hub repo id of a card that names none: ``model_name`` in :data:`HUB_NAMESPACE`."""
+    return f"{HUB_NAMESPACE}/{model_name}"
+
 #: Evaluation columns in table order: key -> (header, number format, Hub metric id).
 COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "dataset": ("Dataset", "{}", None),
@@ -191,7 +196,7 @@ def render_card(
         last="%05d" % shards,
         repo_url=repo_url,
         paper_url=paper_url,
-        load_name=info.load_name or info.repo_id or f"{HUB_NAMESPACE}/{info.model_name}",
+        load_name=info.load_name or info.repo_id or default_repo_id(info.model_name),
         steps_table=steps_table if info.steps else "",
         wall_clock=_format_duration(info.wall_clock_seconds),
         evaluation_table=evaluation_table(info.evaluation),

@@ -23,7 +23,7 @@ import torch
 from qgac_transforms import hub, publish
 from qgac_transforms.configs import CONFIGS, registered_name
 from qgac_transforms.model import QGAC
-from qgac_transforms.model_card import HUB_NAMESPACE, ModelCardInfo, markdown_table
+from qgac_transforms.model_card import ModelCardInfo, default_repo_id, markdown_table
 
 from .data import MANIFEST_NAME, DatasetError, training_images
 from .lineage import STAGES, StageRecord, read_lineage, run_stages, stage_checkpoint, write_lineage
@@ -149,13 +149,13 @@ def _configuration(config: dict[str, Any]) -> str:
 def card_for(name: str, stages: Sequence[StageRecord], eval_json: Sequence[str | Path] = (),
              notes: str = "", repo_id: str | None = None, data_required: bool = False) -> ModelCardInfo:
     """The model card facts of a model trained in ``stages`` (Hub repo ``repo_id``, default: next to
-    the default model's, :data:`~qgac_transforms.model_card.HUB_NAMESPACE`); ``data_required``: see
+    the default model's, :func:`~qgac_transforms.model_card.default_repo_id`); ``data_required``: see
     :func:`dataset_description`."""
     evaluation, protocol, commands = read_evaluations(eval_json)
     first, last = (stages[0].config, stages[-1].config) if stages else (None, None)
     training_data = (dataset_description(first["data"], held_out_counts(stages), required=data_required)
                      if first else "")
-    repo_id = repo_id or f"{HUB_NAMESPACE}/{name}"
+    repo_id = repo_id or default_repo_id(name)
     return ModelCardInfo(
         model_name=name,
         repo_id=repo_id,
