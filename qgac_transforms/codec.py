@@ -149,8 +149,8 @@ def _downsample_exact(plane: Tensor, factor: tuple[int, int]) -> Tensor:
 
     2x2 (``h2v2_downsample``) and 1x2 (``h2v1_downsample``) average with a bias that
     alternates along each row (1, 2, 1, ... and 0, 1, 0, ...) so that rounding does not
-    drift; other factors (``int_downsample``: 4:4:0, 4:1:1) round half up. The count is
-    2 or 4, so dividing by it is exact.
+    drift; other factors (``int_downsample``: 4:4:0, 4:1:1, 4:1:0) round half up. The
+    count is 2, 4 or 8, so dividing by it is exact.
     """
     v, h = factor
     if factor == (1, 1):
@@ -287,9 +287,10 @@ def compress(image: Tensor, quality: int | Tensor, subsampling: str = DEFAULT_SU
 
     ``image``: ``(C, H, W)`` or ``(B, C, H, W)`` uint8, C = 1 (grayscale) or 3 (RGB);
     ``quality``: 1..100, an int or one per image ``(B,)``; ``subsampling``: ``"4:4:4"``,
-    ``"4:2:2"``, ``"4:2:0"`` (what Pillow writes), or ``"4:4:0"``, ``"4:1:1"`` (libjpeg's
-    sampling factors 2x1 and 1x4; Pillow cannot write 4:4:0, and its ``"4:1:1"`` writes
-    4:2:0, so the tests compare these two with libjpeg-turbo through jpeglib instead).
+    ``"4:2:2"``, ``"4:2:0"`` (what Pillow writes), or ``"4:4:0"``, ``"4:1:1"``, ``"4:1:0"``
+    (libjpeg's sampling factors 2x1, 1x4 and 2x4; Pillow cannot write 4:4:0 or 4:1:0, and
+    its ``"4:1:1"`` writes 4:2:0, so the tests compare these three with libjpeg-turbo
+    through jpeglib instead).
 
     Returns :class:`~qgac_transforms.jpeg_io.CoefficientTensors` equal, bit for bit, to
     ``read_coefficients(<the image saved by Pillow with quality=q>).to_tensors()``:

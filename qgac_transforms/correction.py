@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .codec import coefficients_to_pixels
 from .dct import BLOCK, crop, pad_blocks
-from .jpeg_io import JPEGCoefficients
+from .jpeg_io import JPEGCoefficients, libjpeg_pixels
 from .model import QGAC
 
 
@@ -102,8 +102,14 @@ def correct(
 
 
 def decode(coefficients: JPEGCoefficients, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The uncorrected pixels ``(C, H, W)`` of a JPEG, decoded from its coefficients."""
-    planes, _ = coefficients.to_tensors(dtype=dtype)
-    return coefficients_to_pixels(
-        [p[0] for p in planes], coefficients.height, coefficients.width, coefficients.chroma_factor
-    )
+    """The uncorrected pixels ``(C, H, W)`` of a JPEG as libjpeg decodes them (what Pillow
+    shows), from its coefficients. Coefficients that no baseline JPEG can hold (steps
+    above 255) get this library's float decode instead, within 2 levels of libjpeg's."""
+    try:
+        pixels = torch.from_numpy(libjpeg_pixels(coefficients))
+    except ValueError:
+        planes, _ = coefficients.to_tensors(dtype=dtype)
+        return coefficients_to_pixels(
+            [p[0] for p in planes], coefficients.height, coefficients.width, coefficients.chroma_factor
+        )
+    return pixels.reshape(*pixels.shape[:2], -1).permute(2, 0, 1).to(dtype)

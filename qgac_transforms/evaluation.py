@@ -47,10 +47,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def load_reference(path: str | os.PathLike) -> Image.Image:
-    """A ground-truth image as ``L`` (one band, e.g. Classic-5) or ``RGB`` (anything else; alpha dropped)."""
+    """A ground-truth image, 8 bits per sample (:func:`eight_bit`)."""
     with Image.open(path) as image:
-        gray = len(image.getbands()) == 1 or image.mode == "LA"
-        return image.convert("L" if gray else "RGB")
+        return eight_bit(image)
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """``image`` as ``L`` if gray (16-bit gray scaled down to 8 bits, alpha dropped), else
+    as ``RGB`` (palette images included). Raises ``ValueError`` for 32-bit pixels, whose
+    range no mode fixes."""
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    if image.mode in ("I", "F"):
+        raise ValueError(
+            f"{image.mode}-mode pixels (32 bits) have no fixed range: save the image with 8 or 16 bits per sample"
+        )
+    return image.convert("L" if image.mode in ("1", "L", "LA", "La") else "RGB")
 
 
 def compress(image: Image.Image, quality: int, subsampling: int = SUBSAMPLING_420) -> bytes:
@@ -157,7 +170,7 @@ def evaluate_dataset(
         for path in paths:
             try:
                 reference_image = load_reference(path)
-            except (OSError, UnidentifiedImageError, ValueError) as error:
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
                 failures.append({"image": path.name, "error": f"{path}: cannot read the image ({error})"})
                 bar.update(len(qualities))
                 continue

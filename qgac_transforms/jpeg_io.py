@@ -62,6 +62,8 @@ class CoefficientTensors(NamedTuple):
     tables: torch.Tensor
 
 
+#: The start-of-image marker every JPEG stream begins with.
+JPEG_SOI = b"\xff\xd8"
 #: Chroma subsampling names -> how many luma samples one chroma sample covers, (vertical, horizontal).
 SUBSAMPLINGS: dict[str, tuple[int, int]] = {
     "4:4:4": (1, 1),
@@ -69,6 +71,7 @@ SUBSAMPLINGS: dict[str, tuple[int, int]] = {
     "4:2:0": (2, 2),
     "4:4:0": (2, 1),
     "4:1:1": (1, 4),
+    "4:1:0": (2, 4),
 }
 #: Pillow's ``subsampling`` save option for the names it writes.
 PILLOW_SUBSAMPLING: dict[str, int] = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -230,8 +233,13 @@ def shows_its_file(image: Image.Image, stream: bytes) -> bool:
     expected = getattr(image, "_qgac_corrected_digest", None)
     if expected is not None:
         return pixel_digest(image) == expected
-    reference = JpegImagePlugin.JpegImageFile(io.BytesIO(stream))  # Pillow's own decoder, never the hook's
+    reference = _pillow_decoder(stream)
     return (reference.mode, reference.size) == (image.mode, image.size) and reference.tobytes() == image.tobytes()
+
+
+def _pillow_decoder(stream: bytes) -> JpegImagePlugin.JpegImageFile:
+    """Pillow's own JPEG decoder (libjpeg) on ``stream``, never the hook's."""
+    return JpegImagePlugin.JpegImageFile(io.BytesIO(stream))
 
 
 def _read_file_object(source: BinaryIO, name: str) -> bytes:
@@ -342,7 +350,7 @@ def _scan_header(data: bytes, name: str) -> _FrameHeader:
     """Walk the markers up to the first scan; enough to refuse unsupported codings."""
     if not data:
         raise InvalidJPEGError(name, "empty: no bytes to read")
-    if len(data) < 4 or data[:2] != b"\xff\xd8":
+    if len(data) < 4 or data[:2] != JPEG_SOI:
         raise InvalidJPEGError(name, "not a JPEG file (no SOI marker)")
     frame, app_markers = None, 0
     for segment in _header_segments(data, name):
@@ -571,6 +579,28 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
     The orientation is written as a one-tag EXIF segment; other metadata of the file the
     coefficients came from (the rest of its EXIF, its ICC profile) is not part of them.
     """
+    data = _baseline_stream(coefficients)
+    if coefficients.orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = coefficients.orientation
+        segment = exif.tobytes()
+        data = data[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(segment)) + segment + data[2:]
+    if isinstance(destination, (str, os.PathLike)):
+        Path(destination).write_bytes(data)
+    else:
+        destination.write(data)
+
+
+def libjpeg_pixels(coefficients: JPEGCoefficients) -> np.ndarray:
+    """What libjpeg (Pillow's decoder) decodes ``coefficients`` to, ``(H, W)`` or ``(H, W, 3)``
+    uint8 in stored orientation: the pixels a viewer shows of the file they came from.
+    Raises ``ValueError`` for coefficients no baseline JPEG can hold."""
+    with _pillow_decoder(_baseline_stream(coefficients)) as image:
+        return np.array(image)
+
+
+def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:
+    """A baseline JPEG stream of ``coefficients`` with no metadata, written by libjpeg."""
     planes = [np.ascontiguousarray(p, dtype=np.int16) for p in coefficients.blocks]
     if max(int(np.abs(p[..., 1:, :]).max(initial=0)) for p in planes) > 1023 or any(
         int(np.abs(p[..., 0, 1:]).max(initial=0)) > 1023 for p in planes
@@ -601,13 +631,4 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
         jpeg.height, jpeg.width = coefficients.height, coefficients.width
         jpeg.samp_factor = np.array(coefficients.sampling, dtype=np.int32)
         jpeg.write_dct(path)
-        data = Path(path).read_bytes()
-    if coefficients.orientation != 1:
-        exif = Image.Exif()
-        exif[0x0112] = coefficients.orientation
-        segment = exif.tobytes()
-        data = data[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(segment)) + segment + data[2:]
-    if isinstance(destination, (str, os.PathLike)):
-        Path(destination).write_bytes(data)
-    else:
-        destination.write(data)
+        return Path(path).read_bytes()

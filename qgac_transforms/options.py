@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from torch import Tensor
@@ -43,8 +43,8 @@ class CorrectionOptions:
         quality_override: strength: correct as if the image had libjpeg quality
             ``quality_override`` (lower corrects harder; its tables replace the file's as
             the network's side input, the coefficients are untouched).
-        blend: strength: ``1`` gives the corrected image, ``0`` the input decode, in between
-            ``blend * corrected + (1 - blend) * input``.
+        blend: strength: ``1`` gives the corrected image, ``0`` the input decode (for a
+            JPEG, libjpeg's, as Pillow shows it), in between ``blend * corrected + (1 - blend) * input``.
         self_ensemble: average the corrections of the image's eight orientations (flips and
             transposes, exact in the DCT domain): slower by 8x, a little better.
         quality: decoded pixels only: the libjpeg quality they were compressed with (or pass
@@ -98,5 +98,12 @@ class CorrectionOptions:
         return (options if options is not None else cls()).changed(**changes)
 
     def changed(self, **changes: Any) -> CorrectionOptions:
-        """A copy with ``changes`` (validated again); ``self`` when there are none."""
+        """A copy with ``changes`` (validated again); ``self`` when there are none. Raises
+        ``TypeError`` naming the fields for a keyword that is none of them."""
+        unknown = sorted(set(changes) - {field.name for field in fields(self)})
+        if unknown:
+            raise TypeError(
+                f"unknown correction option(s) {', '.join(map(repr, unknown))}; the options are "
+                f"{', '.join(field.name for field in fields(self))}"
+            )
         return replace(self, **changes) if changes else self

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image, JpegImagePlugin, MpoImagePlugin
 
@@ -42,19 +42,23 @@ from .jpeg_io import (
 )
 from .options import CorrectionOptions
 
+if TYPE_CHECKING:
+    import torch
+
 
 @dataclass(frozen=True)
 class _Correction:
-    """What ``correct=True`` runs in ``load()``: the model ``weights`` on ``device``, with ``options``."""
+    """What ``correct=True`` runs in ``load()``: the model ``weights`` on ``device`` in ``dtype``, with ``options``."""
 
     weights: Any
     device: str | None
+    dtype: torch.dtype | None
     options: CorrectionOptions
 
     def __call__(self, coefficients: JPEGCoefficients) -> Image.Image:
         from . import functional  # noqa: PLC0415 - the model code is needed only once an image loads
 
-        model = functional.load_cached_model(self.weights, self.device)
+        model = functional.load_cached_model(self.weights, self.device, self.dtype)
         return functional.to_pil(functional.correct_jpeg(model, coefficients, self.options))
 
 
@@ -159,13 +163,14 @@ def register_jpeg_opener(
     *,
     weights: Any = None,
     device: str | None = None,
+    dtype: torch.dtype | None = None,
     options: CorrectionOptions | None = None,
     **changes: Any,
 ) -> None:
     """Make ``Image.open`` return JPEGs that carry their coefficients (and, with
-    ``correct=True``, corrected pixels; ``weights`` and ``device`` are those of
+    ``correct=True``, corrected pixels; ``weights``, ``device`` and ``dtype`` are those of
     :class:`~qgac_transforms.transforms.JPEGArtifactCorrection`: a model given with a
-    ``device`` is copied there once, here, and the caller's model stays where it is).
+    ``device`` or ``dtype`` is converted once, here, and the caller's model stays as it is).
 
     ``options`` (:class:`~qgac_transforms.options.CorrectionOptions`), or its fields as
     keyword arguments (``tile``, ``overlap``, ``quality_override``, ``blend``,
@@ -184,7 +189,7 @@ def register_jpeg_opener(
     if correct:
         from .functional import placed_model  # noqa: PLC0415 - torch, only once correction is asked for
 
-        _correction = _Correction(placed_model(weights, device), device, options)
+        _correction = _Correction(placed_model(weights, device, dtype), device, dtype, options)
     else:
         _correction = None
     Image.OPEN[format_id] = (_factory, _original[1])

@@ -29,10 +29,12 @@ one call of :func:`qgac_transforms.functional.correct` with the transform's opti
 
 As in torchvision, when a sample holds several inputs, Pillow images, ``tv_tensors``
 and coefficient objects are all corrected. Only in a sample with none of them is one
-other input taken as the image: the first pure tensor; else the first JPEG as bytes or
-a file object (a webdataset sample's ``"jpg"`` beside its ``"__key__"``); else the
-first path. Everything else (labels, boxes, masks, keys) passes through. A numpy array
-in that place, or a sample with nothing to correct, raises ``TypeError``.
+other input taken as the image: the first pure tensor; else the first bytes or file
+object that starts like a JPEG (a webdataset sample's ``"jpg"`` beside its
+``"__key__"`` and ``"cls"``); else the first path of an existing file. Everything else
+(labels, boxes, masks, keys, captions) passes through. Only in a sample with none of
+these is other data taken, and refused with the reason: bytes that are no JPEG, a
+missing file, a numpy array (``TypeError``), or nothing to correct (``TypeError``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
 from . import functional as F
-from .jpeg_io import JPEGCoefficients
+from .jpeg_io import JPEG_SOI, JPEGCoefficients
 from .options import CorrectionOptions
 
 #: Inputs corrected wherever they are in a sample.
@@ -58,14 +60,35 @@ _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficient
 
 def _claim(item: Any) -> int | None:
     """How an item outside :data:`_IMAGE_TYPES` claims to be a sample's image, strongest
-    first: 0 a pure tensor or an array (as in torchvision), 1 JPEG data (bytes-like, a
-    file object), 2 a path; ``None``: not an image. Keys, names and URLs are strings
-    too, so a path is the image only in a sample with nothing stronger."""
-    if isinstance(item, np.ndarray) or (isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)):
+    first: 0 a pure tensor (as in torchvision); 1 JPEG data: bytes-like or a file object
+    that starts with the SOI marker (or cannot be peeked at); 2 the path of an existing
+    file; 3 other bytes and file objects; 4 other strings (keys, captions, URLs); 5 a
+    numpy array. ``None``: not an image. Claims 3 to 5 are taken only where nothing
+    stronger is, and then fail with the reason."""
+    if isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor):
         return 0
+    if isinstance(item, np.ndarray):
+        return 5
     if not F.is_jpeg_file(item):
         return None
-    return 2 if isinstance(item, (str, os.PathLike)) else 1
+    if isinstance(item, (str, os.PathLike)):
+        return 2 if os.path.isfile(item) else 4
+    return 1 if _starts_like_jpeg(item) else 3
+
+
+def _starts_like_jpeg(data: Any) -> bool:
+    """Whether bytes-like data or a binary file object (looked at in place) starts with SOI."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data[:2]) == JPEG_SOI
+    try:
+        if not data.seekable():
+            return True  # a stream: reading would consume it
+        position = data.tell()
+        head = data.read(2)
+        data.seek(position)
+    except (AttributeError, OSError, ValueError):
+        return True  # the kernel reads it and names what is wrong
+    return head == JPEG_SOI
 
 
 def _images(flat: list[Any]) -> list[bool]:

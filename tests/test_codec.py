@@ -183,9 +183,9 @@ def test_compress_is_pillow_bit_for_bit(make_image, make_jpeg, h, w, quality, se
 
 @settings(max_examples=10)
 @given(h=st.integers(1, 40), w=st.integers(1, 40), quality=st.integers(25, 100), seed=seeds,
-       subsampling=st.sampled_from(["4:4:0", "4:1:1"]))
+       subsampling=st.sampled_from(["4:4:0", "4:1:1", "4:1:0"]))
 def test_compress_rare_subsamplings_match_libjpeg_turbo(tmp_path_factory, make_image, h, w, quality, seed, subsampling):
-    """4:4:0 and 4:1:1 (Pillow cannot write them) against jpeglib's libjpeg-turbo 2.1 encoder.
+    """4:4:0, 4:1:1 and 4:1:0 (Pillow cannot write them) against jpeglib's libjpeg-turbo 2.1 encoder.
 
     From quality 25 up: below it jpeglib writes tables beyond 255 (no baseline clamp)."""
     jpeglib = pytest.importorskip("jpeglib")
@@ -194,7 +194,7 @@ def test_compress_rare_subsamplings_match_libjpeg_turbo(tmp_path_factory, make_i
     jpeglib.version.set("turbo210")
     try:
         encoder = jpeglib.from_spatial(np.array(image))
-        encoder.samp_factor = np.array([[2, 1] if subsampling == "4:4:0" else [1, 4], [1, 1], [1, 1]])
+        encoder.samp_factor = np.array([jpeg_io.SUBSAMPLINGS[subsampling], [1, 1], [1, 1]])
         encoder.write_spatial(str(path), qt=quality)
     finally:
         jpeglib.version.set("6b")

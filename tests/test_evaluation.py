@@ -9,6 +9,8 @@ import shlex
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -17,7 +19,7 @@ from surface_fixtures import save_jpeg, textured_image, to_tensor
 from qgac_transforms.cli import evaluate as cli_evaluate
 from qgac_transforms.configs import build_model
 from qgac_transforms.correction import correct
-from qgac_transforms.evaluation import evaluate_dataset, format_table
+from qgac_transforms.evaluation import eight_bit, evaluate_dataset, format_table
 from qgac_transforms.jpeg_io import read_coefficients
 from qgac_transforms.metrics import psnr_b
 
@@ -168,3 +170,38 @@ def test_cli_usage_errors(argv, message, dataset, tiny_weights, capsys):
 def test_empty_folder_is_a_usage_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no images"):
         evaluate_dataset(build_model("tiny"), tmp_path, [10], progress=False)
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 999), height=st.integers(1, 24), width=st.integers(1, 24))
+def test_references_are_eight_bit_gray_or_rgb_whatever_their_mode(seed, height, width):
+    gray = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    wide = Image.fromarray(gray.astype(np.uint16) * 257)  # 16-bit gray: 0..255 -> 0..65535
+    assert wide.mode.startswith("I;16") and np.array_equal(np.asarray(eight_bit(wide)), gray)
+    colour = Image.fromarray(np.stack([gray, gray[::-1], 255 - gray], axis=-1)).quantize(16)
+    assert colour.mode == "P" and eight_bit(colour).mode == "RGB"  # a palette image is colour
+    assert np.array_equal(np.asarray(eight_bit(colour)), np.asarray(colour.convert("RGB")))
+    assert np.array_equal(np.asarray(eight_bit(Image.fromarray(gray).convert("LA"))), gray)
+    with pytest.raises(ValueError, match="32 bits"):
+        eight_bit(Image.fromarray(gray).convert("I"))
+
+
+def test_a_sixteen_bit_original_is_scored_as_its_eight_bit_picture(tmp_path, tiny_model):
+    picture = textured_image(4, 24, 32, "L")
+    (tmp_path / "eight").mkdir()
+    (tmp_path / "sixteen").mkdir()
+    picture.save(tmp_path / "eight" / "a.png")
+    Image.fromarray(np.asarray(picture).astype(np.uint16) * 257).save(tmp_path / "sixteen" / "a.png")
+    eight, sixteen = (evaluate_dataset(tiny_model, tmp_path / name, [30], progress=False)["results"][0]
+                      for name in ("eight", "sixteen"))  # fmt: skip
+    assert sixteen["jpeg"] == eight["jpeg"] and np.isfinite(sixteen["jpeg"]["psnr"])
+
+
+def test_an_image_over_pillows_pixel_limit_is_a_failure_not_a_crash(tmp_path, tiny_model, monkeypatch):
+    textured_image(5, 16, 16, "RGB").save(tmp_path / "small.png")
+    textured_image(6, 40, 40, "RGB").save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,600 pixels is over twice the limit: Pillow refuses it
+    report = evaluate_dataset(tiny_model, tmp_path, [30], progress=False)
+    assert report["results"][0]["n_images"] == 1
+    assert [failure["image"] for failure in report["failures"]] == ["huge.png"]
+    assert "decompression bomb" in report["failures"][0]["error"]

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from qgac_transforms import codec
 from qgac_transforms.codec import block_grid
+from qgac_transforms.correction import decode
 from qgac_transforms.dct import blockify, deblockify
 from qgac_transforms.jpeg_io import (
     PILLOW_SUBSAMPLING,
@@ -34,7 +35,7 @@ from qgac_transforms.jpeg_io import (
 )
 from qgac_transforms.quantization import quality_to_table, quantize
 
-MODES = ["gray", "4:4:4", "4:2:2", "4:2:0", "4:4:0", "4:1:1"]
+MODES = ["gray", "4:4:4", "4:2:2", "4:2:0", "4:4:0", "4:1:1", "4:1:0"]
 #: (vertical, horizontal) sampling factors of Y, Cb, Cr.
 SAMPLING = {
     "4:4:4": ((1, 1), (1, 1), (1, 1)),
@@ -42,6 +43,7 @@ SAMPLING = {
     "4:2:0": ((2, 2), (1, 1), (1, 1)),
     "4:4:0": ((2, 1), (1, 1), (1, 1)),
     "4:1:1": ((1, 4), (1, 1), (1, 1)),
+    "4:1:0": ((2, 4), (1, 1), (1, 1)),
 }
 
 sizes = st.integers(1, 40)
@@ -169,6 +171,7 @@ def test_decoded_pixels_match_pillow(make_image, height, width, mode, quality, s
     reference = pillow_pixels(data)
     assert pixels.shape == (1, *reference.shape)
     assert np.abs(pixels[0].round().numpy() - reference).max() <= 3
+    assert np.array_equal(decode(jpeg).numpy(), reference)  # what blend=0 gives: libjpeg's decode, exactly
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -368,6 +371,8 @@ def test_write_rejects_what_baseline_cannot_hold(sample):
     bad = JPEGCoefficients(jpeg.blocks, tuple(tables), jpeg.sampling, jpeg.width, jpeg.height, "ycbcr")
     with pytest.raises(ValueError, match="255"):
         write_coefficients(bad, io.BytesIO())
+    planes = bad.to_tensors(dtype=torch.float32).planes  # no baseline JPEG holds it: the float decode
+    assert torch.equal(decode(bad), codec.coefficients_to_pixels([p[0] for p in planes], bad.height, bad.width, (2, 2)))
 
 
 @pytest.mark.parametrize("mode", ["gray", "4:2:0", "4:1:1"])

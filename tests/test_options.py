@@ -32,6 +32,11 @@ def test_bad_options_are_refused_where_they_are_written(changes, error, message)
         CorrectionOptions().changed(**changes)
 
 
+def test_an_unknown_keyword_names_the_options():
+    with pytest.raises(TypeError, match="unknown correction option.*'strength'.*the options are tile, overlap"):
+        CorrectionOptions.of(None, strength=0.5)
+
+
 def test_options_are_frozen_and_changed_copies():
     options = CorrectionOptions(tables=[[2] * 8] * 8)
     assert options.changed() is options

@@ -222,6 +222,18 @@ def test_bad_options_fail_at_registration(hook, options, match):
     assert Image.OPEN["JPEG"][0] is JpegImagePlugin.jpeg_factory  # and nothing was registered
 
 
+def test_the_hook_takes_the_transforms_dtype(hook, tiny_model, rotated_jpeg):
+    hook(correct=True, weights=tiny_model, dtype=torch.bfloat16)
+    placed = Image.open(io.BytesIO(rotated_jpeg))._qgac_correction.weights
+    assert next(placed.parameters()).dtype == torch.bfloat16 and next(tiny_model.parameters()).dtype == torch.float32
+    low = Image.open(io.BytesIO(rotated_jpeg))
+    low.load()
+    expected = JPEGArtifactCorrection(tiny_model, dtype=torch.bfloat16)(io.BytesIO(rotated_jpeg))
+    assert torch.equal(to_tensor(low), to_tensor(expected))
+    with pytest.raises(TypeError, match="unknown correction option.*'strength'"):
+        hook(correct=True, strength=0.5)
+
+
 def test_a_given_model_is_copied_to_the_device_once_and_never_moved(hook, tiny_model, rotated_jpeg):
     hook(correct=True, weights=tiny_model, device="meta")  # "meta": a device CI has, where nothing runs
     placed = Image.open(io.BytesIO(rotated_jpeg))._qgac_correction.weights

@@ -386,6 +386,29 @@ def test_in_a_sample_a_tensor_then_jpeg_bytes_then_a_path_is_the_image(tiny_mode
     assert torch.equal(to_tensor(named["name"]), expected) and named["url"] == "https://example.org/photo.jpg"
 
 
+def test_in_a_sample_other_bytes_captions_and_arrays_never_take_the_image(tiny_model, jpeg, expected, tmp_path):
+    """Raw webdataset samples keep every field as bytes, in any order: the JPEG is the one
+    that starts with SOI; a caption is no path; an array ranks below a tensor."""
+    transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
+    raw = transform({"__key__": "000001", "cls": b"3", "json": b'{"a": 1}', "jpg": jpeg})
+    assert raw["cls"] == b"3" and raw["json"] == b'{"a": 1}' and torch.equal(to_tensor(raw["jpg"]), expected)
+    stream = io.BytesIO(jpeg)
+    files = transform({"txt": io.BytesIO(b"a caption"), "jpg": stream})
+    assert torch.equal(to_tensor(files["jpg"]), expected) and files["txt"].tell() == 0
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    captioned = transform({"txt": "a photo of a cat", "path": str(path)})
+    assert captioned["txt"] == "a photo of a cat" and torch.equal(to_tensor(captioned["path"]), expected)
+    pixels = to_tensor(decoded(jpeg))
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    masked = transform({"mask": mask, "image": pixels})
+    assert masked["mask"] is mask and torch.equal(masked["image"], transform(pixels))
+    with pytest.raises(InvalidJPEGError, match="no SOI"):  # nothing better: the bytes are taken, and refused
+        transform({"__key__": "000002", "cls": b"3"})
+    with pytest.raises(InvalidJPEGError, match="missing.jpg"):
+        transform({"path": str(tmp_path / "missing.jpg"), "label": 3})
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
 def test_decoded_pixels_in_any_model_dtype_leave_the_callers_model_alone(tiny_model, jpeg, dtype):
     pixels = to_tensor(decoded(jpeg))

@@ -78,15 +78,16 @@ def _describe_decoded(path: str) -> dict[str, Any] | str | None:
     import torch  # noqa: PLC0415
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
+    from ..evaluation import eight_bit  # noqa: PLC0415
     from ..grid import find_grid  # noqa: PLC0415
 
     try:
         with Image.open(path) as image:
-            image_format, mode = image.format, "L" if len(image.getbands()) == 1 else "RGB"
+            image_format = image.format
             if image_format in ("JPEG", "MPO"):
                 return None
-            array = np.asarray(image.convert(mode))
-    except (OSError, UnidentifiedImageError, ValueError):
+            array = np.asarray(eight_bit(image))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
     pixels = torch.from_numpy(array.reshape(*array.shape[:2], -1).copy()).permute(2, 0, 1)
     if bool((pixels == pixels[:1]).all()):
