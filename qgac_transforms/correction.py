@@ -104,10 +104,11 @@ def correct(
 def decode(coefficients: JPEGCoefficients, dtype: torch.dtype = torch.float32) -> Tensor:
     """The uncorrected pixels ``(C, H, W)`` of a JPEG as libjpeg decodes them (what Pillow
     shows), from its coefficients. Coefficients that no baseline JPEG can hold (steps
-    above 255) get this library's float decode instead, within 2 levels of libjpeg's."""
+    above 255, values out of range) get this library's float decode instead, within 2
+    levels of libjpeg's."""
     try:
         pixels = torch.from_numpy(libjpeg_pixels(coefficients))
-    except ValueError:
+    except (ValueError, OSError):
         planes, _ = coefficients.to_tensors(dtype=dtype)
         return coefficients_to_pixels(
             [p[0] for p in planes], coefficients.height, coefficients.width, coefficients.chroma_factor

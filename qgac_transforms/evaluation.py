@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError, features
+from PIL import Image, features
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -47,22 +47,27 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def load_reference(path: str | os.PathLike) -> Image.Image:
-    """A ground-truth image, 8 bits per sample (:func:`eight_bit`)."""
-    with Image.open(path) as image:
-        return eight_bit(image)
+    """A ground-truth image, 8 bits per sample (:func:`eight_bit`). Raises ``ValueError``
+    naming the file for one that cannot be read, or is over Pillow's pixel limit."""
+    try:
+        with Image.open(path) as image:
+            return eight_bit(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: cannot read the image ({error})") from error
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
-    """``image`` as ``L`` if gray (16-bit gray scaled down to 8 bits, alpha dropped), else
-    as ``RGB`` (palette images included). Raises ``ValueError`` for 32-bit pixels, whose
-    range no mode fixes."""
-    if image.mode.startswith("I;16"):
-        wide = np.asarray(image).astype(np.uint32)
+    """``image`` as ``L`` if gray, else as ``RGB`` (palette images included); alpha
+    dropped. Integer gray of more than 8 bits (16-bit PNG, TIFF and PGM, which Pillow
+    opens as ``I;16`` or ``I``) is scaled from 0..65535 to 0..255. Raises ``ValueError``
+    for float pixels and integers outside 0..65535, whose range no mode fixes."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise ValueError(f"{image.mode} pixels from {wide.min()} to {wide.max()}: not 8- or 16-bit gray")
         return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-    if image.mode in ("I", "F"):
-        raise ValueError(
-            f"{image.mode}-mode pixels (32 bits) have no fixed range: save the image with 8 or 16 bits per sample"
-        )
+    if image.mode == "F":
+        raise ValueError("floating point pixels have no fixed range: save the image with 8 or 16 bits per sample")
     return image.convert("L" if image.mode in ("1", "L", "LA", "La") else "RGB")
 
 
@@ -170,8 +175,8 @@ def evaluate_dataset(
         for path in paths:
             try:
                 reference_image = load_reference(path)
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-                failures.append({"image": path.name, "error": f"{path}: cannot read the image ({error})"})
+            except ValueError as error:
+                failures.append({"image": path.name, "error": str(error)})
                 bar.update(len(qualities))
                 continue
             reference = pixels(reference_image)

@@ -81,7 +81,10 @@ def placed_model(
 ) -> Weights:
     """A model given by the caller, on ``device`` in ``dtype``: the model itself when neither is
     asked for, else a converted copy, made once, so the caller's model never moves. Weights
-    named by a name or path are returned as they are (they are loaded where they are used)."""
+    named by a name or path are returned as they are (they are loaded where they are used).
+    Raises ``ValueError`` for a ``dtype`` that is not a floating point ``torch.dtype``."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
     if not isinstance(model, nn.Module) or (device is None and dtype is None):
         return model
     return copy.deepcopy(model).to(device=device, dtype=dtype)

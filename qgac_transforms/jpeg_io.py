@@ -594,7 +594,8 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
 def libjpeg_pixels(coefficients: JPEGCoefficients) -> np.ndarray:
     """What libjpeg (Pillow's decoder) decodes ``coefficients`` to, ``(H, W)`` or ``(H, W, 3)``
     uint8 in stored orientation: the pixels a viewer shows of the file they came from.
-    Raises ``ValueError`` for coefficients no baseline JPEG can hold."""
+    Raises ``ValueError`` for coefficients no baseline JPEG can hold (``OSError`` where
+    libjpeg finds them out of range)."""
     with _pillow_decoder(_baseline_stream(coefficients)) as image:
         return np.array(image)
 

@@ -35,7 +35,7 @@ Our own choices, beyond both:
 
 - Learned upsampling (:class:`LearnedUpsample`) is separable, one 4-tap stride-2
   transposed conv per halving and axis, so one set of weights follows any
-  sampling factor (4:2:0, 4:2:2, 4:4:0, 4:1:1; none for 4:4:4). The paper and the
+  sampling factor (4:2:0, 4:2:2, 4:4:0, 4:1:1, 4:1:0; none for 4:4:4). The paper and the
   port use one 4x4 stride-2 transposed conv, i.e. 4:2:0 only.
 - Normalization statistics are buffers of the model and part of its config, not a
   global file.
@@ -171,7 +171,7 @@ class LearnedUpsample(nn.Module):
     """Learned 2x upsampling of block features along each axis the file subsampled.
 
     The paper uses one 4x4 stride-2 transposed convolution for 4:2:0. To follow any
-    sampling factor (4:2:2, 4:4:0, 4:1:1) with one set of weights, this applies a
+    sampling factor (4:2:2, 4:4:0, 4:1:1, 4:1:0) with one set of weights, this applies a
     1-D 4-tap stride-2 transposed convolution per halving, vertical then horizontal.
     """
 

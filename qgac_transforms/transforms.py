@@ -32,9 +32,11 @@ and coefficient objects are all corrected. Only in a sample with none of them is
 other input taken as the image: the first pure tensor; else the first bytes or file
 object that starts like a JPEG (a webdataset sample's ``"jpg"`` beside its
 ``"__key__"`` and ``"cls"``); else the first path of an existing file. Everything else
-(labels, boxes, masks, keys, captions) passes through. Only in a sample with none of
-these is other data taken, and refused with the reason: bytes that are no JPEG, a
-missing file, a numpy array (``TypeError``), or nothing to correct (``TypeError``).
+(labels, boxes, keys, captions) passes through. A numpy array ranks just below a pure
+tensor and is refused (``TypeError``), so that a picture given as an array is never
+passed by uncorrected. Only in a sample with none of these is other data taken, and
+refused with the reason: bytes that are no JPEG, a missing file, or nothing to correct
+(``TypeError``).
 """
 
 from __future__ import annotations
@@ -60,33 +62,34 @@ _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficient
 
 def _claim(item: Any) -> int | None:
     """How an item outside :data:`_IMAGE_TYPES` claims to be a sample's image, strongest
-    first: 0 a pure tensor (as in torchvision); 1 JPEG data: bytes-like or a file object
-    that starts with the SOI marker (or cannot be peeked at); 2 the path of an existing
-    file; 3 other bytes and file objects; 4 other strings (keys, captions, URLs); 5 a
-    numpy array. ``None``: not an image. Claims 3 to 5 are taken only where nothing
-    stronger is, and then fail with the reason."""
+    first: 0 a pure tensor (as in torchvision); 1 a numpy array, refused with
+    ``TypeError`` rather than pass a picture by uncorrected; 2 JPEG data: bytes-like or a
+    file object that starts with the SOI marker (or cannot be peeked at); 3 the path of
+    an existing file; 4 other bytes and file objects; 5 other strings (keys, captions,
+    URLs). ``None``: not an image. Claims 4 and 5 are taken only where nothing stronger
+    is, and then fail with the reason."""
     if isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor):
         return 0
     if isinstance(item, np.ndarray):
-        return 5
+        return 1
     if not F.is_jpeg_file(item):
         return None
     if isinstance(item, (str, os.PathLike)):
-        return 2 if os.path.isfile(item) else 4
-    return 1 if _starts_like_jpeg(item) else 3
+        return 3 if os.path.isfile(item) else 5
+    return 2 if _starts_like_jpeg(item) else 4
 
 
 def _starts_like_jpeg(data: Any) -> bool:
     """Whether bytes-like data or a binary file object (looked at in place) starts with SOI."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data[:2]) == JPEG_SOI
     try:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return memoryview(data).cast("B")[:2] == JPEG_SOI  # any shape or item format, as bytes
         if not data.seekable():
             return True  # a stream: reading would consume it
         position = data.tell()
         head = data.read(2)
         data.seek(position)
-    except (AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, TypeError, ValueError):
         return True  # the kernel reads it and names what is wrong
     return head == JPEG_SOI
 
@@ -133,8 +136,6 @@ class JPEGArtifactCorrection(Transform):
     ) -> None:
         super().__init__()
         self.options = CorrectionOptions.of(options, **changes)
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
         is_model = isinstance(weights, nn.Module)
         weights = F.placed_model(weights, device, dtype)
         self.weights = None if is_model or weights is None else os.fspath(weights)

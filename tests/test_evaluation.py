@@ -182,16 +182,20 @@ def test_references_are_eight_bit_gray_or_rgb_whatever_their_mode(seed, height, 
     assert colour.mode == "P" and eight_bit(colour).mode == "RGB"  # a palette image is colour
     assert np.array_equal(np.asarray(eight_bit(colour)), np.asarray(colour.convert("RGB")))
     assert np.array_equal(np.asarray(eight_bit(Image.fromarray(gray).convert("LA"))), gray)
-    with pytest.raises(ValueError, match="32 bits"):
-        eight_bit(Image.fromarray(gray).convert("I"))
+    assert np.array_equal(np.asarray(eight_bit(Image.fromarray(gray.astype(np.int32) * 257))), gray)  # mode I
+    with pytest.raises(ValueError, match="not 8- or 16-bit gray"):
+        eight_bit(Image.fromarray(gray.astype(np.int32) - 256))  # all below 0
+    with pytest.raises(ValueError, match="floating point"):
+        eight_bit(Image.fromarray(gray.astype(np.float32)))
 
 
-def test_a_sixteen_bit_original_is_scored_as_its_eight_bit_picture(tmp_path, tiny_model):
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])  # Pillow opens them as I;16, I;16 and I
+def test_a_sixteen_bit_original_is_scored_as_its_eight_bit_picture(tmp_path, tiny_model, suffix):
     picture = textured_image(4, 24, 32, "L")
     (tmp_path / "eight").mkdir()
     (tmp_path / "sixteen").mkdir()
     picture.save(tmp_path / "eight" / "a.png")
-    Image.fromarray(np.asarray(picture).astype(np.uint16) * 257).save(tmp_path / "sixteen" / "a.png")
+    Image.fromarray(np.asarray(picture).astype(np.uint16) * 257).save(tmp_path / "sixteen" / f"a{suffix}")
     eight, sixteen = (evaluate_dataset(tiny_model, tmp_path / name, [30], progress=False)["results"][0]
                       for name in ("eight", "sixteen"))  # fmt: skip
     assert sixteen["jpeg"] == eight["jpeg"] and np.isfinite(sixteen["jpeg"]["psnr"])
@@ -204,4 +208,5 @@ def test_an_image_over_pillows_pixel_limit_is_a_failure_not_a_crash(tmp_path, ti
     report = evaluate_dataset(tiny_model, tmp_path, [30], progress=False)
     assert report["results"][0]["n_images"] == 1
     assert [failure["image"] for failure in report["failures"]] == ["huge.png"]
+    assert "huge.png: cannot read the image" in report["failures"][0]["error"]
     assert "decompression bomb" in report["failures"][0]["error"]

@@ -371,8 +371,13 @@ def test_write_rejects_what_baseline_cannot_hold(sample):
     bad = JPEGCoefficients(jpeg.blocks, tuple(tables), jpeg.sampling, jpeg.width, jpeg.height, "ycbcr")
     with pytest.raises(ValueError, match="255"):
         write_coefficients(bad, io.BytesIO())
-    planes = bad.to_tensors(dtype=torch.float32).planes  # no baseline JPEG holds it: the float decode
-    assert torch.equal(decode(bad), codec.coefficients_to_pixels([p[0] for p in planes], bad.height, bad.width, (2, 2)))
+    blocks = [b.copy() for b in jpeg.blocks]
+    blocks[0][0, 0, 0, 0] = 3000  # a DC libjpeg finds out of range (OSError)
+    out_of_range = JPEGCoefficients(tuple(blocks), jpeg.tables, jpeg.sampling, jpeg.width, jpeg.height, "ycbcr")
+    for unwritable in (bad, out_of_range):  # no baseline JPEG holds them: the float decode
+        planes = unwritable.to_tensors(dtype=torch.float32).planes
+        floats = codec.coefficients_to_pixels([p[0] for p in planes], jpeg.height, jpeg.width, (2, 2))
+        assert torch.equal(decode(unwritable), floats)
 
 
 @pytest.mark.parametrize("mode", ["gray", "4:2:0", "4:1:1"])

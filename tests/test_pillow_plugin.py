@@ -232,6 +232,12 @@ def test_the_hook_takes_the_transforms_dtype(hook, tiny_model, rotated_jpeg):
     assert torch.equal(to_tensor(low), to_tensor(expected))
     with pytest.raises(TypeError, match="unknown correction option.*'strength'"):
         hook(correct=True, strength=0.5)
+    for dtype in (torch.int8, "bfloat16"):  # refused at registration, in the transform's words
+        with pytest.raises(ValueError, match="dtype must be a floating point torch.dtype") as refused:
+            hook(correct=True, dtype=dtype)
+        with pytest.raises(ValueError) as from_transform:
+            JPEGArtifactCorrection(dtype=dtype)
+        assert str(refused.value) == str(from_transform.value)
 
 
 def test_a_given_model_is_copied_to_the_device_once_and_never_moved(hook, tiny_model, rotated_jpeg):

@@ -21,7 +21,7 @@ from qgac_transforms.correction import decode, model_inputs
 from qgac_transforms.jpeg_io import InvalidJPEGError, read_coefficients
 from qgac_transforms.quantization import quality_to_table
 from qgac_transforms.self_ensemble import correct_self_ensemble
-from qgac_transforms.transforms import JPEGArtifactCorrection
+from qgac_transforms.transforms import JPEGArtifactCorrection, _claim
 
 QUALITY = 30
 
@@ -403,6 +403,10 @@ def test_in_a_sample_other_bytes_captions_and_arrays_never_take_the_image(tiny_m
     mask = np.zeros((8, 8), dtype=np.uint8)
     masked = transform({"mask": mask, "image": pixels})
     assert masked["mask"] is mask and torch.equal(masked["image"], transform(pixels))
+    with pytest.raises(TypeError, match="numpy"):  # a picture as an array is refused, not passed by for the path
+        transform({"image": np.asarray(decoded(jpeg)), "path": str(path)})
+    shaped = np.frombuffer(jpeg[: len(jpeg) // 4 * 4], dtype=np.int32)  # a JPEG seen as a memoryview of int32s
+    assert _claim(memoryview(shaped)) == _claim(jpeg)
     with pytest.raises(InvalidJPEGError, match="no SOI"):  # nothing better: the bytes are taken, and refused
         transform({"__key__": "000002", "cls": b"3"})
     with pytest.raises(InvalidJPEGError, match="missing.jpg"):
