@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -322,3 +323,43 @@ def test_output_subsampling_is_the_coarsest_pillow_layout_that_loses_no_chroma(f
                 if SUBSAMPLINGS[name][0] <= upright[0] and SUBSAMPLINGS[name][1] <= upright[1]]  # fmt: skip
     chosen = SUBSAMPLINGS[output_subsampling(factor, orientation)]
     assert chosen in lossless and chosen[0] * chosen[1] == max(v * h for v, h in lossless)
+
+
+def test_globs_of_folders_symlinked_folders_and_pipes(qgac, tmp_path, tiny_weights):
+    shoots = tmp_path / "shoots"
+    for name in ("shoot-1", "shoot-2"):
+        (shoots / name).mkdir(parents=True)
+        (shoots / name / "a.jpg").write_bytes(save_jpeg(textured_image(1, 16, 16), quality=40))
+    code, _, _ = qgac("correct", str(shoots / "shoot-*"), "-o", tmp_path / "out", "--weights", tiny_weights)
+    assert code == 0 and {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")} == {
+        "shoot-1/a.png", "shoot-2/a.png"}  # a matched folder is searched, its name kept
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "elsewhere").symlink_to(shoots / "shoot-1", target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # walked once, not forever
+    os.mkfifo(linked / "pipe")  # never opened: reading it would block
+    code, _, err = qgac("correct", linked, "-o", tmp_path / "out-linked", "--weights", tiny_weights)
+    assert code == 0 and (tmp_path / "out-linked" / "elsewhere" / "a.png").is_file()
+    assert "pipe: not a regular file" in err
+
+
+def test_a_trailing_slash_names_a_folder_and_long_names_are_written(qgac, photos, tmp_path, tiny_weights):
+    code, _, _ = qgac("correct", photos / "a.jpg", "-o", f"{tmp_path / 'results.v2'}/", "--weights", tiny_weights)
+    assert code == 0 and (tmp_path / "results.v2" / "a.png").is_file()
+    long = tmp_path / "long" / ("x" * 240 + ".jpg")  # the output name is legal; a temporary name beside it must be
+    long.parent.mkdir()
+    long.write_bytes((photos / "a.jpg").read_bytes())
+    code, _, err = qgac("correct", long, "--weights", tiny_weights)
+    assert code == 0 and long.with_name("x" * 240 + "_qgac.png").is_file(), err
+    assert [p.name for p in long.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_exits_130_without_a_traceback(qgac, photos, monkeypatch):
+    from qgac_transforms.cli import correct as correct_command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(correct_command, "collect", interrupted)
+    code, _, err = qgac("correct", photos)
+    assert code == 130 and err.strip() == "qgac correct: interrupted"

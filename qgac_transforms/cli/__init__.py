@@ -30,6 +30,8 @@ SUBCOMMANDS = {
 
 #: Exit status when stdout's reader went away: 128 + SIGPIPE, what a shell reports for Unix tools.
 EXIT_BROKEN_PIPE = 141
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `qgac info ... | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; outputs are written atomically, so none is partial
+        print(f"qgac {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

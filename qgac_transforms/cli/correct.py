@@ -16,9 +16,11 @@ not correct the first run's outputs again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import glob
 import os
+import secrets
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -53,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="INPUT", help="JPEG files, folders (searched recursively) or globs"
     )
     parser.add_argument(
-        "-o", "--output", type=Path,
-        help="output folder (or output file for a single input); default: next to each input as NAME_qgac.EXT",
+        "-o", "--output", action=_OutputAction,
+        help="output folder (or output file for a single input; a trailing / always names a folder); "
+        "default: next to each input as NAME_qgac.EXT",
     )  # fmt: skip
+    parser.set_defaults(output_is_folder=False)
     parser.add_argument(
         "--format", choices=("png", "jpeg", "keep"), default=None,
         help="output format: png (lossless), jpeg, or keep (the input's: JPEG, same extension); "
@@ -89,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--self-ensemble", action="store_true",
         help="average the corrections of each image's eight orientations: a little better, 8x slower",
     )  # fmt: skip
+
+
+class _OutputAction(argparse.Action):
+    """``-o``: the path, and whether a trailing separator says it is a folder (``Path`` drops it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        namespace.output = Path(values)
+        namespace.output_is_folder = values.endswith(("/", os.sep))
 
 
 def _quality(text: str) -> int:
@@ -131,15 +143,18 @@ def _written_by_qgac(path: Path) -> bool:
         return False
 
 
-def _names_a_file(path: Path) -> bool:
-    """``-o PATH`` names a file: an existing one, or a new name with an extension."""
-    return path.is_file() or (not path.is_dir() and bool(path.suffix))
+def _names_a_file(args: argparse.Namespace) -> bool:
+    """``-o PATH`` names a file: an existing one, or a new name with an extension and no
+    trailing separator."""
+    path = args.output
+    return path is not None and not args.output_is_folder and (path.is_file() or (not path.is_dir() and bool(path.suffix)))
 
 
-def _output_file_problem(output: Path | None, several: bool, chosen: str | None) -> str | None:
+def _output_file_problem(args: argparse.Namespace, several: bool) -> str | None:
     """Why ``-o OUTPUT``, where it names a file, cannot be written as asked, or ``None``: it
     takes one input; its extension decides the format, and ``--format`` must not contradict it."""
-    if output is None or not _names_a_file(output):
+    output, chosen = args.output, args.format
+    if not _names_a_file(args):
         return None
     if several:
         return f"-o {output} names a file, but there are several inputs (or a folder): give a folder"
@@ -181,27 +196,41 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
             seen.add(resolved)
             jobs.append(Job(path, root, named))
 
+    def walk(path: Path, root: Path, text: str) -> None:
+        """Every regular file under ``path`` (symlinked folders followed, each folder once),
+        its output kept at its path under ``root``."""
+        walked, visited = 0, set()
+        for folder, subfolders, names in os.walk(path, followlinks=True):
+            visited.add(Path(folder).resolve())
+            # an output folder inside an input folder holds results, not inputs; a link loop is walked once
+            subfolders[:] = sorted(
+                name for name in subfolders if (Path(folder) / name).resolve() not in {exclude, *visited}
+            )
+            for name in sorted(names):
+                file = Path(folder) / name
+                if file.is_file() or not file.exists():  # a broken link is reported when it is read
+                    walked += 1
+                    add(file, root)
+                else:  # a pipe, a socket, a device: opening it could block
+                    print(f"skipping {file}: not a regular file", file=sys.stderr)
+        if not walked:  # like a pattern that matches nothing: the user expected files here
+            failures.append((text, "no files in this folder"))
+
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            walked = 0
-            for folder, subfolders, names in os.walk(path):
-                # an output folder inside an input folder holds results, not inputs
-                subfolders[:] = sorted(name for name in subfolders if (Path(folder) / name).resolve() != exclude)
-                walked += len(names)
-                for name in sorted(names):
-                    add(Path(folder) / name, path)
-            if not walked:  # like a pattern that matches nothing: the user expected files here
-                failures.append((text, "no files in this folder"))
+            walk(path, path, text)
         elif path.is_file():
             add(path, None, named=True)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 failures.append((text, "no file matches this pattern"))
-            for match in matches:
-                if Path(match).is_file():
-                    add(Path(match), None)
+            for match in map(Path, matches):
+                if match.is_dir():  # a matched folder is searched like a folder input, its name kept
+                    walk(match, match.parent, str(match))
+                elif match.is_file():
+                    add(match, None)
         else:
             failures.append((text, "no such file or folder"))
     return jobs, failures
@@ -216,7 +245,7 @@ def output_path(job: Job, args: argparse.Namespace, single_file: bool) -> Path:
         suffix = OUTPUT_SUFFIX[args.format or "png"]
     if args.output is None:
         return source.with_name(f"{source.stem}_qgac{suffix}")
-    if single_file and _names_a_file(args.output):
+    if single_file and _names_a_file(args):
         return args.output
     relative = source.relative_to(job.root) if job.root is not None else Path(source.name)
     return args.output / relative.with_suffix(suffix)
@@ -239,14 +268,16 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         options["extra"] = b"\xff\xfe" + (2 + len(mark)).to_bytes(2, "big") + mark  # a COM segment
         options["quality"] = args.quality
         options["subsampling"] = subsampling
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    # short, so that any legal output name has a legal temporary name beside it
+    temporary = destination.with_name(f".qgac-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "xb") as file:  # a plain new file: the user's umask applies
             image.save(file, file_format, **options)
         os.replace(temporary, destination)
     except BaseException as error:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         if isinstance(error, OSError):  # name the output, not the temporary file
             raise OSError(f"cannot write {destination} ({error.strerror or error})") from error
         raise
@@ -299,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     exclude = args.output.resolve() if args.output is not None and args.output.is_dir() else None
     jobs, failures = collect(args.inputs, exclude)
     several = len(args.inputs) > 1 or len(jobs) > 1 or any(job.root is not None for job in jobs)
-    if problem := _output_file_problem(args.output, several, args.format):
+    if problem := _output_file_problem(args, several):
         return _error(problem)
     single_file = len(jobs) == 1 and not several
 
