@@ -354,6 +354,11 @@ def test_a_trailing_slash_names_a_folder_and_long_names_are_written(qgac, photos
     assert [p.name for p in long.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_model_that_cannot_load_still_lets_the_input_failures_be_said(qgac, photos, tmp_path):
+    code, _, err = qgac("correct", tmp_path / "nosuch.jpg", photos / "a.jpg", "--weights", tmp_path / "no-model")
+    assert code == 2 and "nosuch.jpg: no such file or folder" in err and "cannot load the model" in err
+
+
 def test_ctrl_c_exits_130_without_a_traceback(qgac, photos, monkeypatch):
     from qgac_transforms.cli import correct as correct_command
 

@@ -381,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
             torch.device(device)
             model = load_model(args.weights, device=device)
         except (OSError, ValueError, RuntimeError) as error:
+            report_failures("correct", failures, "input")  # the inputs already found wanting are still said
             return _error(f"cannot load the model {args.weights or '(default)'} on {device}: {error}")
         # a bar only on a terminal: elsewhere (a log file) its carriage returns are noise
         show = len(todo) > 1 and sys.stderr.isatty()
