@@ -6,10 +6,11 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .codec import coefficients_to_pixels
 from .dct import BLOCK, crop, pad_blocks
-from .jpeg_io import JPEGCoefficients, libjpeg_pixels
+from .jpeg_io import JPEGCoefficients, libjpeg_decode
 from .model import QGAC
 
 
@@ -107,10 +108,9 @@ def decode(coefficients: JPEGCoefficients, dtype: torch.dtype = torch.float32) -
     above 255, values out of range) get this library's float decode instead, within 2
     levels of libjpeg's."""
     try:
-        pixels = torch.from_numpy(libjpeg_pixels(coefficients))
+        return pil_to_tensor(libjpeg_decode(coefficients)).to(dtype)
     except (ValueError, OSError):
         planes, _ = coefficients.to_tensors(dtype=dtype)
         return coefficients_to_pixels(
             [p[0] for p in planes], coefficients.height, coefficients.width, coefficients.chroma_factor
         )
-    return pixels.reshape(*pixels.shape[:2], -1).permute(2, 0, 1).to(dtype)

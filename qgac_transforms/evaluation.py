@@ -61,7 +61,7 @@ def eight_bit(image: Image.Image) -> Image.Image:
     dropped. Integer gray of more than 8 bits (16-bit PNG, TIFF and PGM, which Pillow
     opens as ``I;16`` or ``I``) is scaled from 0..65535 to 0..255. Raises ``ValueError``
     for float pixels and integers outside 0..65535, whose range no mode fixes."""
-    if image.mode.startswith("I;16") or image.mode == "I":
+    if image.mode.startswith("I"):  # I, I;16, I;16B, ...
         wide = np.asarray(image).astype(np.int64)
         if wide.size and (wide.min() < 0 or wide.max() > 65535):
             raise ValueError(f"{image.mode} pixels from {wide.min()} to {wide.max()}: not 8- or 16-bit gray")

@@ -591,13 +591,14 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
         destination.write(data)
 
 
-def libjpeg_pixels(coefficients: JPEGCoefficients) -> np.ndarray:
-    """What libjpeg (Pillow's decoder) decodes ``coefficients`` to, ``(H, W)`` or ``(H, W, 3)``
-    uint8 in stored orientation: the pixels a viewer shows of the file they came from.
-    Raises ``ValueError`` for coefficients no baseline JPEG can hold (``OSError`` where
-    libjpeg finds them out of range)."""
-    with _pillow_decoder(_baseline_stream(coefficients)) as image:
-        return np.array(image)
+def libjpeg_decode(coefficients: JPEGCoefficients) -> Image.Image:
+    """What libjpeg (Pillow's decoder) decodes ``coefficients`` to, loaded, in stored
+    orientation: the picture a viewer shows of the file they came from. Raises
+    ``ValueError`` for coefficients no baseline JPEG can hold (``OSError`` where libjpeg
+    finds them out of range)."""
+    image = _pillow_decoder(_baseline_stream(coefficients))
+    image.load()
+    return image
 
 
 def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:

@@ -147,7 +147,9 @@ def _names_a_file(args: argparse.Namespace) -> bool:
     """``-o PATH`` names a file: an existing one, or a new name with an extension and no
     trailing separator."""
     path = args.output
-    return path is not None and not args.output_is_folder and (path.is_file() or (not path.is_dir() and bool(path.suffix)))
+    if path is None or args.output_is_folder:
+        return False
+    return path.is_file() or (not path.is_dir() and bool(path.suffix))
 
 
 def _output_file_problem(args: argparse.Namespace, several: bool) -> str | None:
@@ -199,13 +201,10 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
     def walk(path: Path, root: Path, text: str) -> None:
         """Every regular file under ``path`` (symlinked folders followed, each folder once),
         its output kept at its path under ``root``."""
-        walked, visited = 0, set()
+        walked, skipped = 0, {exclude}  # an output folder inside an input folder holds results, not inputs
         for folder, subfolders, names in os.walk(path, followlinks=True):
-            visited.add(Path(folder).resolve())
-            # an output folder inside an input folder holds results, not inputs; a link loop is walked once
-            subfolders[:] = sorted(
-                name for name in subfolders if (Path(folder) / name).resolve() not in {exclude, *visited}
-            )
+            skipped.add(Path(folder).resolve())  # walked: a link loop comes back to it
+            subfolders[:] = sorted(name for name in subfolders if (Path(folder) / name).resolve() not in skipped)
             for name in sorted(names):
                 file = Path(folder) / name
                 if file.is_file() or not file.exists():  # a broken link is reported when it is read
