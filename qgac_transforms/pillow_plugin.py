@@ -118,6 +118,27 @@ class _CoefficientsMixin:
         self._qgac_corrected_digest = pixel_digest(self)  # type: ignore[arg-type]
         return access
 
+    def __getstate__(self) -> list[Any]:
+        """Pillow pickles the mode, size, ``info`` and pixels; this adds the JPEG stream of the
+        current frame, the digest of the hook's correction and the header's tables, so that an
+        image sent to another process (``DataLoader`` workers) is still corrected from its file
+        and known as the hook's correction."""
+        state = super().__getstate__()  # type: ignore[misc]
+        try:
+            stream: bytes | None = self.qgac_jpeg_bytes
+        except InvalidJPEGError:
+            stream = None  # its file is gone: the pixels travel, as Pillow's own image's do
+        header = {name: getattr(self, name, None) for name in ("quantization", "layer")}
+        return [*state, {"jpeg": stream, "corrected_digest": self._qgac_corrected_digest, **header}]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        *pillow, extra = state  # what Pillow's own __getstate__ gave, then this class's entry
+        super().__setstate__(pillow)  # type: ignore[misc]
+        self._qgac_file, self._qgac_corrected_digest = extra["jpeg"], extra["corrected_digest"]
+        for name in ("quantization", "layer"):
+            if extra[name] is not None:
+                setattr(self, name, extra[name])
+
     def seek(self, frame: int) -> None:
         super().seek(frame)  # type: ignore[misc]
         if self.tile:  # type: ignore[attr-defined]

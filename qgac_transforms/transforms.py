@@ -29,26 +29,31 @@ one call of :func:`qgac_transforms.functional.correct` with the transform's opti
 
 As in torchvision, when a sample holds several inputs, Pillow images, ``tv_tensors``
 and coefficient objects are all corrected. Only in a sample with none of them is one
-other input taken as the image: the first pure tensor; else the first bytes or file
-object that starts like a JPEG (a webdataset sample's ``"jpg"`` beside its
-``"__key__"`` and ``"cls"``); else the first path of an existing file. Everything else
-(labels, boxes, keys, captions) passes through. A numpy array ranks just below a pure
+other input taken as the image: the first pure tensor of at least 3 dimensions
+``(..., C, H, W)``; else the first bytes or file object that starts like a JPEG (a
+webdataset sample's ``"jpg"`` beside its ``"__key__"`` and ``"cls"``); else the first
+path of an existing file. Everything else (labels, one-hot and other tensors of fewer
+dimensions, boxes, keys, captions) passes through, and so do the entries of a dict
+whose key starts with ``"__"`` (webdataset's ``__key__``, ``__url__``,
+``__local_path__``). A numpy array of 2 or more dimensions ranks just below an image
 tensor and is refused (``TypeError``), so that a picture given as an array is never
 passed by uncorrected. Only in a sample with none of these is other data taken, and
 refused with the reason: bytes that are no JPEG, a missing file, or nothing to correct
-(``TypeError``).
+(``TypeError``); among such entries, one whose dict key or file name says JPEG
+(``"jpg"``, ``"photo.jpeg"``) is taken first, so that the error is about it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import MappingKey, tree_flatten_with_path, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
@@ -62,16 +67,16 @@ _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficient
 
 def _claim(item: Any) -> int | None:
     """How an item outside :data:`_IMAGE_TYPES` claims to be a sample's image, strongest
-    first: 0 a pure tensor (as in torchvision); 1 a numpy array, refused with
-    ``TypeError`` rather than pass a picture by uncorrected; 2 JPEG data: bytes-like or a
-    file object that starts with the SOI marker (or cannot be peeked at); 3 the path of
-    an existing file; 4 other bytes and file objects; 5 other strings (keys, captions,
-    URLs). ``None``: not an image. Claims 4 and 5 are taken only where nothing stronger
-    is, and then fail with the reason."""
+    first: 0 a pure tensor ``(..., C, H, W)`` (as in torchvision); 1 a numpy array of 2 or
+    more dimensions, refused with ``TypeError`` rather than pass a picture by uncorrected;
+    2 JPEG data: bytes-like or a file object that starts with the SOI marker (or cannot be
+    peeked at); 3 the path of an existing file; 4 other bytes and file objects; 5 other
+    strings (keys, captions, URLs). ``None``: not an image (a label, a one-hot vector).
+    Claims 4 and 5 are taken only where nothing stronger is, and then fail with the reason."""
     if isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor):
-        return 0
+        return 0 if item.ndim >= 3 else None
     if isinstance(item, np.ndarray):
-        return 1
+        return 1 if item.ndim >= 2 else None
     if not F.is_jpeg_file(item):
         return None
     if isinstance(item, (str, os.PathLike)):
@@ -94,14 +99,26 @@ def _starts_like_jpeg(data: Any) -> bool:
     return head == JPEG_SOI
 
 
-def _images(flat: list[Any]) -> list[bool]:
-    """Which items of a flattened sample to correct: every one of :data:`_IMAGE_TYPES`;
-    where there is none, the first item with the strongest :func:`_claim`."""
+#: Names (dict keys, file names) that say an entry is a JPEG.
+_JPEG_NAMES = ("jpg", "jpeg", "jpe", "jfif")
+
+
+def _images(leaves: list[tuple[Any, Any]]) -> list[bool]:
+    """Which items of a flattened sample (``(key path, item)`` pairs) to correct: every one
+    of :data:`_IMAGE_TYPES`; where there is none, the first item with the strongest
+    :func:`_claim` that a ``"__"`` dict key does not mark as metadata, one named like a
+    JPEG first among equals."""
+    flat = [item for _, item in leaves]
     if any(isinstance(item, _IMAGE_TYPES) for item in flat):
         return [isinstance(item, _IMAGE_TYPES) for item in flat]
-    claims = [_claim(item) for item in flat]
-    strongest = min((claim for claim in claims if claim is not None), default=None)
-    chosen = claims.index(strongest) if strongest is not None else -1
+    ranked = []
+    for index, (path, item) in enumerate(leaves):
+        key = next((str(entry.key) for entry in reversed(path) if isinstance(entry, MappingKey)), "")
+        claim = None if key.startswith("__") else _claim(item)
+        if claim is not None:
+            name = (os.fspath(item) if isinstance(item, (str, os.PathLike)) else key).lower()
+            ranked.append((claim, not name.endswith(_JPEG_NAMES), index))
+    chosen = min(ranked)[2] if ranked else -1
     return [index == chosen for index in range(len(flat))]
 
 
@@ -150,15 +167,29 @@ class JPEGArtifactCorrection(Transform):
         The loop of torchvision's ``Transform.forward`` over the flattened sample, with this
         transform's own choice of inputs (torchvision's is a private hook).
         """
-        flat, spec = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
-        needs = _images(flat)
+        leaves, spec = tree_flatten_with_path(inputs if len(inputs) > 1 else inputs[0])
+        flat = [item for _, item in leaves]
+        needs = _images(leaves)
         if not any(needs):
             found = ", ".join(sorted({type(item).__name__ for item in flat})) or "nothing"
             raise TypeError(
                 f"JPEGArtifactCorrection found no image to correct in its input ({found}): it takes a Pillow image, "
-                "an image tensor, tv_tensors.Image or Video, JPEGCoefficients, or a JPEG as a path, bytes or binary file"
+                "an image tensor (..., C, H, W), tv_tensors.Image or Video, JPEGCoefficients, or a JPEG as a path, "
+                "bytes or binary file"
             )
         return tree_unflatten([self.transform(item, {}) if need else item for item, need in zip(flat, needs)], spec)
+
+    def extra_repr(self) -> str:
+        """The settings that differ from the defaults (torchvision's shows only plain values)."""
+        settings = {"weights": self.weights, "device": self.device, "dtype": self.dtype}
+        shown = [f"{name}={value!r}" for name, value in settings.items() if value is not None]
+        if self._model is not None:
+            shown.insert(0, f"weights=<{type(self._model).__name__} object>")
+        for field in fields(self.options):
+            value = getattr(self.options, field.name)
+            if value != field.default:
+                shown.append(f"{field.name}=<{len(value)} tables>" if field.name == "tables" else f"{field.name}={value!r}")
+        return ", ".join(shown)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         device = inpt.device if isinstance(inpt, Tensor) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import subprocess
 import sys
 
@@ -133,6 +134,23 @@ def test_correct_true_gives_corrected_pixels(hook, tiny_model, rotated_jpeg, tmp
     upright = ImageOps.exif_transpose(image)
     assert torch.equal(to_tensor(upright), torch.rot90(expected, -1, (1, 2)))
     assert same_coefficients(image.dct_coefficients, read_coefficients(rotated_jpeg))
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_a_pickled_image_keeps_its_jpeg(hook, tiny_model, rotated_jpeg, correct):
+    """Sent to another process (pickled, as DataLoader workers return it), an image the hook
+    opened from bytes keeps its coefficients and header tables, and one it corrected is still
+    known as that correction: the transform corrects it from its file as before pickling."""
+    hook(correct=correct, weights=tiny_model)
+    image = Image.open(io.BytesIO(rotated_jpeg))
+    image.load()  # the stream is closed: only what pickling carries is left
+    transform = JPEGArtifactCorrection(tiny_model)
+    before = to_tensor(transform(image))
+    copy = pickle.loads(pickle.dumps(image))
+    assert type(copy) is type(image) and copy.tobytes() == image.tobytes() and copy.info == image.info
+    assert same_coefficients(copy.dct_coefficients, read_coefficients(rotated_jpeg))
+    assert copy.quantization == image.quantization and copy.layer == image.layer
+    assert torch.equal(to_tensor(transform(copy)), before)
 
 
 def test_correct_true_with_self_ensemble(hook, tiny_model, rotated_jpeg):

@@ -1180,6 +1180,61 @@ def test_model_options_with_init_change_the_configuration_and_keep_the_weights(t
             Trainer(tiny_config(tmp_path / "other", photos, stage="color", init=init, model_options=options)).build()
 
 
+@pytest.mark.parametrize("body", ["residual", "nafnet"])
+def test_a_deeper_block_depth_with_init_starts_from_the_same_function(tmp_path, photos, body):
+    """``block_depth`` above the init's appends blocks that start as the identity: the deeper
+    model corrects exactly as the one it grew from, keeps its weights, and still learns in the
+    new blocks (the first convolution of a new residual block stays random)."""
+    torch.manual_seed(3)
+    source = build_model("tiny", block_body=body, block_depth=1)
+    for parameter in source.parameters():  # a NAFNet block fresh from its constructor is the identity already
+        parameter.data.normal_(0, 0.05)
+    init = str(save_init(source, tmp_path / "y.pt"))
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_depth": 3}))
+    trainer.build()
+    deeper = trainer.model.eval()
+    assert deeper.config["block_depth"] == 3 and len(deeper.y_network.block1.body) == 3
+    kept = source.state_dict()
+    assert all(torch.equal(deeper.state_dict()[name], value) for name, value in kept.items())
+    y, table = torch.randn(2, 1, 16, 16) * 40, torch.randint(1, 60, (2, 8, 8)).float()
+    with torch.no_grad():
+        torch.testing.assert_close(deeper.correct_y(y, table), source.eval().correct_y(y, table), rtol=0, atol=0)
+    if body == "residual":
+        new = deeper.y_network.block2.body[2].body
+        assert not new[-1].weight.any() and new[0].weight.any()
+
+
+def test_train_blocks_from_trains_only_the_blocks_a_grown_model_added(tmp_path, photos):
+    """With ``train_blocks_from``, stage y moves the later body blocks of both BlockNets and
+    nothing else; where it names no block it is a clear error."""
+    torch.manual_seed(4)
+    source = build_model("tiny", block_body="residual", block_depth=1)
+    init = str(save_init(source, tmp_path / "y.pt"))
+    trainer = train(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_depth": 2},
+                                train_blocks_from=1, steps=3, ema_decay=0))
+    grown, before = trainer.model.state_dict(), source.state_dict()
+    added = [name for name in grown if ".body.1." in name and "y_network.block" in name]
+    assert added and all(not torch.equal(grown[name], torch.zeros_like(grown[name])) for name in added
+                         if name.endswith("body.2.weight"))
+    assert all(torch.equal(grown[name], value) for name, value in before.items())
+    for options, overrides in (({"block_depth": 2}, {"train_blocks_from": 2}),
+                               ({"block_depth": 2}, {"train_blocks_from": 1, "stage": "color"})):
+        with pytest.raises(ValueError, match="names no BlockNet body blocks"):
+            Trainer(tiny_config(tmp_path / "other", photos, init=init, model_options=options, **overrides)).build()
+    with pytest.raises(ValueError, match="names no BlockNet body blocks"):
+        Trainer(tiny_config(tmp_path / "rrdb", photos, train_blocks_from=0)).build()
+
+
+def test_a_deeper_body_that_cannot_start_as_the_identity_is_refused(tmp_path, photos):
+    """RRDB's dense blocks have no identity to start from; a shallower body would drop weights."""
+    init = str(save_init(build_model("tiny", block_body="residual", block_depth=2), tmp_path / "y.pt"))
+    rrdb = str(save_init(build_model("tiny"), tmp_path / "rrdb.pt"))
+    for source, options in ((rrdb, {"block_depth": 4}), (init, {"block_depth": 1}),
+                            (init, {"block_depth": 3, "block_width": 24})):
+        with pytest.raises(ValueError, match="change the weights"):
+            Trainer(tiny_config(tmp_path / "other", photos, init=source, model_options=options)).build()
+
+
 def test_card_names_the_last_stage_configuration_and_a_transferred_colour_network():
     from training.export import card_for, training_notes
 

@@ -413,6 +413,41 @@ def test_in_a_sample_other_bytes_captions_and_arrays_never_take_the_image(tiny_m
         transform({"path": str(tmp_path / "missing.jpg"), "label": 3})
 
 
+def test_in_a_sample_labels_and_metadata_never_take_the_image(tiny_model, jpeg, expected, tmp_path):
+    """A label tensor (0-d, one-hot) or array is no image; webdataset's ``__`` entries are
+    metadata even when they name an existing file; among entries that all fail, the one named
+    like a JPEG is taken, so that the error is about it."""
+    transform = JPEGArtifactCorrection(tiny_model, quality=QUALITY)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg)
+    label, one_hot, score = torch.tensor(3), torch.zeros(10), np.float32(0.5)
+    for sample in ((jpeg, label), (str(path), one_hot), {"cls": label, "jpg": jpeg, "score": np.array([score])}):
+        out = transform(sample)
+        image = out["jpg"] if isinstance(out, dict) else out[0]
+        assert torch.equal(to_tensor(image), expected)
+    assert transform((jpeg, label))[1] is label
+    shard = tmp_path / "shard-000.tar"
+    shard.write_bytes(b"not a JPEG")
+    sample = {"__key__": "000001", "__local_path__": str(shard), "__url__": str(shard), "jpg": jpeg}
+    out = transform(sample)
+    assert out["__local_path__"] == str(shard) and torch.equal(to_tensor(out["jpg"]), expected)
+    with pytest.raises(InvalidJPEGError, match="<bytes>: empty"):
+        transform({"__key__": "000001", "__local_path__": str(shard), "cls": b"3", "jpg": b""})
+    with pytest.raises(InvalidJPEGError, match="missing.jpg: cannot read"):
+        transform({"caption": "a dog", "path": str(tmp_path / "missing.jpg")})
+    with pytest.raises(TypeError, match=r"no image to correct in its input \(Tensor\)"):
+        transform({"cls": label})
+
+
+def test_repr_shows_the_settings(tiny_model):
+    transform = JPEGArtifactCorrection("qgac-small", dtype=torch.bfloat16, quality=30, blend=0.5, tile=None)
+    assert repr(transform) == ("JPEGArtifactCorrection(weights='qgac-small', dtype=torch.bfloat16, tile=None, "
+                               "blend=0.5, quality=30)")
+    assert repr(JPEGArtifactCorrection()) == "JPEGArtifactCorrection()"
+    assert repr(JPEGArtifactCorrection(tiny_model)) == "JPEGArtifactCorrection(weights=<QGAC object>)"
+    assert "tables=<3 tables>" in repr(JPEGArtifactCorrection(tables=quality_to_table(50)))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
 def test_decoded_pixels_in_any_model_dtype_leave_the_callers_model_alone(tiny_model, jpeg, dtype):
     pixels = to_tensor(decoded(jpeg))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from qgac_transforms.codec import coefficients_to_pixels
 from qgac_transforms.color import rgb_to_ycbcr
 from qgac_transforms.configs import build_model, create_model
+from qgac_transforms.layers import NAFBlock, ResidualBlock
 from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
@@ -73,6 +74,8 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the named configuration
     init: str | None = None  # checkpoint (.pt) or exported folder to start from (stages color, gan)
     init_color: str | None = None  # checkpoint or folder whose colour network to start from instead (same widths)
+    train_blocks_from: int | None = None  # stage y: train only the BlockNet body blocks from this index on
+    # (those that a deeper block_depth added to init), the rest frozen
     stats: str | None = None  # JSON from `python -m training stats`, or a model folder whose statistics to reuse
     steps: int | None = None  # total batches of the stage (None: the paper's, see PAPER_SCHEDULES)
     stop_at: int | None = None  # end this invocation at this step (checkpointed), to train in slices
@@ -190,11 +193,22 @@ def cosine_rate(start: float, end: float, progress: float) -> float:
     return min(max(rate, min(start, end)), max(start, end))  # no rounding past either end
 
 
-def stage_parameters(model: QGAC, stage: str) -> list[nn.Parameter]:
-    """Stage 1 trains the Y network; stage 2 the colour network with Y frozen; GAN both."""
+def stage_parameters(model: QGAC, stage: str, train_blocks_from: int | None = None) -> list[nn.Parameter]:
+    """Stage 1 trains the Y network; stage 2 the colour network with Y frozen; GAN both.
+    ``train_blocks_from`` narrows stage y to the BlockNet body blocks from that index on (the
+    blocks a grown model added), everything else frozen as it came."""
     model.requires_grad_(False)
     trained: nn.Module = {"y": model.y_network, "color": model.color_network, "gan": model}[stage]
-    trained.requires_grad_(True)
+    if train_blocks_from is None:
+        trained.requires_grad_(True)
+    else:
+        blocks = [block for net in (model.y_network.block1, model.y_network.block2)
+                  if isinstance(net.body, nn.Sequential) for block in list(net.body)[train_blocks_from:]]
+        if stage != "y" or not blocks:
+            raise ValueError(f"train_blocks_from={train_blocks_from} names no BlockNet body blocks of stage {stage!r} "
+                             f"(block_depth {model.config.get('block_depth', 3)})")
+        for block in blocks:
+            block.requires_grad_(True)
     return [p for p in trained.parameters() if p.requires_grad]
 
 
@@ -210,9 +224,11 @@ def load_qgac(source: str | Path) -> QGAC:
 
 def with_options(model: QGAC, options: dict[str, Any], source: str | Path) -> QGAC:
     """``model`` (loaded from ``source``) rebuilt with the constructor ``options`` changed and
-    its weights kept, for options that keep every weight's name and shape: a colour stage that
-    moves the model it starts from to ``chroma_upsampling="fancy"``, for one. The statistics
-    come with the weights, so options cannot set them."""
+    its weights kept, for options that keep every weight's name and shape (a colour stage that
+    moves the model it starts from to ``chroma_upsampling="fancy"``, for one), or that deepen a
+    residual or NAFNet BlockNet body: a larger ``block_depth`` appends blocks that start as the
+    identity, so the deeper model computes what ``model`` did and training starts from there.
+    The statistics come with the weights, so options cannot set them."""
     statistics = sorted(key for key in options if key.startswith("coefficient_"))
     if statistics:
         raise ValueError(f"model_options {statistics}: a run that starts from {source} keeps its statistics")
@@ -221,11 +237,42 @@ def with_options(model: QGAC, options: dict[str, Any], source: str | Path) -> QG
     except (TypeError, ValueError) as error:
         raise ValueError(f"model_options {options} do not fit {source}: {error}") from error
     try:
-        rebuilt.load_state_dict(model.state_dict())
+        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
+        appended = _appended_blocks(rebuilt, model)
+        if unexpected or set(missing) != {name for name, _ in appended for name in _state_names(name, rebuilt)}:
+            raise RuntimeError(f"missing {missing}, unexpected {unexpected}")
     except RuntimeError as error:
         raise ValueError(f"model_options {options} change the weights (their names or shapes) of {source}; such "
-                         "options need a run that starts from scratch (no init)") from error
+                         "options need a run that starts from scratch (no init), except a deeper residual or "
+                         "NAFNet body") from error
+    for _, block in appended:
+        start_as_identity(block)
     return rebuilt
+
+
+def _appended_blocks(deeper: QGAC, model: QGAC) -> list[tuple[str, nn.Module]]:
+    """The (name, module) of each BlockNet body block of ``deeper`` past ``model``'s depth."""
+    start = model.config.get("block_depth", 3)
+    if deeper.config.get("block_depth", 3) <= start or deeper.config.get("block_body", "rrdb") == "rrdb":
+        return []
+    return [(f"y_network.{net}.body.{index}", block)
+            for net in ("block1", "block2")
+            for index, block in enumerate(getattr(deeper.y_network, net).body) if index >= start]
+
+
+def _state_names(prefix: str, model: nn.Module) -> list[str]:
+    return [name for name in model.state_dict() if name.startswith(prefix + ".")]
+
+
+def start_as_identity(block: nn.Module) -> None:
+    """Make a fresh residual block the identity: its branch's last convolution is zeroed, and
+    its first still random, so the branch learns from the first step. (A NAFNet block starts
+    as the identity already: its branch scales start at zero.)"""
+    if isinstance(block, ResidualBlock):
+        nn.init.zeros_(block.body[-1].weight)
+        nn.init.zeros_(block.body[-1].bias)
+    elif not isinstance(block, NAFBlock):
+        raise TypeError(f"cannot start a {type(block).__name__} as the identity")
 
 
 #: Checkpoint key of :func:`init_digest` of the weights a run started from.
@@ -347,7 +394,7 @@ class Trainer:
         self._check_held_out({path.name for path in train_paths}, resume)
         if config.stage != "y" and self.model.color_network is None:
             raise ValueError(f"stage {config.stage!r} trains the colour network, which {config.init} does not have")
-        self.parameters = stage_parameters(self.model, config.stage)
+        self.parameters = stage_parameters(self.model, config.stage, config.train_blocks_from)
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         self.discriminator: DCGANDiscriminator | None = None
         if config.stage == "gan":
