@@ -136,13 +136,18 @@ class HubOptions:
     force_download: bool = False
 
 
+def checked_model_name(name: str) -> str:
+    """``name`` where it can name a model's folder (letters, digits, '.', '_' and '-', starting
+    with a letter or digit: never a path out of the folder it goes in); else ``ValueError``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(f"{name!r}: a model's name is letters, digits, '.', '_' and '-', starting with a letter "
+                         "or digit")
+    return name
+
+
 def embedded_folder(name: str) -> Path:
     """The packaged copy of a model: ``weights/<name>/`` inside this package (a repo id's last part)."""
-    folder = name.rsplit("/", 1)[-1]
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", folder):
-        raise ValueError(f"{name!r}: a packaged model's name is letters, digits, '.', '_' and '-', "
-                         "starting with a letter or digit")
-    return EMBEDDED_ROOT / folder
+    return EMBEDDED_ROOT / checked_model_name(name.rsplit("/", 1)[-1])
 
 
 # ---------------------------------------------------------------------- writing

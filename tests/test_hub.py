@@ -565,7 +565,7 @@ def test_upload_and_embed_take_every_shard_and_the_index(tmp_path, local_hub, ca
 @pytest.mark.parametrize("name", ["..", ".", "a/..", "-x", "weights/"])
 def test_embed_refuses_a_name_that_is_not_a_folder_name(tmp_path, monkeypatch, name):
     monkeypatch.setattr(hub, "EMBEDDED_ROOT", tmp_path / "weights")
-    with pytest.raises(ValueError, match="a packaged model's name is letters, digits"):
+    with pytest.raises(ValueError, match="a model's name is letters, digits"):
         publish.embed(saved(tmp_path), name)
     assert not (tmp_path / "weights").exists()
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from training.__main__ import build_parser, main
 from qgac_transforms.codec import SUBSAMPLINGS
 from qgac_transforms.evaluation import compress as pillow_compress
 from training.checkpoints import read_checkpoint
-from training.data import DatasetError, PatchStream, PhotoBank, split_images, training_images
+from training.data import DatasetError, PatchStream, PhotoBank, read_rgb, split_images, training_images
 from training.export import export_run, interpolate, read_evaluations, training_notes
 from training.lineage import INIT_LINEAGE_KEY, StageRecord, as_raw, read_lineage, run_stages, stage_checkpoint
 from training.losses import (
@@ -51,6 +52,7 @@ from training.losses import (
     vgg16_conv5_3,
 )
 from training.prepare import downscale_folder
+from training.stats import statistics_overrides
 from training.trainer import (
     PAPER_SCHEDULES,
     TrainConfig,
@@ -314,6 +316,102 @@ def test_paper_schedules_are_the_defaults():
             TrainConfig(data="photos", subsampling_weights=weights)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"steps": "ten"}, "option steps: expected int or null, got 'ten'"),
+    ({"compile": 1}, "option compile: expected bool"),
+    ({"qualities": 10}, "option qualities: expected a list"),
+    ({"model_options": [1]}, "option model_options: expected a JSON object"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"validate_every": 0}, "validate_every must be at least 1"),
+    ({"patch_size": 0}, "patch_size must be a positive multiple of 16"),
+    ({"patch_size": 40}, "patch_size must be a positive multiple of 16"),
+    ({"model": "nosuch"}, "unknown model configuration 'nosuch'; choose one of"),
+    ({"device": "foo"}, "device 'foo'"),
+    ({"checkpoint_part_mb": 0}, "checkpoint_part_mb must be positive"),
+])
+def test_bad_option_values_are_value_errors_naming_the_option(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(data="photos", **options)
+
+
+def test_bad_model_options_and_part_sizes_are_refused_before_training(tmp_path, photos):
+    for options, message in (({"nosuch": 3}, "unexpected keyword"), ({"block_width": -3}, "block_width")):
+        with pytest.raises(ValueError, match=f"model 'tiny' with model_options .*{message}"):
+            Trainer(tiny_config(tmp_path / "run", photos, model_options=options)).build()
+    with pytest.raises(ValueError, match=r"alone takes .* MiB, more than a part of 0.001 MiB"):
+        Trainer(tiny_config(tmp_path / "parts", photos, checkpoint_part_mb=0.001)).build()
+    assert not (tmp_path / "parts" / "checkpoint-y.pt").exists()
+
+
+def test_config_and_statistics_files_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
+    files = {"invalid.json": "{\n", "list.json": "[1, 2]", "unknown.json": json.dumps({"stepz": 5})}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        assert main(["train", "--config-file", str(tmp_path / name)]) == 2
+        assert f"--config-file {tmp_path / name}: " in capsys.readouterr().err
+    for name, text in {"invalid.json": "{", "nomean.json": json.dumps({"std": [1]})}.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"--stats {re.escape(str(tmp_path / name))}: not the JSON of"):
+            statistics_overrides(tmp_path / name)
+
+
+def test_files_that_are_no_checkpoints_are_named(tmp_path):
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    torch.save([1, 2], tmp_path / "list.pt")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    torch.save({"model_config": {}}, tmp_path / "noweights.pt")
+    for name, message in (("text.pt", "not a readable checkpoint"), ("list.pt", "holds a list"),
+                          ("dict.pt", "no model_config, weights"), ("noweights.pt", "no weights")):
+        with pytest.raises(ValueError, match=f"{name}: .*{message}"):
+            load_qgac(tmp_path / name)
+
+
+def test_an_init_of_another_configuration_is_refused(tmp_path, photos):
+    init = str(save_init(build_model("tiny", block_width=24), tmp_path / "y.pt"))
+    with pytest.raises(ValueError, match=r"is not configuration 'tiny' with model_options \{\} \(block_width=24\)"):
+        Trainer(tiny_config(tmp_path / "run", photos, init=init)).build()
+    Trainer(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_width": 24})).build()
+
+
+def test_sixteen_bit_training_photos_are_read_as_eight_bit(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    pixels = read_rgb(tmp_path / "deep.png")
+    assert pixels.dtype == np.uint8 and pixels.min() == 0 and pixels.max() == 255
+    assert abs(float(pixels.mean()) - 127.5) < 1 and pixels.flags.writeable
+
+
+def test_shard_refuses_a_folder_that_is_not_empty_and_export_a_name_that_is_a_path(tmp_path, photos):
+    from training.shard import shard_folder
+
+    out = tmp_path / "shards"
+    shard_folder(photos, out, 1.0, 1)
+    with pytest.raises(ValueError, match="is not empty"):
+        shard_folder(photos, out, 2.0, 1)
+    for name in ("../evil", "", ".."):
+        with pytest.raises(ValueError, match="a model's name is letters"):
+            export_run(tmp_path / "run", "y", name, tmp_path / "hub")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_a_data_error_in_a_loader_worker_ends_the_run_with_one_line(tmp_path, photos):
+    """Workers ignore SIGTERM, so an error's traceback that kept them alive to the
+    interpreter's exit made it wait for them forever; the message was the worker's traceback."""
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    (data / "photo1.png").write_bytes(b"not a png")
+    command = [sys.executable, "-m", "training", "train", "--data", str(data), "--run", str(tmp_path / "run"),
+               "--model", "tiny", "--steps", "4", "--batch-size", "2", "--patch-size", "32", "--threads", "1",
+               "--workers", "1", "--validation-images", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (f"python -m training train: error: {data / 'photo1.png'}: "
+                                                   "cannot read image (cannot identify image file "
+                                                   f"'{data / 'photo1.png'}')")
+    assert "Traceback" not in done.stderr
+
+
 def test_config_file_then_flags(tmp_path):
     from training.__main__ import build_config
 
@@ -374,16 +472,16 @@ def test_split_checkpoint_leaves_out_the_optimizer_state_before_failing(tmp_path
     weights = {"a": torch.arange(300_000, dtype=torch.float32), "b": torch.ones(300_000)}  # 1.1 MiB each
     state = {"step": 7, "model": weights, "optimizer": {"state": {0: {"m": torch.ones(600_000)}}}, "note": "x"}
     files = write_checkpoint(state, tmp_path / "c.pt", part_mb=4.0, max_parts=2)
-    assert len(files) == 3 and read_checkpoint(tmp_path / "c.pt")["optimizer"] is not None
+    assert len(files) == 3 and read_checkpoint(tmp_path / "c.pt", required=())["optimizer"] is not None
     write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5, max_parts=2)  # the moments (2.3 MiB) fit no part
-    loaded = read_checkpoint(tmp_path / "c.pt")
+    loaded = read_checkpoint(tmp_path / "c.pt", required=())
     assert loaded["optimizer"] is None and torch.equal(loaded["model"]["a"], weights["a"]) and loaded["note"] == "x"
     assert len(list(tmp_path.glob("c.*.safetensors"))) == 2  # the parts of the earlier checkpoint are gone
     with pytest.raises(ValueError, match="raise checkpoint_part_mb"):
         write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5, max_parts=1)
     next(tmp_path.glob("c.*.safetensors")).unlink()
     with pytest.raises(FileNotFoundError, match="is missing"):
-        read_checkpoint(tmp_path / "c.pt")
+        read_checkpoint(tmp_path / "c.pt", required=())
 
 
 @settings(deadline=None, max_examples=20)
@@ -496,13 +594,13 @@ def test_a_tensor_larger_than_a_checkpoint_part_is_refused(tmp_path):
     from training.checkpoints import write_checkpoint
 
     state = {"step": 1, "model": {"big": torch.zeros(2**18), "small": torch.zeros(2**10)}}
-    with pytest.raises(ValueError, match="model/big alone takes 1.0 MiB, more than a part of 0.5 MiB"):
+    with pytest.raises(ValueError, match="model/big alone takes 1 MiB, more than a part of 0.5 MiB"):
         write_checkpoint(state, tmp_path / "c.pt", part_mb=0.5)
     files = write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5)
     assert all(f.stat().st_size <= 1.5 * 2**20 for f in files)
     again = write_checkpoint(state, tmp_path / "c.pt", part_mb=1.5)  # the same step: parts under new names
     assert not set(files[1:]) & set(again[1:]) and not any(f.exists() for f in files[1:])
-    assert tensors_equal(read_checkpoint(tmp_path / "c.pt")["model"], state["model"])
+    assert tensors_equal(read_checkpoint(tmp_path / "c.pt", required=())["model"], state["model"])
 
 
 def test_best_weights_follow_checkpoint_half(tmp_path, photos):
@@ -1190,7 +1288,7 @@ def test_a_deeper_block_depth_with_init_starts_from_the_same_function(tmp_path, 
     for parameter in source.parameters():  # a NAFNet block fresh from its constructor is the identity already
         parameter.data.normal_(0, 0.05)
     init = str(save_init(source, tmp_path / "y.pt"))
-    trainer = Trainer(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_depth": 3}))
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_body": body, "block_depth": 3}))
     trainer.build()
     deeper = trainer.model.eval()
     assert deeper.config["block_depth"] == 3 and len(deeper.y_network.block1.body) == 3
@@ -1210,15 +1308,15 @@ def test_train_blocks_from_trains_only_the_blocks_a_grown_model_added(tmp_path, 
     torch.manual_seed(4)
     source = build_model("tiny", block_body="residual", block_depth=1)
     init = str(save_init(source, tmp_path / "y.pt"))
-    trainer = train(tiny_config(tmp_path / "run", photos, init=init, model_options={"block_depth": 2},
+    deeper = {"block_body": "residual", "block_depth": 2}
+    trainer = train(tiny_config(tmp_path / "run", photos, init=init, model_options=deeper,
                                 train_blocks_from=1, steps=3, ema_decay=0))
     grown, before = trainer.model.state_dict(), source.state_dict()
     added = [name for name in grown if ".body.1." in name and "y_network.block" in name]
     assert added and all(not torch.equal(grown[name], torch.zeros_like(grown[name])) for name in added
                          if name.endswith("body.2.weight"))
     assert all(torch.equal(grown[name], value) for name, value in before.items())
-    for options, overrides in (({"block_depth": 2}, {"train_blocks_from": 2}),
-                               ({"block_depth": 2}, {"train_blocks_from": 1, "stage": "color"})):
+    for options, overrides in ((deeper, {"train_blocks_from": 2}), (deeper, {"train_blocks_from": 1, "stage": "color"})):
         with pytest.raises(ValueError, match="names no BlockNet body blocks"):
             Trainer(tiny_config(tmp_path / "other", photos, init=init, model_options=options, **overrides)).build()
     with pytest.raises(ValueError, match="names no BlockNet body blocks"):
@@ -1229,8 +1327,9 @@ def test_a_deeper_body_that_cannot_start_as_the_identity_is_refused(tmp_path, ph
     """RRDB's dense blocks have no identity to start from; a shallower body would drop weights."""
     init = str(save_init(build_model("tiny", block_body="residual", block_depth=2), tmp_path / "y.pt"))
     rrdb = str(save_init(build_model("tiny"), tmp_path / "rrdb.pt"))
-    for source, options in ((rrdb, {"block_depth": 4}), (init, {"block_depth": 1}),
-                            (init, {"block_depth": 3, "block_width": 24})):
+    residual = {"block_body": "residual"}
+    for source, options in ((rrdb, {"block_depth": 4}), (init, {**residual, "block_depth": 1}),
+                            (init, {**residual, "block_depth": 3, "block_width": 24})):
         with pytest.raises(ValueError, match="change the weights"):
             Trainer(tiny_config(tmp_path / "other", photos, init=source, model_options=options)).build()
 

@@ -44,15 +44,26 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the ``--config-file`` JSON, then flags given on the command line."""
     values: dict = {}
     if args.config_file:
-        values.update(json.loads(Path(args.config_file).read_text()))
+        values.update(_read_config_file(Path(args.config_file)))
     for field in dataclasses.fields(TrainConfig):
         given = getattr(args, field.name)
         if given is not None:
             values[field.name] = given
+    return TrainConfig(**values)
+
+
+def _read_config_file(path: Path) -> dict:
+    """The options of a ``--config-file``: a JSON object of :class:`TrainConfig` fields."""
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--config-file {path}: not valid JSON ({error})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"--config-file {path}: holds a JSON {type(values).__name__}, not an object of options")
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return TrainConfig(**values)
+        raise ValueError(f"--config-file {path}: unknown training option(s): {', '.join(sorted(unknown))}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,8 +206,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         trainer.train()
     except DatasetError as error:
-        raise _UsageError(str(error)) from error
+        raise _UsageError(_without_worker_traceback(error)) from error
     return 0
+
+
+def _without_worker_traceback(error: DatasetError) -> str:
+    """The message of a data error, which a loader worker's re-raise wraps in the worker's
+    whole traceback ("Caught DatasetError in DataLoader worker process 0 ..."): its last line."""
+    last = str(error).strip().splitlines()[-1]
+    prefix = f"{DatasetError.__module__}.{DatasetError.__name__}: "
+    return last.removeprefix(prefix)
 
 
 if __name__ == "__main__":

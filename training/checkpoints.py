@@ -75,6 +75,30 @@ def _pack(tensors: dict[str, torch.Tensor], limit: int) -> tuple[list[dict[str, 
     return parts, oversize
 
 
+def plan_parts(state: dict[str, Any], path: str | Path, part_mb: float,
+               max_parts: int = 6) -> tuple[dict[str, Any], Any, list[dict[str, torch.Tensor]]]:
+    """How :func:`write_checkpoint` splits ``state`` into parts of ``part_mb``: the state it
+    writes (without the optimizer where that does not fit), the index of placeholders and the
+    parts. Raises ``ValueError`` where the weights alone do not fit: a run checks this before
+    it trains, rather than at its first checkpoint."""
+    limit = int(part_mb * 2**20)
+    tensors: dict[str, torch.Tensor] = {}
+    index = _flatten(state, "", tensors)
+    parts, oversize = _pack(tensors, limit)
+    if (oversize or len(parts) > max_parts) and state.get("optimizer") is not None:
+        log.warning("checkpoint needs %d parts of %g MiB (at most %d)%s: leaving out the optimizer state",
+                    len(parts), part_mb, max_parts, f", and {oversize} takes more than one" if oversize else "")
+        return plan_parts({**state, "optimizer": None}, path, part_mb, max_parts)
+    if oversize:
+        size = tensors[oversize].numel() * tensors[oversize].element_size()
+        raise ValueError(f"{path}: {oversize.lstrip('/')} alone takes {size / 2**20:.3g} MiB, more than a part "
+                         f"of {part_mb:g} MiB; raise checkpoint_part_mb, or set checkpoint_half")
+    if len(parts) > max_parts:
+        raise ValueError(f"{path}: the weights alone need {len(parts)} parts of {part_mb:g} MiB "
+                         f"(at most {max_parts}); raise checkpoint_part_mb")
+    return state, index, parts
+
+
 def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | None = None,
                      max_parts: int = 6) -> list[Path]:
     """Write ``state`` to ``path`` atomically; with ``part_mb``, split as the module says. Returns the files."""
@@ -83,21 +107,7 @@ def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | N
     old_parts = set(path.parent.glob(f"{path.stem}.*.part*.safetensors"))
     files: list[Path] = []
     if part_mb is not None:
-        limit = int(part_mb * 2**20)
-        tensors: dict[str, torch.Tensor] = {}
-        index = _flatten(state, "", tensors)
-        parts, oversize = _pack(tensors, limit)
-        if (oversize or len(parts) > max_parts) and state.get("optimizer") is not None:
-            log.warning("checkpoint needs %d parts of %g MiB (at most %d)%s: leaving out the optimizer state",
-                        len(parts), part_mb, max_parts, f", and {oversize} takes more than one" if oversize else "")
-            return write_checkpoint({**state, "optimizer": None}, path, part_mb, max_parts)
-        if oversize:
-            size = tensors[oversize].numel() * tensors[oversize].element_size()
-            raise ValueError(f"{path}: {oversize.lstrip('/')} alone takes {size / 2**20:.1f} MiB, more than a part "
-                             f"of {part_mb:g} MiB; raise checkpoint_part_mb, or set checkpoint_half")
-        if len(parts) > max_parts:
-            raise ValueError(f"{path}: the weights alone need {len(parts)} parts of {part_mb:g} MiB "
-                             f"(at most {max_parts}); raise checkpoint_part_mb")
+        state, index, parts = plan_parts(state, path, part_mb, max_parts)
         names, token = [], secrets.token_hex(4)  # new names each time: the parts of the last index stay intact
         for number, part in enumerate(parts):
             name = f"{path.stem}.{int(state.get('step', 0)):08d}.{token}.part{number}.safetensors"
@@ -113,12 +123,36 @@ def write_checkpoint(state: dict[str, Any], path: str | Path, part_mb: float | N
     return [path, *files]
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint written by :func:`write_checkpoint` (or ``torch.save``), parts joined back in."""
+#: Keys every checkpoint has: the constructor arguments that rebuild its weights, and
+#: those weights (``model``, or only their moving average ``ema`` in ``best-<stage>.pt``).
+MODEL_KEYS = ("model_config",)
+#: Keys of a checkpoint that a run wrote: with its configuration, step and training time.
+RUN_KEYS = (*MODEL_KEYS, "config", "step", "elapsed")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False,
+                    required: tuple[str, ...] = MODEL_KEYS) -> dict[str, Any]:
+    """A checkpoint written by :func:`write_checkpoint` (or ``torch.save``), parts joined back in.
+    Raises ``ValueError`` naming the file when it is no checkpoint holding the ``required`` keys."""
     path = Path(path)
-    state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    if set(state) != {"parts", "index"}:
-        return state
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch.load fails on foreign bytes in many ways, none documented
+        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of training state)")
+    if set(state) == {"parts", "index"}:
+        state = _joined(path, state, map_location)
+    missing = [key for key in required if key not in state] + ([] if {"model", "ema"} & set(state) else ["weights"])
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint of this package (no {', '.join(missing)})")
+    return state
+
+
+def _joined(path: Path, state: dict[str, Any], map_location: str | torch.device) -> dict[str, Any]:
+    """The state of a split checkpoint's index with its parts' tensors back in place."""
     tensors: dict[str, torch.Tensor] = {}
     for name in state["parts"]:
         part = path.parent / name

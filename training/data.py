@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from qgac_transforms.codec import SUBSAMPLINGS, compress
+from qgac_transforms.evaluation import eight_bit
 
 #: Per-image provenance file of a dataset folder: ``file``, ``package``, ``license`` columns.
 MANIFEST_NAME = "MANIFEST.tsv"
@@ -72,10 +73,11 @@ def split_images(paths: Sequence[Path], validation: int) -> tuple[list[Path], li
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB."""
+    """An image file as ``(H, W, 3)`` uint8 RGB; 16-bit gray scaled to 8 bits as the
+    evaluation reads originals (:func:`qgac_transforms.evaluation.eight_bit`)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(eight_bit(image).convert("RGB"))  # writable: torch.from_numpy warns of a read-only one
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(path, f"cannot read image ({error})") from error
 

@@ -197,6 +197,7 @@ def export_run(run: str | Path, stage: str, name: str, hub_dir: str | Path = HUB
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    hub.checked_model_name(name)
     checkpoint = stage_checkpoint(run, stage)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no checkpoint of stage {stage!r} in this run")

@@ -16,7 +16,7 @@ from typing import Any
 
 from qgac_transforms import hub
 
-from .checkpoints import read_checkpoint
+from .checkpoints import RUN_KEYS, read_checkpoint
 
 #: The training stages, in order; each starts from the weights of the one before.
 STAGES = ("y", "color", "gan")
@@ -79,7 +79,7 @@ def read_stage(checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] |
     """The training facts of one checkpoint (its weights are not needed here), and the records
     of what its run started from as the run copied them at its start (``None`` for a checkpoint
     older than that copy, or a run started from random weights), from one read."""
-    return _stage_of(read_checkpoint(checkpoint, mmap=True), checkpoint)  # the tensors stay on disk
+    return _stage_of(read_checkpoint(checkpoint, mmap=True, required=RUN_KEYS), checkpoint)  # tensors stay on disk
 
 
 def _stage_of(state: dict, checkpoint: str | Path) -> tuple[StageRecord, list[StageRecord] | None]:

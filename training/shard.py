@@ -23,6 +23,9 @@ def shard_folder(source: str | Path, destination: str | Path, shard_mb: float,
     if shard_mb <= 0:
         raise ValueError(f"shard_mb must be positive, got {shard_mb}")
     source, destination = Path(source), Path(destination)
+    if destination.exists() and any(destination.iterdir()):
+        raise ValueError(f"{destination} is not empty: shard into a new folder, so that no shard or held-out "
+                         "photo of an earlier split stays beside the new ones")
     train, held_out = split_images(training_images(source), validation_images)
     sizes = {path: path.stat().st_size for path in train}
     limit = shard_mb * 2**20

@@ -46,5 +46,9 @@ def statistics_overrides(source: str | Path) -> dict[str, Any]:
     if path.is_dir():
         config = read_config(path, QGAC)
         return {key: config[key] for key in ("coefficient_mean", "coefficient_std")}
-    stats = json.loads(path.read_text())
-    return {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}
+    try:
+        stats = json.loads(path.read_text())
+        return {"coefficient_mean": stats["mean"], "coefficient_std": stats["std"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"--stats {path}: not the JSON of `python -m training stats` (an object with \"mean\" "
+                         f"and \"std\"; {type(error).__name__}: {error})") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -10,8 +11,10 @@ import os
 import random
 import signal
 import time
+import types
+import typing
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +28,12 @@ from tqdm import tqdm
 
 from qgac_transforms.codec import coefficients_to_pixels
 from qgac_transforms.color import rgb_to_ycbcr
-from qgac_transforms.configs import build_model, create_model
+from qgac_transforms.configs import CONFIGS, build_model, create_model
 from qgac_transforms.layers import NAFBlock, ResidualBlock
 from qgac_transforms.metrics import psnr
 from qgac_transforms.model import QGAC
 
-from .checkpoints import read_checkpoint, write_checkpoint
+from .checkpoints import plan_parts, read_checkpoint, write_checkpoint
 from .data import (
     DEFAULT_QUALITIES,
     DEFAULT_SUBSAMPLING_WEIGHTS,
@@ -115,8 +118,23 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if not self.data:
             raise ValueError("no training data: give --data, a folder of training images")
+        if self.model not in CONFIGS:
+            raise ValueError(f"unknown model configuration {self.model!r}; choose one of {', '.join(sorted(CONFIGS))}")
+        for name in ("batch_size", "validate_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patch_size < 16 or self.patch_size % 16:
+            raise ValueError(f"patch_size must be a positive multiple of 16 (whole 4:2:0 MCUs), got {self.patch_size}")
+        if self.checkpoint_part_mb is not None and self.checkpoint_part_mb <= 0:
+            raise ValueError(f"checkpoint_part_mb must be positive, got {self.checkpoint_part_mb}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"device {self.device!r}: {error}") from error
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         for name, value in PAPER_SCHEDULES[self.stage].items():
@@ -147,6 +165,48 @@ class TrainConfig:
     def subsampling_shares(self) -> dict[str, float]:
         """The chroma subsampling shares by name (``"4:2:0"``, ...), as :class:`~training.data.PatchStream` takes them."""
         return {name: share for name, share in zip(SUBSAMPLING_ORDER, self.subsampling_weights) if share > 0}
+
+
+def _check_configuration(model: QGAC, config: TrainConfig) -> None:
+    """Refuse an ``init`` of another configuration than ``model`` (with ``model_options``)
+    names: the run's records, and so its model card, would name the wrong one."""
+    defaults = {name: parameter.default for name, parameter in inspect.signature(QGAC).parameters.items()}
+    expected = {**defaults, **CONFIGS[config.model], **config.model_options}
+    # statistics come with the weights, and a Y-only export (color=False) is still its configuration
+    differ = sorted(key for key, value in expected.items()
+                    if not key.startswith("coefficient_") and key != "color" and model.config.get(key) != value)
+    if differ:
+        found = ", ".join(f"{key}={model.config.get(key)!r}" for key in differ)
+        raise ValueError(f"--init {config.init} is not configuration {config.model!r} with model_options "
+                         f"{config.model_options} ({found}): give the model it was trained as")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Refuse a field whose value has the wrong JSON type (``"steps": "ten"`` in a config file)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for option in fields(config):
+        value = getattr(config, option.name)
+        if not _fits(value, hints[option.name]):
+            raise ValueError(f"option {option.name}: expected {_type_name(hints[option.name])}, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, member) for member in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    expected = typing.get_origin(hint) or hint
+    if expected is float:
+        expected = (int, float)
+    return isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(member) for member in typing.get_args(hint))
+    names = {type(None): "null", list: "a list", dict: "a JSON object"}
+    expected = typing.get_origin(hint) or hint
+    return names.get(expected, expected.__name__)
 
 
 @dataclass(frozen=True)
@@ -357,6 +417,16 @@ def _leave_signals_to_main(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _end_workers(batches: Any) -> None:
+    """End a loader iterator's worker processes now. An error's traceback keeps the iterator
+    alive until the interpreter exits, whose clean-up would then stop the workers with
+    SIGTERM, which they ignore, and wait for them forever. (What the iterator's ``__del__``
+    does; a single-process iterator has no workers.)"""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 class Trainer:
     """One resumable training run of one stage; under ``torchrun``, one process of it."""
 
@@ -447,6 +517,8 @@ class Trainer:
         # not persistent: the workers end with train()'s iterator, before the interpreter's exit joins them
         self.loader = DataLoader(self.stream, batch_size=None, num_workers=workers,
                                  worker_init_fn=_leave_signals_to_main if workers > 0 else None)
+        if self.is_main and config.checkpoint_part_mb is not None:  # refused now, not at the first checkpoint
+            plan_parts(self._state(), self.checkpoint_path, config.checkpoint_part_mb)
         self.built = True
 
     @property
@@ -505,14 +577,22 @@ class Trainer:
         config = self.config
         if config.init:
             model = load_qgac(config.init)
-            return with_options(model, config.model_options, config.init) if config.model_options else model
+            model = with_options(model, config.model_options, config.init) if config.model_options else model
+            _check_configuration(model, config)
+            if config.stats and self.is_main:
+                log.warning("--stats %s has no effect: a run that starts from --init %s keeps its statistics",
+                            config.stats, config.init)
+            return model
         overrides: dict[str, Any] = {}
         if config.stats:
             overrides = statistics_overrides(config.stats)
         elif self.is_main:
             log.warning("no --stats: the coefficients are normalized with mean 0 and standard deviation 1; "
                         "run `python -m training stats` and give its JSON to train on normalized inputs")
-        return build_model(config.model, **config.model_options, **overrides)
+        try:
+            return build_model(config.model, **config.model_options, **overrides)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"model {config.model!r} with model_options {config.model_options}: {error}") from error
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -721,6 +801,7 @@ class Trainer:
                 self._validate()  # a finished stage's weights always have a validation record
         finally:
             progress.close()
+            _end_workers(batches)
             self.save_checkpoint()  # before the handlers go back, so that a second Ctrl-C cannot cut it short
             for s, handler in previous.items():
                 signal.signal(s, handler)
