@@ -778,6 +778,9 @@ def test_prepare_downscales_losslessly_and_keeps_the_manifest(tmp_path, photos):
         Image.new("RGB", (16, 16)).save(twins / f"a{suffix}")
     with pytest.raises(DatasetError, match="same name"):
         downscale_folder(twins, tmp_path / "twins-half")
+    with pytest.raises(ValueError, match="is inside --data"):
+        downscale_folder(twins, twins / "half")
+    assert not (twins / "half").exists()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ def downscale_folder(source: str | Path, destination: str | Path, factor: int = 
     if factor < 1:
         raise ValueError(f"factor must be a positive integer, got {factor}")
     source, destination = Path(source), Path(destination)
+    if destination.resolve().is_relative_to(source.resolve()):
+        raise ValueError(f"--out {destination} is inside --data {source}: the next run on --data would train on "
+                         "both the photos and their downscaled copies")
     destination.mkdir(parents=True, exist_ok=True)
     written: dict[Path, Path] = {}
     for path in training_images(source):
