@@ -588,6 +588,9 @@ def test_resuming_refuses_another_model_and_warns_of_other_starting_weights(tmp_
     resumed = Trainer(tiny_config(tmp_path / "run", photos, **colour))
     resumed.build()
     assert resumed.step == 2 and "started from other weights than" in caplog.text
+    assert "other data options" not in caplog.text
+    Trainer(tiny_config(tmp_path / "run", photos, batch_size=3, seed=5, **colour)).build()
+    assert "other data options than it was trained with so far (batch_size 2 -> 3, seed 0 -> 5)" in caplog.text
 
 
 def test_a_tensor_larger_than_a_checkpoint_part_is_refused(tmp_path):

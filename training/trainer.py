@@ -672,6 +672,12 @@ class Trainer:
         if recorded and config.init and Path(config.init).exists() and init_digest(config.init) != recorded:
             log.warning("%s started from other weights than %s holds now, and goes on with its own: to start "
                         "from the new ones, move the checkpoint aside", self.checkpoint_path, config.init)
+        changed = {name: trained[name] for name in ("batch_size", "patch_size", "qualities", "seed")
+                   if name in trained and trained[name] != getattr(config, name)}
+        if changed:  # allowed (a GPU call may take larger batches), but the records keep only the last values
+            log.warning("%s goes on with other data options than it was trained with so far (%s): its records "
+                        "and model card will show only the new ones", self.checkpoint_path,
+                        ", ".join(f"{name} {value} -> {getattr(config, name)}" for name, value in changed.items()))
 
     # ----------------------------------------------------------------- steps
     def regression_step(self, batch: Batch) -> dict[str, float]:
