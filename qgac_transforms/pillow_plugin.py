@@ -132,8 +132,10 @@ class _CoefficientsMixin:
         return [*state, {"jpeg": stream, "corrected_digest": self._qgac_corrected_digest, **header}]
 
     def __setstate__(self, state: list[Any]) -> None:
-        *pillow, extra = state  # what Pillow's own __getstate__ gave, then this class's entry
-        super().__setstate__(pillow)  # type: ignore[misc]
+        extra = state[-1] if isinstance(state[-1], dict) and "jpeg" in state[-1] else None  # absent: an older pickle
+        super().__setstate__(state[:-1] if extra is not None else state)  # type: ignore[misc]
+        if extra is None:
+            return
         self._qgac_file, self._qgac_corrected_digest = extra["jpeg"], extra["corrected_digest"]
         for name in ("quantization", "layer"):
             if extra[name] is not None:

@@ -33,8 +33,8 @@ other input taken as the image: the first pure tensor of at least 3 dimensions
 ``(..., C, H, W)``; else the first bytes or file object that starts like a JPEG (a
 webdataset sample's ``"jpg"`` beside its ``"__key__"`` and ``"cls"``); else the first
 path of an existing file. Everything else (labels, one-hot and other tensors of fewer
-dimensions, boxes, keys, captions) passes through, and so do the entries of a dict
-whose key starts with ``"__"`` (webdataset's ``__key__``, ``__url__``,
+dimensions, boxes, keys, captions) passes through, and so does everything under a dict
+key that starts with ``"__"`` (webdataset's ``__key__``, ``__url__``,
 ``__local_path__``). A numpy array of 2 or more dimensions ranks just below an image
 tensor and is refused (``TypeError``), so that a picture given as an array is never
 passed by uncorrected. Only in a sample with none of these is other data taken, and
@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils._pytree import MappingKey, tree_flatten_with_path, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
@@ -65,18 +65,20 @@ from .options import CorrectionOptions
 _IMAGE_TYPES = (Image.Image, tv_tensors.Image, tv_tensors.Video, JPEGCoefficients)
 
 
-def _claim(item: Any) -> int | None:
+def _claim(item: Any, alone: bool = False) -> int | None:
     """How an item outside :data:`_IMAGE_TYPES` claims to be a sample's image, strongest
     first: 0 a pure tensor ``(..., C, H, W)`` (as in torchvision); 1 a numpy array of 2 or
     more dimensions, refused with ``TypeError`` rather than pass a picture by uncorrected;
     2 JPEG data: bytes-like or a file object that starts with the SOI marker (or cannot be
     peeked at); 3 the path of an existing file; 4 other bytes and file objects; 5 other
     strings (keys, captions, URLs). ``None``: not an image (a label, a one-hot vector).
-    Claims 4 and 5 are taken only where nothing stronger is, and then fail with the reason."""
+    Claims 4 and 5 are taken only where nothing stronger is, and then fail with the reason.
+    An input given ``alone`` (not in a sample) claims at any number of dimensions, so that
+    the kernel says what is wrong with its shape."""
     if isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor):
-        return 0 if item.ndim >= 3 else None
+        return 0 if item.ndim >= 3 or alone else None
     if isinstance(item, np.ndarray):
-        return 1 if item.ndim >= 2 else None
+        return 1 if item.ndim >= 2 or alone else None
     if not F.is_jpeg_file(item):
         return None
     if isinstance(item, (str, os.PathLike)):
@@ -103,21 +105,35 @@ def _starts_like_jpeg(data: Any) -> bool:
 _JPEG_NAMES = ("jpg", "jpeg", "jpe", "jfif")
 
 
-def _images(leaves: list[tuple[Any, Any]]) -> list[bool]:
-    """Which items of a flattened sample (``(key path, item)`` pairs) to correct: every one
-    of :data:`_IMAGE_TYPES`; where there is none, the first item with the strongest
-    :func:`_claim` that a ``"__"`` dict key does not mark as metadata, one named like a
-    JPEG first among equals."""
-    flat = [item for _, item in leaves]
+def _leaf_keys(sample: Any) -> list[tuple[Any, tuple[str, ...]]]:
+    """Each leaf of a sample made of dicts, lists and tuples, with the dict keys above it, in
+    the order of ``tree_flatten``."""
+    if isinstance(sample, dict):
+        return [(leaf, (str(key), *keys)) for key, value in sample.items() for leaf, keys in _leaf_keys(value)]
+    if isinstance(sample, (list, tuple)):
+        return [pair for item in sample for pair in _leaf_keys(item)]
+    return [(sample, ())]
+
+
+def _images(sample: Any, flat: list[Any]) -> list[bool]:
+    """Which items of a flattened sample to correct: every one of :data:`_IMAGE_TYPES`;
+    where there is none, the first item with the strongest :func:`_claim` that no ``"__"``
+    dict key above it marks as metadata; among items that can only fail (claims 4 and 5),
+    one whose dict key or file name says JPEG first, so that the error is about it."""
     if any(isinstance(item, _IMAGE_TYPES) for item in flat):
         return [isinstance(item, _IMAGE_TYPES) for item in flat]
+    if len(flat) == 1 and flat[0] is sample:  # one input, not a sample
+        return [_claim(sample, alone=True) is not None]
+    walked = _leaf_keys(sample)
+    if len(walked) != len(flat) or any(leaf is not item for (leaf, _), item in zip(walked, flat)):
+        walked = [(item, ()) for item in flat]  # a container of the caller's own pytree type: no keys known
     ranked = []
-    for index, (path, item) in enumerate(leaves):
-        key = next((str(entry.key) for entry in reversed(path) if isinstance(entry, MappingKey)), "")
-        claim = None if key.startswith("__") else _claim(item)
+    for index, (item, keys) in enumerate(walked):
+        claim = None if any(key.startswith("__") for key in keys) else _claim(item)
         if claim is not None:
-            name = (os.fspath(item) if isinstance(item, (str, os.PathLike)) else key).lower()
-            ranked.append((claim, not name.endswith(_JPEG_NAMES), index))
+            names = [*keys[-1:], os.fsdecode(item) if isinstance(item, (str, os.PathLike)) else ""]
+            named_jpeg = claim >= 4 and any(name.lower().endswith(_JPEG_NAMES) for name in names)
+            ranked.append((claim, not named_jpeg, index))
     chosen = min(ranked)[2] if ranked else -1
     return [index == chosen for index in range(len(flat))]
 
@@ -167,9 +183,9 @@ class JPEGArtifactCorrection(Transform):
         The loop of torchvision's ``Transform.forward`` over the flattened sample, with this
         transform's own choice of inputs (torchvision's is a private hook).
         """
-        leaves, spec = tree_flatten_with_path(inputs if len(inputs) > 1 else inputs[0])
-        flat = [item for _, item in leaves]
-        needs = _images(leaves)
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        flat, spec = tree_flatten(sample)
+        needs = _images(sample, flat)
         if not any(needs):
             found = ", ".join(sorted({type(item).__name__ for item in flat})) or "nothing"
             raise TypeError(

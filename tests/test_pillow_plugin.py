@@ -151,6 +151,10 @@ def test_a_pickled_image_keeps_its_jpeg(hook, tiny_model, rotated_jpeg, correct)
     assert same_coefficients(copy.dct_coefficients, read_coefficients(rotated_jpeg))
     assert copy.quantization == image.quantization and copy.layer == image.layer
     assert torch.equal(to_tensor(transform(copy)), before)
+    older = image.__reduce_ex__(2)  # as pickled before the hook added its entry: Pillow's state alone
+    restored = older[0](*older[1])
+    restored.__setstate__(older[2][:-1])
+    assert restored.tobytes() == image.tobytes() and restored._qgac_file is None
 
 
 def test_correct_true_with_self_ensemble(hook, tiny_model, rotated_jpeg):

@@ -1327,6 +1327,10 @@ def test_train_blocks_from_trains_only_the_blocks_a_grown_model_added(tmp_path, 
             Trainer(tiny_config(tmp_path / "other", photos, init=init, model_options=options, **overrides)).build()
     with pytest.raises(ValueError, match="names no BlockNet body blocks"):
         Trainer(tiny_config(tmp_path / "rrdb", photos, train_blocks_from=0)).build()
+    with pytest.raises(ValueError, match="train_blocks_from must be a block index"):
+        tiny_config(tmp_path / "run", photos, train_blocks_from=-1)
+    with pytest.raises(ValueError, match="trains with train_blocks_from=1, not None"):  # resumed otherwise
+        Trainer(tiny_config(tmp_path / "run", photos, init=init, model_options=deeper)).build()
 
 
 def test_a_deeper_body_that_cannot_start_as_the_identity_is_refused(tmp_path, photos):

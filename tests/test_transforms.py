@@ -437,6 +437,16 @@ def test_in_a_sample_labels_and_metadata_never_take_the_image(tiny_model, jpeg, 
         transform({"caption": "a dog", "path": str(tmp_path / "missing.jpg")})
     with pytest.raises(TypeError, match=r"no image to correct in its input \(Tensor\)"):
         transform({"cls": label})
+    with pytest.raises(ValueError, match=r"expected pixels of shape .*got \(64, 64\)"):  # alone, it is the input
+        transform(torch.zeros(64, 64, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="no image to correct"):  # all under a "__" key is metadata
+        transform({"__meta__": {"jpg": jpeg}, "cls": 3})
+    with pytest.raises(InvalidJPEGError, match="nowhere.bin: cannot read"):  # the entry keyed "jpg" is the one blamed
+        transform({"txt": "hello", "jpg": str(tmp_path / "nowhere.bin")})
+    other = tmp_path / "other.png"
+    other.write_bytes(jpeg)  # among files that exist, the first is taken, whatever its name
+    first = transform({"b": str(other), "a.png": str(path)})
+    assert isinstance(first["b"], Image.Image) and first["a.png"] == str(path)
 
 
 def test_repr_shows_the_settings(tiny_model):

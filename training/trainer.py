@@ -128,6 +128,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.patch_size < 16 or self.patch_size % 16:
             raise ValueError(f"patch_size must be a positive multiple of 16 (whole 4:2:0 MCUs), got {self.patch_size}")
+        if self.train_blocks_from is not None and self.train_blocks_from < 0:
+            raise ValueError(f"train_blocks_from must be a block index (0 or more), got {self.train_blocks_from}")
         if self.checkpoint_part_mb is not None and self.checkpoint_part_mb <= 0:
             raise ValueError(f"checkpoint_part_mb must be positive, got {self.checkpoint_part_mb}")
         if self.device is not None:
@@ -668,6 +670,9 @@ class Trainer:
         if asked != found:
             raise ValueError(f"{self.checkpoint_path} trains model {found[0]!r} with options {found[1]}, not "
                              f"{asked[0]!r} with {asked[1]}: resume it as it was, or start a new run folder")
+        if trained.get("train_blocks_from") != config.train_blocks_from:
+            raise ValueError(f"{self.checkpoint_path} trains with train_blocks_from={trained.get('train_blocks_from')}, "
+                             f"not {config.train_blocks_from}: resume it as it was, or start a new run folder")
         recorded = state.get(INIT_DIGEST_KEY)
         if recorded and config.init and Path(config.init).exists() and init_digest(config.init) != recorded:
             log.warning("%s started from other weights than %s holds now, and goes on with its own: to start "
