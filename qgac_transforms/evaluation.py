@@ -180,18 +180,24 @@ def evaluate_dataset(
                 bar.update(len(qualities))
                 continue
             reference = pixels(reference_image)
-            for quality in qualities:
-                jpeg_pixels, corrected, seconds = jpeg_and_corrected(model, reference_image, quality, self_ensemble)
-                per_quality[quality].append(
-                    {
+            rows = {}
+            try:  # an image counts at every quality or at none, so that each quality's mean is over the same images
+                for quality in qualities:
+                    jpeg_pixels, corrected, seconds = jpeg_and_corrected(model, reference_image, quality, self_ensemble)
+                    rows[quality] = {
                         "image": path.name,
                         "mode": reference_image.mode,
                         "jpeg": measure(jpeg_pixels, reference, ssim_window),
                         "corrected": measure(corrected, reference, ssim_window),
                         "seconds": seconds,
                     }
-                )
-                bar.update(1)
+                    bar.update(1)
+            except ValueError as error:  # an image smaller than the SSIM window, one the network cannot take
+                failures.append({"image": path.name, "error": f"{path}: {error}"})
+                bar.update(len(qualities) - len(rows))
+                continue
+            for quality, row in rows.items():
+                per_quality[quality].append(row)
     results = []
     for quality, rows in per_quality.items():
         if not rows:

@@ -578,6 +578,9 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
 
     The orientation is written as a one-tag EXIF segment; other metadata of the file the
     coefficients came from (the rest of its EXIF, its ICC profile) is not part of them.
+    Raises ``ValueError`` for coefficients that are not one baseline JPEG: block grids that
+    do not match ``width``, ``height`` and ``sampling``, non-integer or out-of-range values,
+    steps outside 1..255, or a component without its table or sampling.
     """
     data = _baseline_stream(coefficients)
     if coefficients.orientation != 1:
@@ -594,22 +597,45 @@ def write_coefficients(coefficients: JPEGCoefficients, destination: str | os.Pat
 def libjpeg_decode(coefficients: JPEGCoefficients) -> Image.Image:
     """What libjpeg (Pillow's decoder) decodes ``coefficients`` to, loaded, in stored
     orientation: the picture a viewer shows of the file they came from. Raises
-    ``ValueError`` for coefficients no baseline JPEG can hold (``OSError`` where libjpeg
-    finds them out of range)."""
+    ``ValueError`` for coefficients no baseline JPEG can hold."""
     image = _pillow_decoder(_baseline_stream(coefficients))
     image.load()
     return image
 
 
+def _check_writable(coefficients: JPEGCoefficients) -> None:
+    """Refuse coefficients that do not describe one baseline JPEG (``ValueError``): libjpeg
+    would write them wrongly, or abort the process, rather than say so."""
+    blocks, tables, sampling = coefficients.blocks, coefficients.tables, coefficients.sampling
+    if len(blocks) not in (1, 3) or len(tables) != len(blocks) or len(sampling) != len(blocks):
+        raise ValueError(f"{len(blocks)} block grids, {len(tables)} tables and {len(sampling)} sampling factors: "
+                         "a JPEG here has 1 or 3 components, each with all three")
+    width, height = coefficients.width, coefficients.height
+    if not 1 <= width <= 65535 or not 1 <= height <= 65535:
+        raise ValueError(f"a JPEG is 1 to 65535 pixels a side, not {width}x{height}")
+    tallest, widest = coefficients.max_sampling
+    for index, (grid, table, (v, h)) in enumerate(zip(blocks, tables, sampling)):
+        grid, table = np.asarray(grid), np.asarray(table)
+        expected = (-(-height * v // (tallest * BLOCK)), -(-width * h // (widest * BLOCK)), BLOCK, BLOCK)
+        if grid.shape != expected:  # libjpeg's width_in_blocks and height_in_blocks
+            raise ValueError(f"component {index}: a block grid of shape {grid.shape}, but a {width}x{height} image "
+                             f"with sampling {tuple(sampling)} has {expected}")
+        if not np.issubdtype(grid.dtype, np.integer):
+            raise ValueError(f"component {index}: coefficients are integers, not {grid.dtype}")
+        magnitude = np.abs(grid.astype(np.int64))
+        if int(magnitude[..., 0, 0].max(initial=0)) > 2047 or int(magnitude.reshape(*grid.shape[:2], 64)[..., 1:]
+                                                                   .max(initial=0)) > 1023:
+            raise ValueError(f"component {index}: a baseline JPEG holds DC coefficients of at most +-2047 and AC "
+                             "coefficients of at most +-1023")
+        if table.shape != (BLOCK, BLOCK) or int(table.min()) < 1 or int(table.max()) > 255:
+            raise ValueError(f"component {index}: a baseline quantization table is 8x8 steps of 1 to 255, got "
+                             f"shape {table.shape} from {int(table.min())} to {int(table.max())}")
+
+
 def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:
     """A baseline JPEG stream of ``coefficients`` with no metadata, written by libjpeg."""
+    _check_writable(coefficients)
     planes = [np.ascontiguousarray(p, dtype=np.int16) for p in coefficients.blocks]
-    if max(int(np.abs(p[..., 1:, :]).max(initial=0)) for p in planes) > 1023 or any(
-        int(np.abs(p[..., 0, 1:]).max(initial=0)) > 1023 for p in planes
-    ):
-        raise ValueError("AC coefficients beyond +-1023 cannot be written as a baseline JPEG")
-    if any(int(np.asarray(t).max()) > 255 for t in coefficients.tables):
-        raise ValueError("quantization steps above 255 cannot be written as a baseline JPEG")
     unique: list[np.ndarray] = []
     table_ids = []
     for table in coefficients.tables:
@@ -632,5 +658,8 @@ def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:
         )
         jpeg.height, jpeg.width = coefficients.height, coefficients.width
         jpeg.samp_factor = np.array(coefficients.sampling, dtype=np.int32)
-        jpeg.write_dct(path)
+        try:
+            jpeg.write_dct(path)
+        except OSError as error:  # libjpeg's range checks (a DC difference beyond 11 bits); its message names the temp file
+            raise ValueError("libjpeg cannot write these coefficients as a baseline JPEG (a value out of its range)") from error
         return Path(path).read_bytes()

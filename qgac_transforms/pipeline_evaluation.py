@@ -162,6 +162,7 @@ def evaluate_pipelines(
     told = {quality: JPEGArtifactCorrection(model, quality=quality) for quality in qualities}
     colour_paths: list[os.PathLike] = []
     rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    failures: list[dict[str, str]] = []
 
     def record(way: str, quality: int, image: str, run: Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]) -> None:
         entry: dict[str, Any] = {"image": image}
@@ -176,7 +177,12 @@ def evaluate_pipelines(
     total = len(paths) * len(qualities)
     with tqdm(total=total, desc="qgac eval-pipelines", unit="image", disable=None if progress is None else not progress) as bar:
         for path in paths:
-            reference = load_reference(path)
+            try:
+                reference = load_reference(path)
+            except ValueError as error:  # unreadable: listed, and the other images measured
+                failures.append({"image": path.name, "error": str(error)})
+                bar.update(len(qualities))
+                continue
             if reference.mode == "RGB":
                 colour_paths.append(path)
             for quality in qualities:
@@ -191,10 +197,11 @@ def evaluate_pipelines(
     return {
         "dataset": str(dataset),
         "qualities": qualities,
-        "n_images": len(paths),
+        "n_images": len(paths) - len(failures),
         "ways": {way: {str(q): _summary(entries) for q, entries in by_quality.items()} for way, by_quality in rows.items()},
         "timing": _timing(transform, colour_paths[:timed_images], qualities[0]),
         "per_image": rows,
+        "failures": failures,
     }
 
 
@@ -215,18 +222,23 @@ def _summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _timing(transform: JPEGArtifactCorrection, paths: Sequence[os.PathLike], quality: int) -> dict[str, Any]:
     """Seconds of the exact path and of blind correction of the decode, top-left 512 x 512 crops."""
-    exact, blind = [], []
+    exact, blind, whole = [], [], True
     for path in paths:
         image = load_reference(path)
         crop = image.crop((0, 0, min(TIMED_SIDE, image.width), min(TIMED_SIDE, image.height)))
         data = compress(crop, quality)
         decoded = _decode(data)
+        try:
+            transform(decoded)  # blind mode refuses crops too small or smooth to estimate the quality of
+        except ValueError:
+            continue
+        whole = whole and crop.size == (TIMED_SIDE, TIMED_SIDE)
         exact.append(fastest_seconds(lambda: transform(data), TIMING_REPEATS))
         blind.append(fastest_seconds(lambda: transform(decoded), TIMING_REPEATS))
     if not exact:
         return {}
     return {
-        "side": TIMED_SIDE,  # or the image's, if smaller
+        "side": TIMED_SIDE if whole else None,  # None: some images were smaller, timed whole
         "quality": quality,
         "n_images": len(exact),
         "threads": torch.get_num_threads(),
@@ -248,13 +260,16 @@ def format_table(report: dict[str, Any]) -> str:
             note = "".join(
                 f", {count} {label}" for count, label in ((s["worse_than_input"], "worse"), (s["errors"], "raised")) if count
             )
-            cells.append(f"+{s['gain_db']:.2f} (+{s['exact_gain_db']:.2f}), {s['percent_of_exact']:.0f}%{note}")
+            cells.append(f"{s['gain_db']:+.2f} ({s['exact_gain_db']:+.2f}), {s['percent_of_exact']:.0f}%{note}")
         lines.append("| " + " | ".join(cells) + " |")
     timing = report["timing"]
     if timing:
+        side = timing["side"]
+        what = (f"a {side} x {side} colour decode" if side else
+                f"a colour decode (top-left crops of at most {TIMED_SIDE} x {TIMED_SIDE})")
         lines.append("")
         lines.append(
-            f"Blind correction of a {timing['side']} x {timing['side']} colour decode: {timing['blind_seconds']:.2f} s, "
+            f"Blind correction of {what}: {timing['blind_seconds']:.2f} s, "
             f"against {timing['exact_seconds']:.2f} s for its file ({timing['ratio']:.2f}x; median of "
             f"{timing['n_images']} images, {timing['threads']} thread{'' if timing['threads'] == 1 else 's'})."
         )

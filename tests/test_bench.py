@@ -88,12 +88,17 @@ def test_peak_memory_reports_a_failing_subprocess():
         benchmark.bench_peak_memory(0.01, weights="/nonexistent/weights/folder")
 
 
-@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--threads", "0"], ["--memory-megapixels", "-1"]])
-def test_cli_usage_errors(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "at least 1"), (["--threads", "0"], "at least 1"), (["--memory-megapixels", "-1"], "0 or more"),
+    (["--memory-megapixels", "nan"], "0 or more"), (["--memory-megapixels", "inf"], "0 or more"),
+    (["--device", "bogus"], "--device bogus cannot be used"), (["--json", "."], "is a folder"),
+])
+def test_cli_usage_errors_come_before_any_measurement(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda **_: pytest.fail("measured before refusing"))
     parser = argparse.ArgumentParser()
     cli_bench.add_arguments(parser)
     assert cli_bench.run(parser.parse_args(argv)) == 2
-    assert "at least 1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_cli_report_records_the_command_that_replays_it(tmp_path, monkeypatch, tiny_weights):

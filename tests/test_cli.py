@@ -211,6 +211,16 @@ def test_info_into_a_closed_pipe_exits_quietly(photos):
     assert process.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err
 
 
+def test_info_prints_a_file_name_that_is_not_utf8(photos, tmp_path):
+    """Undecodable bytes of a name come out as \\xNN, also on a strict UTF-8 terminal."""
+    name = os.fsdecode(b"bad\xff\xfename.jpg")
+    (tmp_path / name).write_bytes((photos / "a.jpg").read_bytes())
+    code = "import sys; from qgac_transforms import cli; sys.exit(cli.main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "info", str(tmp_path / name)], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=120)
+    assert done.returncode == 0 and b"bad\\xff\\xfename.jpg" in done.stdout, done.stderr[-500:]
+
+
 def test_info_json_without_tables(qgac, photos):
     code, out, _ = qgac("info", photos / "a.jpg", "--json", "--tables", "none")
     info = json.loads(out)

@@ -140,6 +140,17 @@ def test_cli_writes_json_and_reports_failures(tmp_path, dataset, tiny_weights, c
     (broken / "bad.png").write_bytes(b"not a png")
     assert _run_cli(["--dataset", str(broken), "--quality", "30", "--weights", tiny_weights, "--device", "cpu"]) == 1
     assert "bad.png" in capsys.readouterr().err
+    textured_image(4, 5, 3, "RGB").save(broken / "tiny.png")  # smaller than the SSIM window: listed, not fatal
+    assert _run_cli(["--dataset", str(broken), "--quality", "30", "50", "--weights", tiny_weights, "--device", "cpu",
+                     "--json", str(out)]) == 1  # fmt: skip
+    assert "tiny.png: image of size (5, 3) is smaller than the 11-pixel SSIM window" in capsys.readouterr().err
+    assert [row["n_images"] for row in json.loads(out.read_text())["results"]] == [1, 1]
+    for options, message in ((["--device", "bogus"], "--device bogus cannot be used"),
+                             (["--device", "meta"], "--device meta cannot be used"),
+                             (["--json", str(tmp_path)], "is a folder; give a file name"),
+                             (["--json", str(broken / "good.png" / "r.json")], "good.png is a file, not a folder")):
+        assert _run_cli(["--dataset", str(broken), "--quality", "30", "--weights", tiny_weights, *options]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_self_ensemble_is_stated_in_the_report(tmp_path, dataset, tiny_weights, report):

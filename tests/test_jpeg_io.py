@@ -6,6 +6,7 @@ libjpeg through ``write_coefficients`` for 4:4:0 and 4:1:1).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import os
@@ -355,6 +356,27 @@ def assert_rewritten_as_baseline(jpeg: JPEGCoefficients) -> None:
     back = read_coefficients(buffer.getvalue())
     assert_same(back, jpeg)
     assert not back.progressive
+
+
+def test_write_refuses_coefficients_that_are_not_one_jpeg(sample):
+    """Inconsistent coefficients are a ValueError naming what is wrong: libjpeg wrote a
+    smaller grid silently, wrapped int32 values, and aborted the process on a larger size."""
+    _, data = sample
+    jpeg = read_coefficients(data)
+    wide = jpeg.blocks[0].astype(np.int32)
+    wide[0, 0, 1, 1] = 65539  # 3 once cast to int16
+    cases = {
+        "a block grid of shape": dataclasses.replace(jpeg, width=jpeg.width * 4, height=jpeg.height * 4),
+        "has \\(1, 1, 8, 8\\)": dataclasses.replace(jpeg, width=8, height=8),
+        "AC coefficients of at most": dataclasses.replace(jpeg, blocks=(wide, *jpeg.blocks[1:])),
+        "integers, not float32": dataclasses.replace(jpeg, blocks=(jpeg.blocks[0].astype(np.float32), *jpeg.blocks[1:])),
+        "steps of 1 to 255": dataclasses.replace(jpeg, tables=(np.zeros((8, 8), np.int32), *jpeg.tables[1:])),
+        "2 block grids, 3 tables": dataclasses.replace(jpeg, blocks=jpeg.blocks[:2]),
+        "1 to 65535 pixels a side": dataclasses.replace(jpeg, width=0),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ValueError, match=message):
+            write_coefficients(bad, io.BytesIO())
 
 
 def test_write_rejects_what_baseline_cannot_hold(sample):

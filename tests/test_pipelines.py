@@ -16,7 +16,7 @@ from torchvision import datasets
 from torchvision.io import decode_jpeg, read_file
 
 from qgac_transforms import cli
-from qgac_transforms.pipeline_evaluation import evaluate_pipelines
+from qgac_transforms.pipeline_evaluation import evaluate_pipelines, format_table
 from qgac_transforms.transforms import JPEGArtifactCorrection
 
 QUALITY = 30
@@ -126,6 +126,26 @@ def test_eval_pipelines_command(tiny_weights, dataset, tmp_path, capsys):
     assert code == 0 and "| decoded pixels |" in printed and "Blind correction of a" in printed
     report = json.loads(out.read_text())
     assert report["command"].startswith("qgac eval-pipelines --dataset") and report["qualities"] == [30]
+
+
+
+def test_eval_pipelines_measures_the_images_it_can(tiny_weights, tmp_path, capsys):
+    """An unreadable image is listed and a flat one (no quality to estimate) counts as raised:
+    both aborted the run before; a way that loses shows its minus sign."""
+    textured_image(14, 96, 112).save(tmp_path / "a.png")
+    Image.new("RGB", (32, 32), (90, 120, 200)).save(tmp_path / "flat.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    code = cli.main(["eval-pipelines", "--dataset", str(tmp_path), "--quality", "30", "--weights", tiny_weights,
+                     "--json", str(tmp_path / "out" / "r.json")])  # fmt: skip
+    out, err = capsys.readouterr()
+    report = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert code == 1 and "broken.png: cannot read the image" in err and report["n_images"] == 2
+    assert [failure["image"] for failure in report["failures"]] == ["broken.png"]
+    assert report["timing"]["n_images"] == 1 and "Blind correction of" in out
+    assert "+-" not in out and "+0" in out
+    loses = {**report, "ways": {"w": {"30": {"gain_db": -0.13, "exact_gain_db": 0.43, "percent_of_exact": -31,
+                                             "worse_than_input": 1, "errors": 0}}}, "timing": {}}
+    assert "| w | -0.13 (+0.43), -31%, 1 worse |" in format_table(loses)
 
 
 def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_bytes, caplog):

@@ -41,6 +41,36 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
         path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def json_path_problem(path: Path | None) -> str | None:
+    """Why ``--json FILE`` could not be written, found before a long run rather than after it
+    (the report would be lost); ``None`` when it can be."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return f"--json {path} is a folder; give a file name"
+    folder = path.parent
+    while not folder.exists():  # write_json creates the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--json {path}: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"--json {path}: not writable"
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot run the network (not a device, no driver, no storage), found
+    before any work; ``None`` when a tensor made there comes back."""
+    import torch  # noqa: PLC0415 - keep `qgac --help` light
+
+    try:
+        (torch.zeros(1, device=device) + 1).cpu()
+    except (RuntimeError, NotImplementedError, ValueError, AssertionError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"--device {device} cannot be used: {first}"
+    return None
+
+
 def command_line(command: str, args: argparse.Namespace) -> str:
     """The ``qgac COMMAND`` line that reproduces ``args``, every option spelled out, for a
     report's ``command`` field (a model card quotes it beside the table it produced)."""

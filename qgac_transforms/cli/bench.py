@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from . import command_line, write_json
+from . import command_line, device_problem, json_path_problem, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..benchmark import NETWORK_CONFIGS, format_report, run_benchmark
 
-    if args.repeats < 1 or (args.threads is not None and args.threads < 1) or args.memory_megapixels < 0:
-        print("qgac bench: --repeats and --threads must be at least 1, --memory-megapixels 0 or more", file=sys.stderr)
+    if (args.repeats < 1 or (args.threads is not None and args.threads < 1)
+            or not 0 <= args.memory_megapixels < math.inf):  # NaN fails too
+        print("qgac bench: --repeats and --threads must be at least 1, --memory-megapixels a number 0 or more",
+              file=sys.stderr)
+        return 2
+    problem = json_path_problem(args.json) or device_problem(args.device)
+    if problem:
+        print(f"qgac bench: {problem}", file=sys.stderr)
         return 2
     try:
         report = run_benchmark(

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import command_line, report_failures, set_threads, write_json
+from . import command_line, device_problem, json_path_problem, report_failures, set_threads, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if not set_threads("eval", args.threads):
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    problem = json_path_problem(args.json) or device_problem(device)
+    if problem:
+        print(f"qgac eval: {problem}", file=sys.stderr)
+        return 2
     try:
         report = evaluate_dataset(
             args.weights, args.dataset, args.quality, device=device, ssim_window=args.ssim_window, progress=None,

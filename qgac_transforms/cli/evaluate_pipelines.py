@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import command_line, set_threads, write_json
+from . import command_line, json_path_problem, report_failures, set_threads, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not set_threads("eval-pipelines", args.threads):
         return 2
+    problem = json_path_problem(args.json)
+    if problem:
+        print(f"qgac eval-pipelines: {problem}", file=sys.stderr)
+        return 2
     try:
         model = shared_model(args.weights, "cpu")
         report = evaluate_pipelines(model, args.dataset, args.quality, progress=None)
@@ -37,4 +41,4 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(report))
     write_json(args.json, {"command": command_line("eval-pipelines", args), "weights": weights_label(args.weights), **report})
-    return 0
+    return report_failures("eval-pipelines", [(f["error"], "skipped") for f in report["failures"]], "image")

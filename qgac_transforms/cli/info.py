@@ -180,5 +180,11 @@ def run(args: argparse.Namespace) -> int:
         if args.json and args.tables == "none":
             found = info.get("decoded_jpeg", info)
             found["tables"] = [{key: value for key, value in table.items() if key != "table"} for table in found["tables"]]
-        print(json.dumps(info) if args.json else format_text(info, args.tables))
-    return report_failures("info", [(str(path), reason) for path, reason in failures], "file")
+        print(json.dumps(info) if args.json else _printable(format_text(info, args.tables)))
+    return report_failures("info", [(_printable(str(path)), reason) for path, reason in failures], "file")
+
+
+def _printable(text: str) -> str:
+    """``text`` with the undecodable bytes of file names (kept as surrogates) written as
+    ``\\xNN``: a strict UTF-8 terminal cannot print the surrogates themselves."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
