@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .configs import load_model, weights_label
 from .functional import correct_jpeg, to_uint8
 from .jpeg_io import PILLOW_SUBSAMPLING, read_coefficients
-from .metrics import psnr, psnr_b, ssim
+from .metrics import psnr, psnr_b, ssim, ssim_window_side
 from .model import QGAC
 from .quantization import check_quality
 
@@ -161,12 +161,13 @@ def evaluate_dataset(
     For each image and quality: compress (:func:`compress`), read the coefficients,
     correct them, and measure the JPEG input and the corrected output against the
     original (:func:`measure`). A model object is moved to ``device`` when one is given. ``seconds_per_image`` times reading the coefficients,
-    the correction and the rounding. Images that cannot be read are listed under
-    ``"failures"`` and left out of the averages. ``progress=None`` shows the bar only
+    the correction and the rounding. Images that cannot be read, or are smaller than the
+    SSIM window, are listed under ``"failures"`` and left out of the averages. ``progress=None`` shows the bar only
     on a terminal. ``self_ensemble``: correct with :mod:`~qgac_transforms.self_ensemble`.
     Returns the report described in ``docs/evaluation-protocol.md``.
     """
     qualities = list(dict.fromkeys(check_quality(q) for q in qualities))  # checked before the long run
+    window = ssim_window_side(ssim_window)
     paths = list_images(dataset)
     model, label = _resolve_model(weights, device)
     per_quality: dict[int, list[dict[str, Any]]] = {q: [] for q in qualities}
@@ -179,25 +180,24 @@ def evaluate_dataset(
                 failures.append({"image": path.name, "error": str(error)})
                 bar.update(len(qualities))
                 continue
+            if min(reference_image.size) < window:  # left out at every quality: each mean is over the same images
+                failures.append({"image": path.name, "error": f"{path}: {reference_image.width}x"
+                                 f"{reference_image.height} is smaller than the {window}-pixel SSIM window"})
+                bar.update(len(qualities))
+                continue
             reference = pixels(reference_image)
-            rows = {}
-            try:  # an image counts at every quality or at none, so that each quality's mean is over the same images
-                for quality in qualities:
-                    jpeg_pixels, corrected, seconds = jpeg_and_corrected(model, reference_image, quality, self_ensemble)
-                    rows[quality] = {
+            for quality in qualities:
+                jpeg_pixels, corrected, seconds = jpeg_and_corrected(model, reference_image, quality, self_ensemble)
+                per_quality[quality].append(
+                    {
                         "image": path.name,
                         "mode": reference_image.mode,
                         "jpeg": measure(jpeg_pixels, reference, ssim_window),
                         "corrected": measure(corrected, reference, ssim_window),
                         "seconds": seconds,
                     }
-                    bar.update(1)
-            except ValueError as error:  # an image smaller than the SSIM window, one the network cannot take
-                failures.append({"image": path.name, "error": f"{path}: {error}"})
-                bar.update(len(qualities) - len(rows))
-                continue
-            for quality, row in rows.items():
-                per_quality[quality].append(row)
+                )
+                bar.update(1)
     results = []
     for quality, rows in per_quality.items():
         if not rows:

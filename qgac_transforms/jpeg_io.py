@@ -613,6 +613,8 @@ def _check_writable(coefficients: JPEGCoefficients) -> None:
     width, height = coefficients.width, coefficients.height
     if not 1 <= width <= 65535 or not 1 <= height <= 65535:
         raise ValueError(f"a JPEG is 1 to 65535 pixels a side, not {width}x{height}")
+    if any(not (isinstance(f, (int, np.integer)) and 1 <= f <= 4) for factor in sampling for f in factor):
+        raise ValueError(f"sampling factors are whole numbers from 1 to 4, got {tuple(sampling)}")
     tallest, widest = coefficients.max_sampling
     for index, (grid, table, (v, h)) in enumerate(zip(blocks, tables, sampling)):
         grid, table = np.asarray(grid), np.asarray(table)
@@ -622,14 +624,14 @@ def _check_writable(coefficients: JPEGCoefficients) -> None:
                              f"with sampling {tuple(sampling)} has {expected}")
         if not np.issubdtype(grid.dtype, np.integer):
             raise ValueError(f"component {index}: coefficients are integers, not {grid.dtype}")
-        magnitude = np.abs(grid.astype(np.int64))
-        if int(magnitude[..., 0, 0].max(initial=0)) > 2047 or int(magnitude.reshape(*grid.shape[:2], 64)[..., 1:]
-                                                                   .max(initial=0)) > 1023:
+        dc, ac = grid[..., 0, 0], grid.reshape(-1, BLOCK * BLOCK)[:, 1:]  # views: no copy of a large plane
+        if grid.size and (int(dc.min()) < -2047 or int(dc.max()) > 2047 or int(ac.min()) < -1023 or int(ac.max()) > 1023):
             raise ValueError(f"component {index}: a baseline JPEG holds DC coefficients of at most +-2047 and AC "
                              "coefficients of at most +-1023")
-        if table.shape != (BLOCK, BLOCK) or int(table.min()) < 1 or int(table.max()) > 255:
-            raise ValueError(f"component {index}: a baseline quantization table is 8x8 steps of 1 to 255, got "
-                             f"shape {table.shape} from {int(table.min())} to {int(table.max())}")
+        if (table.shape != (BLOCK, BLOCK) or not np.issubdtype(table.dtype, np.integer)
+                or int(table.min()) < 1 or int(table.max()) > 255):
+            raise ValueError(f"component {index}: a baseline quantization table is 8x8 whole steps of 1 to 255, "
+                             f"got {table.dtype} of shape {table.shape} from {table.min()} to {table.max()}")
 
 
 def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:
@@ -660,6 +662,7 @@ def _baseline_stream(coefficients: JPEGCoefficients) -> bytes:
         jpeg.samp_factor = np.array(coefficients.sampling, dtype=np.int32)
         try:
             jpeg.write_dct(path)
-        except OSError as error:  # libjpeg's range checks (a DC difference beyond 11 bits); its message names the temp file
-            raise ValueError("libjpeg cannot write these coefficients as a baseline JPEG (a value out of its range)") from error
+        except OSError as error:  # libjpeg's own checks (a DC difference beyond 11 bits); it names the temporary file
+            raise ValueError("libjpeg cannot write these coefficients as a baseline JPEG (a DC difference between "
+                             "neighbouring blocks beyond +-2047, or another value out of its range)") from error
         return Path(path).read_bytes()

@@ -58,6 +58,17 @@ def _separable_filter(x: Tensor, taps: Tensor) -> Tensor:
     return sum(taps[i] * rows[..., i : width - k + 1 + i] for i in range(k))
 
 
+#: Side of each SSIM window, in pixels: an image must be at least this large to be scored.
+SSIM_WINDOW_SIDES = {"gaussian": 11, "uniform8": BLOCK}
+
+
+def ssim_window_side(window: str) -> int:
+    """The side of SSIM ``window`` (``"gaussian"`` or ``"uniform8"``); ``ValueError`` for another."""
+    if window not in SSIM_WINDOW_SIDES:
+        raise ValueError(f"unknown SSIM window {window!r}; choose 'gaussian' or 'uniform8'")
+    return SSIM_WINDOW_SIDES[window]
+
+
 def ssim(
     image: Tensor,
     reference: Tensor,
@@ -78,12 +89,11 @@ def ssim(
     on JPEG images. No border padding: only windows wholly inside the image count.
     """
     x, y = _as_float(image, reference)
+    ssim_window_side(window)  # a known window
     if window == "gaussian":
         taps = _gaussian_taps(window_size, sigma, x.dtype, x.device)
-    elif window == "uniform8":
-        taps = torch.full((BLOCK,), 1 / BLOCK, dtype=x.dtype, device=x.device)
     else:
-        raise ValueError(f"unknown SSIM window {window!r}; choose 'gaussian' or 'uniform8'")
+        taps = torch.full((BLOCK,), 1 / BLOCK, dtype=x.dtype, device=x.device)
     if min(x.shape[-2:]) < len(taps):
         raise ValueError(f"image of size {tuple(x.shape[-2:])} is smaller than the {len(taps)}-pixel SSIM window")
 

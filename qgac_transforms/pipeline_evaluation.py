@@ -153,8 +153,10 @@ def evaluate_pipelines(
     ``"4:2:2 file, decoded pixels"`` way compresses at 4:2:2 and compares with the
     exact path on that file; the ``", quality given"`` ways tell the transform the
     quality. ``timing``: the seconds of the exact path (the file) and of blind
-    correction of its decode for the top-left 512 x 512 of the first ``timed_images``
-    colour images at the first quality, and their ratio.
+    correction of its decode for the top-left 512 x 512 (or the whole image, if smaller;
+    ``side`` is then ``None``) of the first ``timed_images`` colour images that blind
+    correction takes, at the first quality, and their ratio. Unreadable images are listed
+    under ``failures``.
     """
     qualities = list(dict.fromkeys(check_quality(q) for q in qualities))
     paths = list_images(dataset)
@@ -199,7 +201,7 @@ def evaluate_pipelines(
         "qualities": qualities,
         "n_images": len(paths) - len(failures),
         "ways": {way: {str(q): _summary(entries) for q, entries in by_quality.items()} for way, by_quality in rows.items()},
-        "timing": _timing(transform, colour_paths[:timed_images], qualities[0]),
+        "timing": _timing(transform, colour_paths, timed_images, qualities[0]),
         "per_image": rows,
         "failures": failures,
     }
@@ -220,21 +222,24 @@ def _summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _timing(transform: JPEGArtifactCorrection, paths: Sequence[os.PathLike], quality: int) -> dict[str, Any]:
-    """Seconds of the exact path and of blind correction of the decode, top-left 512 x 512 crops."""
+def _timing(transform: JPEGArtifactCorrection, paths: Sequence[os.PathLike], count: int, quality: int) -> dict[str, Any]:
+    """Seconds of the exact path and of blind correction of the decode, top-left crops of at
+    most 512 x 512, for the first ``count`` of ``paths`` that blind correction takes."""
     exact, blind, whole = [], [], True
     for path in paths:
+        if len(exact) == count:
+            break
         image = load_reference(path)
         crop = image.crop((0, 0, min(TIMED_SIDE, image.width), min(TIMED_SIDE, image.height)))
         data = compress(crop, quality)
         decoded = _decode(data)
-        try:
-            transform(decoded)  # blind mode refuses crops too small or smooth to estimate the quality of
+        try:  # blind mode refuses crops too small or smooth to estimate the quality of
+            blind_seconds = fastest_seconds(lambda: transform(decoded), TIMING_REPEATS)
         except ValueError:
             continue
         whole = whole and crop.size == (TIMED_SIDE, TIMED_SIDE)
+        blind.append(blind_seconds)
         exact.append(fastest_seconds(lambda: transform(data), TIMING_REPEATS))
-        blind.append(fastest_seconds(lambda: transform(decoded), TIMING_REPEATS))
     if not exact:
         return {}
     return {

@@ -143,8 +143,10 @@ def test_cli_writes_json_and_reports_failures(tmp_path, dataset, tiny_weights, c
     textured_image(4, 5, 3, "RGB").save(broken / "tiny.png")  # smaller than the SSIM window: listed, not fatal
     assert _run_cli(["--dataset", str(broken), "--quality", "30", "50", "--weights", tiny_weights, "--device", "cpu",
                      "--json", str(out)]) == 1  # fmt: skip
-    assert "tiny.png: image of size (5, 3) is smaller than the 11-pixel SSIM window" in capsys.readouterr().err
+    assert "tiny.png: 3x5 is smaller than the 11-pixel SSIM window" in capsys.readouterr().err
     assert [row["n_images"] for row in json.loads(out.read_text())["results"]] == [1, 1]
+    with pytest.raises(ValueError, match="unknown SSIM window 'bogus'"):  # refused before any image, not per image
+        evaluate_dataset(tiny_weights, broken, [30], ssim_window="bogus", progress=False)
     for options, message in ((["--device", "bogus"], "--device bogus cannot be used"),
                              (["--device", "meta"], "--device meta cannot be used"),
                              (["--json", str(tmp_path)], "is a folder; give a file name"),

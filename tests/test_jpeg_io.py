@@ -373,10 +373,16 @@ def test_write_refuses_coefficients_that_are_not_one_jpeg(sample):
         "steps of 1 to 255": dataclasses.replace(jpeg, tables=(np.zeros((8, 8), np.int32), *jpeg.tables[1:])),
         "2 block grids, 3 tables": dataclasses.replace(jpeg, blocks=jpeg.blocks[:2]),
         "1 to 65535 pixels a side": dataclasses.replace(jpeg, width=0),
+        "whole numbers from 1 to 4": dataclasses.replace(jpeg, sampling=((0, 0), *jpeg.sampling[1:])),
+        "whole steps of 1 to 255, got float64": dataclasses.replace(jpeg, tables=(np.full((8, 8), 1.5), *jpeg.tables[1:])),
     }
     for message, bad in cases.items():
         with pytest.raises(ValueError, match=message):
             write_coefficients(bad, io.BytesIO())
+    blocks = [b.copy() for b in jpeg.blocks]
+    blocks[0][0, 0, 0, 0], blocks[0][0, 1, 0, 0] = 1024, -1024  # each DC in range, their difference not
+    with pytest.raises(ValueError, match="DC difference between neighbouring blocks"):
+        write_coefficients(dataclasses.replace(jpeg, blocks=tuple(blocks)), io.BytesIO())
 
 
 def test_write_rejects_what_baseline_cannot_hold(sample):
@@ -394,7 +400,7 @@ def test_write_rejects_what_baseline_cannot_hold(sample):
     with pytest.raises(ValueError, match="255"):
         write_coefficients(bad, io.BytesIO())
     blocks = [b.copy() for b in jpeg.blocks]
-    blocks[0][0, 0, 0, 0] = 3000  # a DC libjpeg finds out of range (OSError)
+    blocks[0][0, 0, 0, 0], blocks[0][0, 1, 0, 0] = 1024, -1024  # DCs in range whose difference libjpeg refuses
     out_of_range = JPEGCoefficients(tuple(blocks), jpeg.tables, jpeg.sampling, jpeg.width, jpeg.height, "ycbcr")
     for unwritable in (bad, out_of_range):  # no baseline JPEG holds them: the float decode
         planes = unwritable.to_tensors(dtype=torch.float32).planes

@@ -46,15 +46,20 @@ def json_path_problem(path: Path | None) -> str | None:
     (the report would be lost); ``None`` when it can be."""
     if path is None:
         return None
-    if path.is_dir():
-        return f"--json {path} is a folder; give a file name"
-    folder = path.parent
-    while not folder.exists():  # write_json creates the missing folders
-        folder = folder.parent
+    try:
+        if path.is_dir():
+            return f"--json {path} is a folder; give a file name"
+        if path.exists():  # replaced in place (/dev/stdout too): only the file must be writable
+            return None if os.access(path, os.W_OK) else f"--json {path}: not writable"
+        folder = path.parent
+        while not folder.exists():  # write_json creates the missing folders
+            folder = folder.parent
+    except OSError as error:  # a folder on the way that cannot be searched
+        return f"--json {path}: {error.strerror or error}"
     if not folder.is_dir():
         return f"--json {path}: {folder} is a file, not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return f"--json {path}: not writable"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--json {path}: {folder} is not writable"
     return None
 
 
