@@ -13,21 +13,21 @@ import torch
 from torch import Tensor
 
 from .color import downsample_chroma, rgb_to_ycbcr, upsample_chroma, ycbcr_to_rgb
-from .dct import BLOCK, crop, image_dct, image_idct, pad_to_multiple
+from .dct import (
+    BLOCK,
+    block_grid,
+    ceil_div,
+    crop,
+    image_dct,
+    image_idct,
+    pad_to_multiple,
+)
 from .jpeg_io import SUBSAMPLINGS, CoefficientTensors, chroma_factor_of  # noqa: F401 - SUBSAMPLINGS: re-exported
 from .quantization import scaled_tables
 
 LEVEL_SHIFT = 128.0
 #: What :func:`compress` writes unless told otherwise.
 DEFAULT_SUBSAMPLING = "4:2:0"
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def block_grid(height: int, width: int, factor: tuple[int, int]) -> tuple[int, int]:
-    """Blocks per axis of a component subsampled by ``factor`` in a ``height x width`` image."""
-    return _ceil_div(_ceil_div(height, factor[0]), BLOCK), _ceil_div(_ceil_div(width, factor[1]), BLOCK)
 
 
 def coefficients_to_pixels(
@@ -52,7 +52,7 @@ def coefficients_to_pixels(
         if index > 0:
             # libjpeg upsamples only the real samples (replicating the last one at the
             # edge), not the padding of the last block row/column
-            rows, cols = _ceil_div(height, chroma_factor[0]), _ceil_div(width, chroma_factor[1])
+            rows, cols = ceil_div(height, chroma_factor[0]), ceil_div(width, chroma_factor[1])
             pixels = upsample_chroma(crop(pixels, rows, cols), chroma_factor, upsampling)
         if pixels.shape[-2] < height or pixels.shape[-1] < width:
             raise ValueError(

@@ -36,6 +36,16 @@ _DCT_VALUES: tuple[tuple[float, ...], ...] = tuple(
 )
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def block_grid(height: int, width: int, factor: tuple[int, int]) -> tuple[int, int]:
+    """Blocks per axis of a component subsampled by ``factor`` in a ``height x width`` image
+    (libjpeg's ``height_in_blocks``, ``width_in_blocks``)."""
+    return ceil_div(ceil_div(height, factor[0]), BLOCK), ceil_div(ceil_div(width, factor[1]), BLOCK)
+
+
 def dct_matrix(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     """The orthonormal 8-point DCT-II matrix; JPEG's 2-D DCT is ``D @ block @ D.T``."""
     return torch.tensor(_DCT_VALUES, dtype=torch.float64).to(dtype=dtype, device=device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, JpegImagePlugin
 
-from .dct import BLOCK, deblockify
+from .dct import BLOCK, block_grid, deblockify
 
 JPEGSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
@@ -616,10 +616,12 @@ def _check_writable(coefficients: JPEGCoefficients) -> None:
     if any(not (isinstance(f, (int, np.integer)) and 1 <= f <= 4) for factor in sampling for f in factor):
         raise ValueError(f"sampling factors are whole numbers from 1 to 4, got {tuple(sampling)}")
     tallest, widest = coefficients.max_sampling
+    if any(tallest % v or widest % h for v, h in sampling):
+        raise ValueError(f"sampling {tuple(sampling)}: each component's factors must divide the largest ones")
     for index, (grid, table, (v, h)) in enumerate(zip(blocks, tables, sampling)):
         grid, table = np.asarray(grid), np.asarray(table)
-        expected = (-(-height * v // (tallest * BLOCK)), -(-width * h // (widest * BLOCK)), BLOCK, BLOCK)
-        if grid.shape != expected:  # libjpeg's width_in_blocks and height_in_blocks
+        expected = (*block_grid(height, width, (tallest // v, widest // h)), BLOCK, BLOCK)
+        if grid.shape != expected:
             raise ValueError(f"component {index}: a block grid of shape {grid.shape}, but a {width}x{height} image "
                              f"with sampling {tuple(sampling)} has {expected}")
         if not np.issubdtype(grid.dtype, np.integer):

@@ -74,7 +74,7 @@ def ssim(
     reference: Tensor,
     data_range: float = 255.0,
     window: str = "gaussian",
-    window_size: int = 11,
+    window_size: int = SSIM_WINDOW_SIDES["gaussian"],
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,

@@ -139,7 +139,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except OSError:
         raise
-    except Exception as error:  # noqa: BLE001 - torch.load fails on foreign bytes in many ways, none documented
+    except Exception as error:  # torch.load fails on foreign bytes in many ways, none of them documented
         raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of training state)")

@@ -10,7 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import command_line, device_problem, json_path_problem, report_failures, set_threads, write_json
+from . import (
+    command_line,
+    device_problem,
+    json_path_problem,
+    report_failures,
+    set_threads,
+    write_json,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
