@@ -25,6 +25,7 @@ name        total        Y network    colour network
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -154,6 +155,8 @@ def weights_label(name: str | os.PathLike[str] | None) -> str:
 
 def load_model(name: str | os.PathLike[str] | None = None, **options: Any) -> QGAC:
     """``create_model(name or DEFAULT_MODEL, pretrained=True, **options)``: trained weights by name."""
+    if "pretrained" in options:
+        raise TypeError("load_model always loads trained weights; create_model(name) builds an untrained network")
     return create_model(DEFAULT_MODEL if name is None else name, pretrained=True, **options)
 
 
@@ -163,7 +166,12 @@ def pretrained_folder(name: str | os.PathLike[str] = DEFAULT_MODEL, options: Hub
     ``revision`` than the pinned one is any Hub commit of its repo, with no fallback."""
     name = os.fspath(name)
     if name not in MODELS:
-        return resolve(name, options)
+        try:
+            return resolve(name, options)
+        except WeightsNotFoundError as error:
+            if hint := _registered_hint(name):
+                raise WeightsNotFoundError(f"{error}; {hint}") from error
+            raise
     weights = MODELS[name][1]
     if weights is None:
         raise ValueError(f"{name!r} has no published weights; models with weights: "
@@ -176,6 +184,18 @@ def pretrained_folder(name: str | os.PathLike[str] = DEFAULT_MODEL, options: Hub
             raise WeightsNotFoundError(f"{weights.repo_id} is neither published nor packaged")
         return packaged
     return resolve(weights.repo_id, replace(options, revision=weights.revision), fallback=packaged)
+
+
+def _registered_hint(name: str) -> str | None:
+    """For a name that loads nothing: the registered models it may have meant (a
+    configuration's name, another case, a typo)."""
+    if name in CONFIGS:
+        trained = [model for model, (config, weights) in MODELS.items() if config == name and weights is not None]
+        return (f"{name!r} is a configuration, which build_model({name!r}) builds untrained"
+                + (f"; its trained weights are {', '.join(map(repr, trained))}" if trained else ""))
+    by_lower = {model.lower(): model for model in list_models(pretrained=True)}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f"did you mean {by_lower[close[0]]!r}?" if close else None
 
 
 #: (source, device, dtype) -> (version, model): one entry per source; a folder saved again

@@ -82,7 +82,12 @@ def placed_model(
     """A model given by the caller, on ``device`` in ``dtype``: the model itself when neither is
     asked for, else a converted copy, made once, so the caller's model never moves. Weights
     named by a name or path are returned as they are (they are loaded where they are used).
-    Raises ``ValueError`` for a ``dtype`` that is not a floating point ``torch.dtype``."""
+    Raises ``TypeError`` for ``weights`` of another kind (a correction option given by
+    position, ``JPEGArtifactCorrection(0.5)``), ``ValueError`` for a ``dtype`` that is not a
+    floating point ``torch.dtype``."""
+    if not (model is None or isinstance(model, (str, os.PathLike, nn.Module))):
+        raise TypeError(f"weights must be a model name, a folder, a Hub repo id or a model, got "
+                        f"{type(model).__name__} {model!r}; correction options are keywords (blend=0.5)")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating point torch.dtype (the model's), got {dtype!r}")
     if not isinstance(model, nn.Module) or (device is None and dtype is None):

@@ -11,7 +11,10 @@ model: the class to build is always passed in.
    :func:`huggingface_hub.hf_hub_download`, so the Hub cache (``HF_HUB_CACHE`` or
    ``cache_dir``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``revision`` and ``token`` behave
    as for any Hub model. The config and the weight files it names come from one commit,
-   even when ``revision`` is a branch.
+   even when ``revision`` is a branch. Unless the files are cached, one request without
+   retries first checks that the Hub answers (huggingface_hub alone would retry for about
+   20 s): a name that is not a repo id, or a Hub that does not answer, fails at once,
+   naming the folders with close names where the name looks like a mistyped path.
 3. A registered model's published weights (:class:`~.configs.PublishedWeights`): while
    unpublished (no revision), the copy shipped inside the package, with no request at
    all. Once published, the Hub at the pinned revision (a warm cache answers without any
@@ -53,6 +56,7 @@ other published folders live in the repository's ``hub/`` (see ``hub/README.md``
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -77,6 +81,7 @@ from huggingface_hub import (
     try_to_load_from_cache,
 )
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model as save_safetensors
 from torch import Tensor, nn
@@ -259,17 +264,18 @@ def _constructor_arguments(model_class: type[nn.Module]) -> dict[str, inspect.Pa
     return parameters
 
 
-def _check_types(config: Mapping[str, Any], model_class: type[nn.Module], path: Path) -> None:
-    """Refuse a value whose type is not that of the constructor argument's default (a whole
-    number, a flag, a name), naming the key: the constructor's own error would not."""
+def argument_type_problem(arguments: Mapping[str, Any], model_class: type[nn.Module]) -> tuple[str, str] | None:
+    """The first of ``arguments`` whose value is not of the type of its constructor
+    argument's default (a whole number, a flag, a name), with what it must be; ``None``
+    when there is none. The constructor and the loader both check with it, so that a model
+    that can be built can be saved and loaded again."""
     for name, parameter in _constructor_arguments(model_class).items():
         expected = type(parameter.default)
-        if name not in config or expected not in (int, bool, str):
-            continue
-        value = config[name]
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            kind = {int: "an integer", bool: "true or false", str: "a string"}[expected]
-            raise InvalidWeightsError(path, f"{name} must be {kind}, got {json.dumps(value)}")
+        if name in arguments and expected in (int, bool, str):
+            value = arguments[name]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                return name, {int: "an integer", bool: "true or false", str: "a string"}[expected]
+    return None
 
 
 def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module]) -> dict[str, Any]:
@@ -300,7 +306,9 @@ def read_config(directory: str | os.PathLike[str], model_class: type[nn.Module])
         raise InvalidWeightsError(
             path, f"unknown configuration keys {unknown} (written by qgac-transforms {writer}, this is {__version__})"
         )
-    _check_types(config, model_class, path)
+    if problem := argument_type_problem(config, model_class):
+        name, kind = problem
+        raise InvalidWeightsError(path, f"{name} must be {kind}, got {json.dumps(config[name])}")
     weight_digests(config, path)
     return config
 
@@ -503,16 +511,34 @@ def _cached(repo_id: str, revision: str, cache_dir: str | os.PathLike[str] | Non
     )
 
 
-def _hub_answers(repo_id: str, revision: str, token: str | bool | None) -> bool:
-    """One request, no retries: False when the Hub cannot be reached or answers 5xx."""
+def _hub_problem(repo_id: str, revision: str, token: str | bool | None) -> str | None:
+    """One request, no retries: why the Hub cannot serve now (no answer, a server error,
+    rate limited), or ``None`` when it answered (a 4xx such as "not found" is an answer)."""
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision), token=token)
     except HfHubHTTPError as error:
-        return error.response is None or error.response.status_code < 500
+        status = None if error.response is None else error.response.status_code
+        if status is not None and status < 500 and status != 429:
+            return None
+        return f"the Hub answered {status}" if status is not None else f"the Hub did not answer ({_summary(error)})"
     except Exception as error:  # noqa: BLE001 - connection, timeout, proxy, offline: anything but an answer
         log.debug("Hub probe for %s failed: %s", repo_id, error)
-        return False
-    return True
+        return f"the Hub did not answer ({_summary(error)})"
+    return None
+
+
+def _not_a_folder(name: str) -> str:
+    """The start of the error for a name that is no folder; where it looks like a mistyped
+    path (``hub/qgac-smal``), the folders beside it with close names."""
+    path = Path(name)
+    near: list[str] = []
+    try:
+        if path.parent != Path(".") and path.parent.is_dir():
+            folders = [entry.name for entry in path.parent.iterdir() if entry.is_dir()]
+            near = [str(path.parent / match) for match in difflib.get_close_matches(path.name, folders)]
+    except OSError:  # a parent that cannot be listed
+        pass
+    return f"cannot load {name!r}: it is not a folder" + (f" (folders beside it: {', '.join(near)})" if near else "")
 
 
 _RESOLVED: dict[tuple[Any, ...], Path] = {}
@@ -536,29 +562,38 @@ def resolve(name_or_path: str | os.PathLike[str], options: HubOptions = HubOptio
         return known
     attempt = _attempt(name, options)
     is_default = fallback is not None
+    try:
+        validate_repo_id(name)
+    except HFValidationError as error:
+        raise WeightsNotFoundError(f"{_not_a_folder(name)}, nor a Hub repo id: {_summary(error)}") from error
     folder: Path | None = None
-    # huggingface_hub retries an unreachable Hub for about 20 s before giving up; with a
-    # fallback, one request without retries decides, so a first use offline is immediate.
-    if (not is_default or options.local_files_only or options.force_download
-            or _cached(name, revision, options.cache_dir) or _hub_answers(name, revision, options.token)):
+    # huggingface_hub retries an unreachable Hub for about 20 s before giving up: one
+    # request without retries decides first, so a first use offline falls back to the
+    # packaged copy at once, and a mistyped folder name is reported at once.
+    asked = options.local_files_only or options.force_download or constants.is_offline_mode()
+    problem = None if asked or _cached(name, revision, options.cache_dir) else _hub_problem(name, revision, options.token)
+    if problem is None:
         try:
             folder = download(name, options)
         except LocalEntryNotFoundError as error:
             # The Hub could not be reached (or must not be) and the files are not cached.
             if not is_default:
                 raise WeightsNotFoundError(
-                    f"cannot load {name!r}: it is not a folder, and the Hub could not be reached without all of "
+                    f"{_not_a_folder(name)}, and the Hub could not be reached without all of "
                     f"its files cached; tried {attempt}: {_summary(error)}"
                 ) from error
         except (HfHubHTTPError, HFValidationError) as error:
             if not is_default:
-                raise WeightsNotFoundError(
-                    f"cannot load {name!r}: it is not a folder, and tried {attempt}: {_summary(error)}"
-                ) from error
+                raise WeightsNotFoundError(f"{_not_a_folder(name)}, and tried {attempt}: {_summary(error)}") from error
             # The pinned release is missing or refused (removed, gated): the packaged copy
             # is that same release, so it still serves.
             log.warning("the Hub has no %s@%s for this request (%s): using the packaged copy %s",
                         name, revision, _summary(error), fallback)
+    elif not is_default:
+        raise WeightsNotFoundError(
+            f"{_not_a_folder(name)}, its files are not cached, and {problem} to one request without retries "
+            f"(try again later); tried {attempt}"
+        )
     if folder is None:
         assert fallback is not None  # every other failure raised above
         folder = fallback

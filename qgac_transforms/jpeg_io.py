@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 import struct
 import sys
@@ -83,10 +84,30 @@ def chroma_factor_of(subsampling: str | tuple[int, int]) -> tuple[int, int]:
         if subsampling not in SUBSAMPLINGS:
             raise ValueError(f"unknown chroma subsampling {subsampling!r}; choose one of {', '.join(SUBSAMPLINGS)}")
         return SUBSAMPLINGS[subsampling]
-    factor = tuple(int(f) for f in subsampling)
+    try:
+        factor = tuple(_whole_number(f) for f in subsampling)
+    except TypeError:  # not a sequence either
+        factor = None
     if factor not in SUBSAMPLINGS.values():
-        raise ValueError(f"unsupported chroma subsampling factor {subsampling}")
+        raise ValueError(f"unsupported chroma subsampling {subsampling!r}; give a name ({', '.join(SUBSAMPLINGS)}) "
+                         f"or a (vertical, horizontal) pair of whole numbers such as (2, 2)")
     return factor  # type: ignore[return-value]
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int when it is a whole number (``2``, ``np.int64(2)``, ``2.0``, a
+    one-element tensor), else ``None``: a bool, or a fraction that ``int`` would cut."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def subsampling_name(factor: tuple[int, int]) -> str:

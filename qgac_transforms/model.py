@@ -52,6 +52,8 @@ Our own choices, beyond both:
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,7 +66,7 @@ from torch import Tensor, nn
 from .color import UPSAMPLING_MODES, upsample_chroma
 from .dct import BLOCK, blocks_to_channels, channels_to_blocks, image_dct, image_idct
 from .layers import RRDB, CFMConv, TransposedCFMConv, block_body, group_concat
-from .hub import HubOptions, load_folder, resolve, write_folder
+from .hub import CONFIG_NAME, HubOptions, argument_type_problem, load_folder, resolve, write_folder
 from .model_card import ModelCardInfo, render_card
 
 FREQUENCIES = BLOCK * BLOCK
@@ -268,6 +270,18 @@ class QGAC(
         coefficient_std: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
+        plain = {  # numpy integers as ints: config.json must hold what loading accepts
+            name: int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+            for name, value in dict(
+                block_width=block_width, features=features, per_frequency=per_frequency,
+                manifold_width=manifold_width, fusion_width=fusion_width, color_width=color_width, color=color,
+                block_body=block_body, block_depth=block_depth, frequency_net=frequency_net,
+                chroma_upsampling=chroma_upsampling,
+            ).items()
+        }
+        if problem := argument_type_problem(plain, QGAC):
+            name, kind = problem
+            raise TypeError(f"{name} must be {kind}, got {plain[name]!r}")
         with torch.device("cpu"):  # checked here, so the model can also be built under torch.device("meta")
             mean = torch.zeros(3, FREQUENCIES) if coefficient_mean is None else torch.tensor(coefficient_mean)
             std = torch.ones(3, FREQUENCIES) if coefficient_std is None else torch.tensor(coefficient_std)
@@ -278,16 +292,10 @@ class QGAC(
         if chroma_upsampling not in UPSAMPLING_MODES:
             raise ValueError(f"chroma_upsampling must be one of {UPSAMPLING_MODES}, got {chroma_upsampling!r}")
         #: The constructor arguments: everything needed to rebuild this model.
-        self.config = dict(
-            block_width=block_width, features=features, per_frequency=per_frequency, manifold_width=manifold_width,
-            fusion_width=fusion_width, color_width=color_width, color=color,
-            block_body=block_body, block_depth=block_depth, frequency_net=frequency_net,
-            chroma_upsampling=chroma_upsampling, coefficient_mean=mean.tolist(), coefficient_std=std.tolist(),
-        )
-        self.y_network = YNetwork(
-            block_width, features, per_frequency, manifold_width, fusion_width, block_body, block_depth, frequency_net
-        )
-        self.color_network = ColorNetwork(color_width, manifold_width) if color else None
+        self.config = {**plain, "coefficient_mean": mean.tolist(), "coefficient_std": std.tolist()}
+        y_arguments = inspect.signature(YNetwork).parameters
+        self.y_network = YNetwork(**{name: value for name, value in plain.items() if name in y_arguments})
+        self.color_network = ColorNetwork(plain["color_width"], plain["manifold_width"]) if plain["color"] else None
         # on the device the model is built on (under torch.device("cuda"), the GPU), except on
         # "meta", where the statistics keep their values: loading checks the file against them
         place = torch.get_default_device()
@@ -301,6 +309,19 @@ class QGAC(
         return self.config["chroma_upsampling"]
 
     # ------------------------------------------------------------ Hub integration
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> str | None:
+        """The mixin's ``save_pretrained`` (its arguments; ``push_to_hub=True`` uploads too),
+        except that a save that fails leaves an earlier one in ``save_directory`` loadable:
+        the mixin deletes ``config.json`` before writing, and it is put back."""
+        config_path = Path(save_directory) / CONFIG_NAME
+        earlier = config_path.read_bytes() if config_path.is_file() else None
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        except BaseException:
+            if earlier is not None and not config_path.exists():
+                config_path.write_bytes(earlier)
+            raise
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """The mixin's hook for ``save_pretrained`` and ``push_to_hub``: the folder format of :mod:`.hub`."""
         write_folder(self, save_directory)

@@ -53,7 +53,7 @@ class CorrectionOptions:
             ``(8, 8)``, ``(64,)``, ``(2, 8, 8)`` or ``(3, 8, 8)`` (see :func:`~.quantization.as_tables`);
             kept as a copy, nested tuples ``(3, 8, 8)`` of ints, so options compare and hash by value.
         subsampling: decoded colour pixels only: their chroma subsampling (``"4:2:0"``, a
-            ``(v, h)`` factor; ``None``: found in the pixels).
+            ``(v, h)`` factor, kept as a tuple of ints; ``None``: found in the pixels).
 
     ``quality``, ``tables`` and ``subsampling`` describe decoded pixels: a JPEG file, its
     coefficients or a Pillow JPEG that still shows its file carries its own, so the
@@ -86,7 +86,9 @@ class CorrectionOptions:
         if self.quality is not None and self.tables is not None:
             raise ValueError("pass quality or tables, not both")
         if self.subsampling is not None:
-            chroma_factor_of(self.subsampling)
+            factor = chroma_factor_of(self.subsampling)
+            if not isinstance(self.subsampling, str):  # a list or an array: unhashable, unequal to the same pair
+                object.__setattr__(self, "subsampling", factor)
         if self.tables is not None:
             steps = as_tables(self.tables, 3).tolist()  # fails early on malformed tables
             object.__setattr__(self, "tables", tuple(tuple(map(tuple, table)) for table in steps))
@@ -94,7 +96,11 @@ class CorrectionOptions:
     @classmethod
     def of(cls, options: CorrectionOptions | None = None, **changes: Any) -> CorrectionOptions:
         """``options`` (the defaults where ``None``) with ``changes``: what every entry point
-        that takes both an options object and its fields as keywords uses."""
+        that takes both an options object and its fields as keywords uses. Raises ``TypeError``
+        for ``options`` that are not a :class:`CorrectionOptions` (a dict: its fields go as keywords)."""
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options must be a CorrectionOptions, got {type(options).__name__}; give its fields "
+                            f"as keywords (blend=0.5) or CorrectionOptions(**fields)")
         return (options if options is not None else cls()).changed(**changes)
 
     def changed(self, **changes: Any) -> CorrectionOptions:

@@ -148,7 +148,8 @@ def evaluate_pipelines(
 
     For each way and quality: the mean gain of the transform's output over its input
     (``gain_db``), the mean gain of the exact path on the same pixels
-    (``exact_gain_db``), their ratio in percent, how many images came out worse than
+    (``exact_gain_db``), their ratio in percent (both ``None`` where every image raised
+    and there is nothing to compare with), how many images came out worse than
     their input, and the errors raised (a way that raises counts as no gain). The
     ``"4:2:2 file, decoded pixels"`` way compresses at 4:2:2 and compares with the
     exact path on that file; the ``", quality given"`` ways tell the transform the
@@ -211,12 +212,12 @@ def _summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over the images of a way at one quality (an image that raised counts as no gain)."""
     gains = [entry.get("gain_db", 0.0) for entry in entries]
     exact_gains = [entry["exact_gain_db"] for entry in entries if "exact_gain_db" in entry]
-    exact = statistics.fmean(exact_gains) if exact_gains else float("nan")
+    exact = statistics.fmean(exact_gains) if exact_gains else None  # every image raised
     mean = statistics.fmean(gains)
     return {
         "gain_db": mean,
         "exact_gain_db": exact,
-        "percent_of_exact": 100 * mean / exact if exact else float("nan"),
+        "percent_of_exact": 100 * mean / exact if exact else None,
         "worse_than_input": sum(gain < 0 for gain in gains),
         "errors": sum("error" in entry for entry in entries),
     }
@@ -265,7 +266,9 @@ def format_table(report: dict[str, Any]) -> str:
             note = "".join(
                 f", {count} {label}" for count, label in ((s["worse_than_input"], "worse"), (s["errors"], "raised")) if count
             )
-            cells.append(f"{s['gain_db']:+.2f} ({s['exact_gain_db']:+.2f}), {s['percent_of_exact']:.0f}%{note}")
+            exact = "n/a" if s["exact_gain_db"] is None else f"{s['exact_gain_db']:+.2f}"
+            percent = "n/a" if s["percent_of_exact"] is None else f"{s['percent_of_exact']:.0f}%"
+            cells.append(f"{s['gain_db']:+.2f} ({exact}), {percent}{note}")
         lines.append("| " + " | ".join(cells) + " |")
     timing = report["timing"]
     if timing:

@@ -1,8 +1,10 @@
-"""Image helpers for the tests, imported by name (the fixtures are in ``conftest.py``)."""
+"""Image and report helpers for the tests, imported by name (the fixtures are in ``conftest.py``)."""
 
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,3 +41,11 @@ def save_jpeg(image: Image.Image, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", **options)
     return buffer.getvalue()
+
+
+def strict_json_loads(text: str) -> Any:
+    """``json.loads`` that fails on ``NaN`` and ``Infinity``, which are not standard JSON."""
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not standard JSON")
+
+    return json.loads(text, parse_constant=refuse)

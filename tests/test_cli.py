@@ -12,8 +12,10 @@ import jpeglib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
-from surface_fixtures import save_jpeg, textured_image, to_tensor
+from surface_fixtures import save_jpeg, strict_json_loads, textured_image, to_tensor
 
 from qgac_transforms import cli
 from qgac_transforms import functional as F
@@ -111,6 +113,27 @@ def test_never_overwrites_without_permission(qgac, photos, tiny_weights):
     assert code == 1 and "exists" in err
 
 
+def test_overwrite_never_replaces_another_input_nor_lets_two_inputs_share_an_output(qgac, tmp_path, tiny_weights):
+    """Each was planned against the earlier outputs only: a.jpeg's output replaced the colour
+    a.jpg before a.jpg was read, and a.jpg's output replaced the user's own a_qgac.jpg."""
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "a.jpeg").write_bytes(save_jpeg(textured_image(2, 24, 24, "L"), quality=50))
+    (clash / "a.jpg").write_bytes(save_jpeg(textured_image(1, 24, 40), quality=50))
+    before = {path.name: path.read_bytes() for path in clash.iterdir()}
+    code, _, err = qgac("correct", clash, "-o", clash, "--format", "jpeg", "--overwrite", "--weights", tiny_weights)
+    assert code == 1 and err.count(f"another input is also written to {clash / 'a.jpg'}") == 2
+    assert {path.name: path.read_bytes() for path in clash.iterdir()} == before  # nothing written
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "a.jpg").write_bytes(save_jpeg(textured_image(1, 24, 40), quality=50))
+    (own / "a_qgac.jpg").write_bytes(save_jpeg(textured_image(3, 24, 40), quality=50))  # the user's, not an output
+    mine = (own / "a_qgac.jpg").read_bytes()
+    code, _, err = qgac("correct", own, "--format", "keep", "--overwrite", "--weights", tiny_weights)
+    assert code == 1 and f"not writing {own / 'a_qgac.jpg'}: it is the input {own / 'a_qgac.jpg'}, also corrected" in err
+    assert (own / "a_qgac.jpg").read_bytes() == mine and (own / "a_qgac_qgac.jpg").is_file()
+
+
 def test_tiles_and_strength_options(qgac, photos, tiny_weights, tmp_path):
     outputs = {}
     variants = {"whole": ["--tile", "0"], "tiled": ["--tile", "16"], "soft": ["--blend", "0"],
@@ -134,15 +157,41 @@ def test_help(qgac, argv):
 @pytest.mark.parametrize(
     "argv",
     [[], ["correct"], ["correct", "x.jpg", "--quality", "0"], ["correct", "x.jpg", "--format", "gif"],
+     ["correct", "x.jpg", "--quality", "80"], ["correct", "x.jpg", "-o", "y.png", "--quality", "80"],
      ["correct", "x.jpg", "--blend", "2"], ["info"], ["frobnicate"]],
 )
 def test_usage_errors_exit_2(qgac, argv):
     assert qgac(*argv)[0] == 2
 
 
+def test_quality_is_refused_where_outputs_are_png_and_sets_jpeg_outputs(qgac, photos, tmp_path, tiny_weights):
+    """It was ignored for PNG outputs (the default), without a word."""
+    code, _, err = qgac("correct", photos / "a.jpg", "--quality", "10", "-o", tmp_path / "png")
+    assert code == 2 and "--quality 10 is the quality of JPEG outputs, but the outputs are PNG" in err
+    assert not (tmp_path / "png").exists()
+    sizes = {}
+    for quality in ("20", "95"):
+        output = tmp_path / f"q{quality}.jpg"
+        assert qgac("correct", photos / "a.jpg", "-o", output, "--quality", quality, "--weights", tiny_weights)[0] == 0
+        sizes[quality] = output.stat().st_size
+    assert sizes["20"] < sizes["95"]
+
+
+def test_warnings_name_their_file_and_failures_are_listed_once_without_a_terminal(qgac, photos, tmp_path,
+                                                                                   tiny_weights):
+    bad_exif = photos / "bad-exif.jpg"
+    textured_image(5, 16, 16).save(bad_exif, quality=50, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00junk")
+    code, _, err = qgac("correct", bad_exif, photos / "broken.jpg", "-o", tmp_path / "out", "--weights", tiny_weights)
+    assert code == 1 and f"warning: {bad_exif}: Corrupt EXIF data" in err  # Pillow's warning named no file
+    assert err.count(str(photos / "broken.jpg")) == 1 and (tmp_path / "out" / "bad-exif.png").is_file()
+
+
 def test_bad_weights_is_a_usage_error(qgac, photos, tmp_path):
     code, _, err = qgac("correct", photos / "a.jpg", "--weights", tmp_path, "--device", "cpu")
     assert code == 2 and "cannot load the model" in err
+    for device in ("meta", "nosuch"):  # a traceback (meta), torch's message about the model (nosuch)
+        code, _, err = qgac("correct", photos / "a.jpg", "--device", device)
+        assert code == 2 and f"--device {device} cannot be used" in err and "Traceback" not in err
 
 
 def test_info(qgac, photos):
@@ -351,6 +400,12 @@ def test_globs_of_folders_symlinked_folders_and_pipes(qgac, tmp_path, tiny_weigh
     code, _, err = qgac("correct", linked, "-o", tmp_path / "out-linked", "--weights", tiny_weights)
     assert code == 0 and (tmp_path / "out-linked" / "elsewhere" / "a.png").is_file()
     assert "pipe: not a regular file" in err
+    (linked / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    code, _, err = qgac("correct", str(linked / "*"), "-o", tmp_path / "out-glob", "--weights", tiny_weights)
+    assert code == 1 and "pipe: not a regular file" in err and "gone.jpg: cannot read file" in err  # were dropped
+    for name, reason in (("pipe", "not a regular file"), ("gone.jpg", f"a broken link (to {tmp_path / 'nowhere.jpg'})")):
+        code, _, err = qgac("correct", linked / name, "--weights", tiny_weights)  # was "no such file or folder"
+        assert code == 1 and f"{linked / name}: {reason}" in err
 
 
 def test_a_trailing_slash_names_a_folder_and_long_names_are_written(qgac, photos, tmp_path, tiny_weights):
@@ -378,3 +433,25 @@ def test_ctrl_c_exits_130_without_a_traceback(qgac, photos, monkeypatch):
     monkeypatch.setattr(correct_command, "collect", interrupted)
     code, _, err = qgac("correct", photos)
     assert code == 130 and err.strip() == "qgac correct: interrupted"
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.floats(allow_nan=True, allow_infinity=True),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON_VALUES)
+def test_reports_are_standard_json_with_null_for_values_that_are_not_finite(value):
+    """Python's json writes NaN and Infinity, which browsers and jq refuse; every report reads back
+    with a strict parser, equal to what was given with each non-finite float as null."""
+    def expected(item):
+        if isinstance(item, float) and not np.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: expected(inner) for key, inner in item.items()}
+        return [expected(inner) for inner in item] if isinstance(item, list) else item
+
+    for indent in (None, 2):
+        assert strict_json_loads(cli.strict_json(value, indent)) == expected(value)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 from PIL import Image
-from surface_fixtures import textured_image
+from surface_fixtures import strict_json_loads, textured_image
 
 from qgac_transforms import cli
 
@@ -359,6 +359,15 @@ def test_pictures_are_small_and_generated_files_match_their_scripts():
     for diagram in diagrams.DIAGRAMS:
         path = DOCS / "images" / f"{diagram.name}.svg"
         assert path.read_text(encoding="utf-8") == diagrams.render(diagram), f"{path.name}: python docs/make_diagrams.py"
+
+
+def test_committed_reports_and_configs_are_standard_json():
+    """What the docs, the cards and the Hub serve is read by other tools too (browsers, jq)."""
+    paths = [*(DOCS / "results").glob("*.json"), *(ROOT / "hub").rglob("*.json"),
+             *(ROOT / "qgac_transforms" / "weights").rglob("*.json")]
+    assert len(paths) > 10
+    for path in paths:
+        strict_json_loads(path.read_text())
 
 
 def test_readme_results_rows_are_those_of_the_reports():

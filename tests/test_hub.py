@@ -14,11 +14,13 @@ import logging
 import tempfile
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard, constants
+from huggingface_hub.errors import HfHubHTTPError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -179,6 +181,37 @@ def test_save_pretrained_and_from_pretrained_round_trip(tmp_path):
     loaded = QGAC.from_pretrained(tmp_path / "m")
     assert loaded.color_network is None
     assert_same_weights(loaded, model)
+
+
+def test_a_failed_save_leaves_the_earlier_one_loadable(tmp_path, monkeypatch):
+    """The mixin deletes config.json before our hook writes: a failure left weights without a config."""
+    earlier = mini_model(color=False)
+    earlier.save_pretrained(tmp_path / "m")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub, "save_safetensors", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        mini_model(color=False, seed=1).save_pretrained(tmp_path / "m")
+    assert_same_weights(QGAC.from_pretrained(tmp_path / "m"), earlier)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"color": 0}, "color must be true or false, got 0"), ({"block_width": "16"}, "block_width must be an integer"),
+    ({"features": 16.0}, "features must be an integer, got 16.0"), ({"block_body": None}, "block_body must be a string"),
+])
+def test_the_constructor_refuses_what_loading_would(arguments, message):
+    """QGAC(color=0) built and saved, and its folder then failed to load."""
+    with pytest.raises(TypeError, match=message):
+        QGAC(**arguments)
+
+
+def test_numpy_integers_are_saved_as_integers(tmp_path):
+    model = QGAC(block_width=np.int64(16), features=np.int32(8), per_frequency=2, manifold_width=8, fusion_width=2,
+                 color_width=8, block_depth=np.int64(1))
+    model.save_pretrained(tmp_path / "m")  # json.dumps refused numpy integers, after the weights were written
+    assert QGAC.from_pretrained(tmp_path / "m").config == model.config and type(model.config["block_depth"]) is int
 
 
 def test_from_pretrained_raises_the_typed_errors_of_load_model(tmp_path, cache_dir, offline):
@@ -635,6 +668,19 @@ def test_offline_cold_cache_uses_the_embedded_default(local_hub, cache_dir, offl
     assert len(local_hub.requests) == 0
 
 
+def test_names_near_a_registered_model_are_told_its_name(local_hub, cache_dir, offline):
+    """A typo or a configuration's name got only the Hub's error."""
+    for name, hint in (("qgac-fats", "did you mean 'qgac-fast'?"), ("QGAC-Fast", "did you mean 'qgac-fast'?"),
+                       ("fast", "'fast' is a configuration, which build_model('fast') builds untrained; its trained "
+                                "weights are 'qgac-fast'")):
+        with pytest.raises(WeightsNotFoundError) as error:
+            load_model(name, cache_dir=cache_dir)
+        assert str(error.value).endswith(hint)
+    with pytest.raises(WeightsNotFoundError) as error:
+        load_model("tests/elsewhere", cache_dir=cache_dir)
+    assert "did you mean" not in str(error.value)
+
+
 def test_offline_cold_cache_other_names_say_what_was_tried(local_hub, cache_dir, offline):
     with pytest.raises(WeightsNotFoundError) as error:
         load_model("tests/elsewhere", revision="v1", cache_dir=cache_dir)
@@ -651,13 +697,51 @@ def test_local_files_only_cold_cache_uses_the_embedded_default(local_hub, cache_
     assert len(local_hub.requests) == 0
 
 
-def test_unreachable_hub_falls_back_at_once(cache_dir, monkeypatch, published):
+@pytest.fixture
+def unreachable_hub(monkeypatch) -> None:
+    """``huggingface_hub`` online and pointed at an address where nothing listens."""
     with LocalHub() as server:
         closed = server.url  # nothing listens here once the server is closed
     monkeypatch.setattr(constants, "ENDPOINT", closed)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def test_unreachable_hub_falls_back_at_once(cache_dir, unreachable_hub, published):
     assert_same_weights(load_model(), QGAC.from_pretrained(PACKAGED))
+
+
+def test_without_an_answer_a_name_that_is_no_folder_fails_at_once_naming_folders_like_it(
+        tmp_path, cache_dir, unreachable_hub, monkeypatch):
+    """A mistyped path waited for huggingface_hub's retries (about 20 s) before its error."""
+    saved(tmp_path / "models", name="qgac-small")
+    monkeypatch.chdir(tmp_path)
+
+    def retrying_download(*args, **kwargs):
+        raise AssertionError("the retrying download was started")
+
+    monkeypatch.setattr(hub, "hf_hub_download", retrying_download)
+    with pytest.raises(WeightsNotFoundError, match="did not answer") as error:
+        load_model("models/qgac-smal", cache_dir=cache_dir)  # could be a repo id
+    assert "(folders beside it: models/qgac-small)" in str(error.value)
+    with pytest.raises(WeightsNotFoundError, match="nor a Hub repo id") as error:
+        load_model(str(tmp_path / "models" / "qgac-smal"), cache_dir=cache_dir)
+    assert f"(folders beside it: {tmp_path / 'models' / 'qgac-small'})" in str(error.value)
+    with pytest.raises(WeightsNotFoundError, match="did not answer") as error:
+        load_model("tests/nothing-like-it", cache_dir=cache_dir)
+    assert "folders beside it" not in str(error.value)
+
+
+@pytest.mark.parametrize(("status", "problem"), [(404, None), (401, None), (429, "the Hub answered 429"),
+                                               (503, "the Hub answered 503")])
+def test_the_probe_counts_a_refusal_as_an_answer_and_a_server_error_or_rate_limit_as_none(
+        monkeypatch, status, problem):
+    """A 4xx says what the download would hear at once; a 5xx or a 429 would start its retries."""
+    def answer(*args, **kwargs):
+        raise HfHubHTTPError(f"status {status}", response=SimpleNamespace(status_code=status, headers={}, request=None))
+
+    monkeypatch.setattr(hub, "get_hf_file_metadata", answer)
+    assert hub._hub_problem("tests/any", "main", None) == problem
 
 
 def test_repo_that_does_not_exist(local_hub, cache_dir):
@@ -682,9 +766,10 @@ def test_missing_default_repo_falls_back_with_a_warning(local_hub, cache_dir, ca
         load_model(DEFAULT_MODEL, revision="main", cache_dir=cache_dir)  # another revision: no fallback
 
 
-def test_invalid_name_is_an_error(cache_dir):
-    with pytest.raises(WeightsNotFoundError, match="not a folder"):
+def test_invalid_name_is_an_error(cache_dir, local_hub):
+    with pytest.raises(WeightsNotFoundError, match="not a folder, nor a Hub repo id: HFValidationError"):
         load_model("no/such/folder/anywhere")
+    assert len(local_hub.requests) == 0
 
 
 def test_pickle_weights_are_never_downloaded(tmp_path, local_hub, cache_dir):

@@ -23,13 +23,28 @@ from qgac_transforms.options import CorrectionOptions
      (dict(self_ensemble=1), TypeError, "self_ensemble must be True or False"),
      (dict(quality=50, tables=torch.ones(8, 8)), ValueError, "pass quality or tables, not both"),
      (dict(subsampling="4:9:9"), ValueError, "4:9:9"), (dict(tables=torch.zeros(8, 8)), ValueError, "at least 1"),
-     (dict(tile=True), ValueError, "tile must be"), (dict(overlap=False), ValueError, "overlap 0 or more")],
+     (dict(tile=True), ValueError, "tile must be"), (dict(overlap=False), ValueError, "overlap 0 or more"),
+     (dict(subsampling=(2.5, 2)), ValueError, "pair of whole numbers"), (dict(subsampling=2), ValueError, "4:2:0"),
+     (dict(subsampling=(True, True)), ValueError, "unsupported chroma subsampling")],
 )
 def test_bad_options_are_refused_where_they_are_written(changes, error, message):
     with pytest.raises(error, match=message):
         CorrectionOptions(**changes)
     with pytest.raises(error, match=message):
         CorrectionOptions().changed(**changes)
+
+
+def test_arguments_given_in_the_wrong_place_are_named():
+    """Each failed deep inside with an error that named neither the argument nor the fix."""
+    from qgac_transforms import JPEGArtifactCorrection
+    from qgac_transforms.configs import load_model
+
+    with pytest.raises(TypeError, match=r"weights must be a model name.*got float 0.5; correction options are keywords"):
+        JPEGArtifactCorrection(0.5)
+    with pytest.raises(TypeError, match=r"options must be a CorrectionOptions, got dict"):
+        JPEGArtifactCorrection(options={"blend": 0.5})
+    with pytest.raises(TypeError, match="load_model always loads trained weights"):
+        load_model("qgac-fast", pretrained=False)
 
 
 def test_an_unknown_keyword_names_the_options():
@@ -52,6 +67,15 @@ def test_tables_are_a_copy_compared_by_value():
     assert torch.equal(torch.tensor(options.tables), torch.full((3, 8, 8), 2))
     assert options == CorrectionOptions(tables=[[2] * 8] * 8) and hash(options) == hash(CorrectionOptions(tables=[[2] * 8] * 8))
     assert options != CorrectionOptions(tables=torch.full((8, 8), 50))
+
+
+@pytest.mark.parametrize("factor", [[2, 2], np.array([2, 2]), (np.int64(2), 2), (2.0, 2.0), torch.tensor([2, 2])])
+def test_a_subsampling_pair_is_kept_as_a_tuple_compared_by_value(factor):
+    """A list or an array made the options unhashable, and unequal to the same options written as a tuple."""
+    options = CorrectionOptions(subsampling=factor)
+    assert options.subsampling == (2, 2) and type(options.subsampling) is tuple
+    assert options == CorrectionOptions(subsampling=(2, 2)) and hash(options) == hash(CorrectionOptions(subsampling=(2, 2)))
+    assert CorrectionOptions(subsampling="4:2:0").subsampling == "4:2:0"  # a name is kept as written
 
 
 def test_correct_dispatches_by_input_type():

@@ -11,12 +11,12 @@ import logging
 import pytest
 import torch
 from PIL import Image, ImageOps
-from surface_fixtures import save_jpeg, textured_image, to_tensor
+from surface_fixtures import save_jpeg, strict_json_loads, textured_image, to_tensor
 from torchvision import datasets
 from torchvision.io import decode_jpeg, read_file
 
 from qgac_transforms import cli
-from qgac_transforms.pipeline_evaluation import evaluate_pipelines, format_table
+from qgac_transforms.pipeline_evaluation import _summary, evaluate_pipelines, format_table
 from qgac_transforms.transforms import JPEGArtifactCorrection
 
 QUALITY = 30
@@ -138,7 +138,7 @@ def test_eval_pipelines_measures_the_images_it_can(tiny_weights, tmp_path, capsy
     code = cli.main(["eval-pipelines", "--dataset", str(tmp_path), "--quality", "30", "--weights", tiny_weights,
                      "--json", str(tmp_path / "out" / "r.json")])  # fmt: skip
     out, err = capsys.readouterr()
-    report = json.loads((tmp_path / "out" / "r.json").read_text())
+    report = strict_json_loads((tmp_path / "out" / "r.json").read_text())
     assert code == 1 and "broken.png: cannot read the image" in err and report["n_images"] == 2
     assert [failure["image"] for failure in report["failures"]] == ["broken.png"]
     assert report["timing"]["n_images"] == 1 and report["timing"]["side"] is None  # a.png is 96 x 112, timed whole
@@ -147,6 +147,10 @@ def test_eval_pipelines_measures_the_images_it_can(tiny_weights, tmp_path, capsy
     loses = {**report, "ways": {"w": {"30": {"gain_db": -0.13, "exact_gain_db": 0.43, "percent_of_exact": -31,
                                              "worse_than_input": 1, "errors": 0}}}, "timing": {}}
     assert "| w | -0.13 (+0.43), -31%, 1 worse |" in format_table(loses)
+    every_image_raised = _summary([{"error": "too small"}, {"error": "too small"}])
+    assert every_image_raised["exact_gain_db"] is None and every_image_raised["percent_of_exact"] is None
+    raised = {**loses, "ways": {"w": {"30": every_image_raised}}}
+    assert "| w | +0.00 (n/a), n/a, 2 raised |" in format_table(raised)
 
 
 def test_hook_keeps_the_bytes_of_an_image_decoded_from_them(tiny_model, jpeg_bytes, caplog):

@@ -214,6 +214,18 @@ def test_bad_data_folders_are_named(tmp_path, capsys):
     empty.mkdir()
     assert main(["train", "--data", str(empty), "--run", str(tmp_path / "run")]) == 2
     assert "no images found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # neither an empty train.log nor its folder
+    (tmp_path / "blocked" / "train.log").mkdir(parents=True)  # the log cannot be written
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(3):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+            photos / f"p{seed}.png")
+    init = save_init(build_model("tiny"), tmp_path / "init.pt")  # no warning at build (statistics are its)
+    assert main(["train", "--data", str(photos), "--run", str(tmp_path / "blocked"), "--model", "tiny",
+                 "--init", str(init), "--steps", "1", "--batch-size", "1", "--patch-size", "16", "--workers", "0",
+                 "--validation-images", "1"]) == 2  # a traceback at the first record before
+    assert "train.log" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- losses
@@ -340,7 +352,7 @@ def test_bad_model_options_and_part_sizes_are_refused_before_training(tmp_path, 
             Trainer(tiny_config(tmp_path / "run", photos, model_options=options)).build()
     with pytest.raises(ValueError, match=r"alone takes .* MiB, more than a part of 0.001 MiB"):
         Trainer(tiny_config(tmp_path / "parts", photos, checkpoint_part_mb=0.001)).build()
-    assert not (tmp_path / "parts" / "checkpoint-y.pt").exists()
+    assert not (tmp_path / "parts").exists()  # no config-y.json either: a refused run leaves nothing
 
 
 def test_config_and_statistics_files_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
@@ -934,6 +946,10 @@ def test_export_loads_back_with_identical_outputs(tmp_path, trained_run, make_im
     rows, _, commands = read_evaluations([tmp_path / "eval.json"])
     assert f"{rows[0]['corrected_psnr']:.2f}" in card and "PSNR gain (dB)" in card
     assert commands == [command] and f"```sh\n{command}\n```" in card
+    report["results"][0]["corrected"]["psnr"] = None  # what --json writes for an infinite mean
+    (tmp_path / "infinite.json").write_text(json.dumps(report))
+    with pytest.raises(ValueError, match=r"infinite.json: quality 10 has a metric that is no finite number"):
+        read_evaluations([tmp_path / "infinite.json"])
     # the same weights, bit for bit, and so the same corrections (up to the float
     # rounding of CPU kernels, which need not be bitwise reproducible)
     jpeg = read_coefficients(make_jpeg(make_image(3, 40, 48, smooth=True), quality=20))
@@ -1386,3 +1402,8 @@ def test_channels_splits_the_gain_by_ycbcr_channel(tmp_path, photos, capsys):
     assert "| photo0.png | 30 |" in table and table.splitlines()[-1].startswith("| **mean** | 30 |")
     with pytest.raises(ValueError, match="quality"):
         channel_gains(folder, [0])
+    gray = tmp_path / "gray-only"
+    gray.mkdir()
+    (gray / "gray.png").write_bytes((folder / "gray.png").read_bytes())
+    assert main(["channels", "--data", str(gray), "--quality", "30"]) == 2  # was an empty table
+    assert f"{gray}: no colour photos" in capsys.readouterr().err

@@ -13,10 +13,12 @@ import sys
 import typing
 from pathlib import Path
 
+from qgac_transforms.cli import json_path_problem, write_json
+
 from .data import DatasetError, split_images, training_images
 from .export import HUB_DIR, export_run, interpolate, write_card
 from .stats import coefficient_statistics
-from .trainer import TrainConfig, Trainer, configure_logging
+from .trainer import TrainConfig, Trainer, configure_logging, open_run_log
 
 
 #: Extra spellings of option flags. ``torchrun`` rejects ``--run`` after the script name
@@ -191,16 +193,17 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "bench":
             from .bench import format_bench, run_training_bench  # noqa: PLC0415
 
+            if problem := json_path_problem(args.json):  # before the minutes of measuring, not after
+                raise ValueError(problem)
             report = {"command": "python -m training " + shlex.join(args.argv),
                       **run_training_bench(config, args.batches, args.warmup, args.repeats)}
             print(format_bench(report))
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(report, indent=1) + "\n")
+            write_json(args.json, report)
             return 0
         trainer = Trainer(config)
         configure_logging(Path(config.run), trainer.rank)
         trainer.build()
+        open_run_log()
     except (ValueError, OSError) as error:
         raise _UsageError(str(error)) from error
     try:

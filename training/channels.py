@@ -29,7 +29,8 @@ def channel_gains(folder: str | os.PathLike, qualities: Sequence[int],
                   weights: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """One row per colour photo of ``folder`` and quality: ``image``, ``quality`` and the
     PSNR gain in dB of the correction over the JPEG decode for each of :data:`CHANNELS`.
-    Grayscale photos are left out (their one channel is ``qgac eval``'s PSNR)."""
+    Grayscale photos are left out (their one channel is ``qgac eval``'s PSNR); a folder
+    with no colour photo is a ``ValueError``, not an empty table."""
     qualities = [check_quality(q) for q in qualities]
     model = load_model(weights)
     rows = []
@@ -42,6 +43,8 @@ def channel_gains(folder: str | os.PathLike, qualities: Sequence[int],
             jpeg, corrected, _ = jpeg_and_corrected(model, reference_image, quality)
             gains = psnr(_planes(corrected), reference) - psnr(_planes(jpeg), reference)
             rows.append({"image": path.name, "quality": quality, **dict(zip(CHANNELS, gains.tolist()))})
+    if not rows:
+        raise ValueError(f"{folder}: no colour photos (grayscale ones have no Cb or Cr; their gain is qgac eval's PSNR)")
     return rows
 
 

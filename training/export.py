@@ -93,6 +93,10 @@ def read_evaluations(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
             commands.append(report["command"])
         for result in results:
             jpeg, corrected = result["jpeg"], result["corrected"]
+            if not all(isinstance(values.get(metric), (int, float)) for values in (jpeg, corrected)
+                       for metric in ("psnr", "psnrb", "ssim")):  # null: a mean that was not finite
+                raise ValueError(f"{path}: quality {result['quality']} has a metric that is no finite number "
+                                 f"(an image equal to its reference has an infinite PSNR); not a card's result")
             rows.append({
                 "dataset": dataset, "quality": result["quality"],
                 "jpeg_psnr": jpeg["psnr"], "corrected_psnr": corrected["psnr"],

@@ -491,9 +491,6 @@ class Trainer:
         self.scheduler = self._schedule(self.optimizer)
         if self.discriminator is not None:
             self.discriminator_scheduler = self._schedule(self.discriminator_optimizer)
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / f"config-{config.stage}.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
         self.network: nn.Module = self.model
         self.discriminator_network: nn.Module | None = self.discriminator
         if self.distributed:
@@ -521,6 +518,9 @@ class Trainer:
                                  worker_init_fn=_leave_signals_to_main if workers > 0 else None)
         if self.is_main and config.checkpoint_part_mb is not None:  # refused now, not at the first checkpoint
             plan_parts(self._state(), self.checkpoint_path, config.checkpoint_part_mb)
+        if self.is_main:  # last: a run refused above leaves no files behind
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / f"config-{config.stage}.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
         self.built = True
 
     @property
@@ -848,9 +848,40 @@ def _as_random_state(state: Any) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+class _RunLog(logging.FileHandler):
+    """``<run>/train.log``, made (folder too) at its first record: a run refused before it
+    logs anything leaves no folder and no empty log behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):  # noqa: ANN202 - the stream FileHandler opens
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:  # FileHandler opens its file outside its own error handling: a log call never raises
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+
+
+def open_run_log() -> None:
+    """Open ``train.log`` now, where the caller handles ``OSError``: a log that cannot be
+    written is refused before training (and no longer logged to) rather than failing at
+    every record."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _RunLog) and handler.stream is None:
+            try:
+                handler.stream = handler._open()
+            except OSError:
+                root.removeHandler(handler)
+                raise
+
+
 def configure_logging(run_dir: Path, rank: int) -> None:
     """Rank 0 logs to ``<run>/train.log``; the other ranks only report warnings, to stderr."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log")] if rank == 0 else []
+    handlers: list[logging.Handler] = [_RunLog(run_dir / "train.log")] if rank == 0 else []
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", handlers=handlers or None, force=True)

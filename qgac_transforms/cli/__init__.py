@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,28 @@ EXIT_BROKEN_PIPE = 141
 EXIT_INTERRUPTED = 130
 
 
+def strict_json(value: Any, indent: int | None = 2) -> str:
+    """``value`` as standard JSON, which every reader accepts: a float that is not finite (a
+    ratio with nothing to measure, the PSNR of an image equal to its reference) is written
+    ``null``, where Python's own ``json`` would write ``NaN`` or ``Infinity``."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, Mapping):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
+
+
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
-    """Write a command's report as indented JSON (``--json FILE``), creating its folder."""
+    """Write a command's report as indented standard JSON (``--json FILE``; see
+    :func:`strict_json`), creating its folder."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        path.write_text(strict_json(report) + "\n")
 
 
 def json_path_problem(path: Path | None) -> str | None:

@@ -5,8 +5,8 @@ tag removed from the EXIF that is written (so every viewer shows the same pictur
 the rest of the EXIF and the ICC profile are kept. Outputs go next to their input as
 ``NAME_qgac.EXT`` unless ``-o`` names a folder (or, for a single input, a file);
 files found in a folder keep their path relative to it. Existing files, the input
-included, are never replaced without ``--overwrite``, and every output is checked
-for being writable before any image is corrected.
+included, are never replaced without ``--overwrite``, another input never, and every
+output is checked for being writable before any image is corrected.
 
 JPEG outputs carry a comment (:data:`OUTPUT_MARK`) by which files found in folders
 and globs are recognised as this command's results and skipped, so a second run does
@@ -16,6 +16,7 @@ not correct the first run's outputs again.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import functools
 import glob
@@ -23,17 +24,20 @@ import os
 import secrets
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._version import __version__
-from . import report_failures
+from . import device_problem, report_failures
 
 #: Extensions that promise a JPEG: such a file that cannot be read is a failure, not a skip.
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo")
 #: Extensions ``--format keep`` keeps; anything else (``.mpo``, none) becomes ``.jpg``.
 KEEP_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 OUTPUT_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
+#: libjpeg quality of JPEG outputs unless ``--quality`` says otherwise.
+JPEG_OUTPUT_QUALITY = 95
 _SOI = b"\xff\xd8\xff"
 #: Start of the COM segment written into every JPEG output: the mark of this command's results.
 OUTPUT_MARK = b"corrected by qgac-transforms"
@@ -65,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output format: png (lossless), jpeg, or keep (the input's: JPEG, same extension); "
         "default: png, or the extension of an output file named by -o",
     )  # fmt: skip
-    parser.add_argument("--quality", type=_quality, default=95, metavar="Q", help="JPEG output quality (default 95)")
+    parser.add_argument("--quality", type=_quality, default=None, metavar="Q",
+                        help=f"quality of JPEG outputs (default {JPEG_OUTPUT_QUALITY}); refused for PNG outputs")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs, the inputs themselves included"
     )
@@ -170,6 +175,18 @@ def _output_file_problem(args: argparse.Namespace, several: bool) -> str | None:
     return None
 
 
+def _quality_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--quality`` cannot be used as asked: every output is PNG, where it would be
+    silently ignored; ``None`` when it is not given or outputs are JPEG."""
+    if args.quality is None:
+        return None
+    named_jpeg = _names_a_file(args) and args.output.suffix.lower() in KEEP_SUFFIXES
+    if args.format in ("jpeg", "keep") or (args.format is None and named_jpeg):
+        return None
+    return (f"--quality {args.quality} is the quality of JPEG outputs, but the outputs are PNG (lossless): "
+            "pass --format jpeg or keep, or leave --quality out")
+
+
 def _unwritable(folder: Path) -> str | None:
     """Why files cannot be written in ``folder`` (created when needed), or ``None``: tried now,
     in the nearest existing folder, so that no image is corrected for nothing."""
@@ -228,8 +245,14 @@ def collect(inputs: list[str], exclude: Path | None) -> tuple[list[Job], list[tu
             for match in map(Path, matches):
                 if match.is_dir():  # a matched folder is searched like a folder input, its name kept
                     walk(match, match.parent, str(match))
-                elif match.is_file():
+                elif match.is_file() or not match.exists():  # a broken link is reported when it is read
                     add(match, None)
+                else:
+                    print(f"skipping {match}: not a regular file", file=sys.stderr)
+        elif path.is_symlink():
+            failures.append((text, f"a broken link (to {os.readlink(path)})"))
+        elif path.exists():  # a pipe, a socket, a device: opening it could block
+            failures.append((text, "not a regular file"))
         else:
             failures.append((text, "no such file or folder"))
     return jobs, failures
@@ -265,7 +288,7 @@ def _save(image, destination: Path, args: argparse.Namespace, subsampling: str) 
         file_format = "JPEG"
         mark = OUTPUT_MARK + f" {__version__}".encode()
         options["extra"] = b"\xff\xfe" + (2 + len(mark)).to_bytes(2, "big") + mark  # a COM segment
-        options["quality"] = args.quality
+        options["quality"] = args.quality or JPEG_OUTPUT_QUALITY
         options["subsampling"] = subsampling
     # short, so that any legal output name has a legal temporary name beside it
     temporary = destination.with_name(f".qgac-{os.getpid()}-{secrets.token_hex(4)}.tmp")
@@ -320,6 +343,25 @@ def correct_file(model, job: Job, destination: Path, args: argparse.Namespace) -
 # --------------------------------------------------------------------------- command
 
 
+def _without_clashes(candidates: list[tuple[Job, Path]], failures: list[tuple[str, str]]) -> list[tuple[Job, Path]]:
+    """The planned corrections that can all run in any order: those whose output is also
+    another one's output, or another one's input (read after it was replaced, or lost), are
+    refused, every one of them, before anything is written."""
+    sources = {job.source.resolve(): job.source for job, _ in candidates}
+    writers = collections.Counter(destination.resolve() for _, destination in candidates)
+    todo = []
+    for job, destination in candidates:
+        target = destination.resolve()
+        other_input = sources.get(target) if target != job.source.resolve() else None
+        if writers[target] > 1:
+            failures.append((str(job.source), f"another input is also written to {destination}"))
+        elif other_input is not None:
+            failures.append((str(job.source), f"not writing {destination}: it is the input {other_input}, also corrected"))
+        else:
+            todo.append((job, destination))
+    return todo
+
+
 def _error(message: str) -> int:
     print(f"qgac correct: error: {message}", file=sys.stderr)
     return 2
@@ -329,12 +371,11 @@ def run(args: argparse.Namespace) -> int:
     exclude = args.output.resolve() if args.output is not None and args.output.is_dir() else None
     jobs, failures = collect(args.inputs, exclude)
     several = len(args.inputs) > 1 or len(jobs) > 1 or any(job.root is not None for job in jobs)
-    if problem := _output_file_problem(args, several):
+    if problem := _output_file_problem(args, several) or _quality_problem(args):
         return _error(problem)
     single_file = len(jobs) == 1 and not several
 
-    todo: list[tuple[Job, Path]] = []
-    planned: set[Path] = set()
+    candidates: list[tuple[Job, Path]] = []
     unwritable = functools.cache(_unwritable)  # each output folder tried once per run
     for job in jobs:
         known_jpeg = job.source.suffix.lower() in JPEG_SUFFIXES
@@ -353,9 +394,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipping {job.source}: an output of qgac correct", file=sys.stderr)
             continue
         destination = output_path(job, args, single_file)
-        if destination.resolve() in planned:
-            failures.append((str(job.source), f"another input is also written to {destination}"))
-        elif destination.is_dir():
+        if destination.is_dir():
             failures.append((str(job.source), f"cannot write {destination}: it is a folder"))
         elif destination.exists() and not args.overwrite:
             what = "it is the input itself" if destination.resolve() == job.source.resolve() else "it exists"
@@ -363,8 +402,8 @@ def run(args: argparse.Namespace) -> int:
         elif reason := unwritable(destination.parent):
             failures.append((str(job.source), f"cannot write {destination}: {reason}"))
         else:
-            planned.add(destination.resolve())
-            todo.append((job, destination))
+            candidates.append((job, destination))
+    todo = _without_clashes(candidates, failures)
 
     if todo:
         from tqdm import tqdm  # noqa: PLC0415
@@ -372,12 +411,13 @@ def run(args: argparse.Namespace) -> int:
         from ..configs import load_model  # noqa: PLC0415
         from ..jpeg_io import InvalidJPEGError  # noqa: PLC0415
 
-        device = args.device
-        try:
-            import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415
 
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            torch.device(device)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if problem := device_problem(device):  # one line, not torch's traceback or dispatcher dump
+            report_failures("correct", failures, "input")
+            return _error(problem)
+        try:
             model = load_model(args.weights, device=device)
         except (OSError, ValueError, RuntimeError) as error:
             report_failures("correct", failures, "input")  # the inputs already found wanting are still said
@@ -386,11 +426,16 @@ def run(args: argparse.Namespace) -> int:
         show = len(todo) > 1 and sys.stderr.isatty()
         progress = tqdm(todo, unit="file", disable=not show, file=sys.stderr, dynamic_ncols=True)
         for job, destination in progress:
-            try:
-                correct_file(model, job, destination, args)
-            except (InvalidJPEGError, OSError, ValueError) as error:
-                reason = error.reason if isinstance(error, InvalidJPEGError) else str(error)
-                failures.append((str(job.source), reason))
-                progress.write(f"failed: {job.source}: {reason}", file=sys.stderr)
+            with warnings.catch_warnings(record=True) as caught:  # Pillow's name no file ("Corrupt EXIF data")
+                warnings.simplefilter("always")
+                try:
+                    correct_file(model, job, destination, args)
+                except (InvalidJPEGError, OSError, ValueError) as error:
+                    reason = error.reason if isinstance(error, InvalidJPEGError) else str(error)
+                    failures.append((str(job.source), reason))
+                    if show:  # said at once beside the bar; the list at the end has every failure
+                        progress.write(f"failed: {job.source}: {reason}", file=sys.stderr)
+            for warning in dict.fromkeys(str(w.message) for w in caught):
+                progress.write(f"warning: {job.source}: {warning}", file=sys.stderr)
 
     return report_failures("correct", failures, "input")

@@ -8,11 +8,10 @@ whether it is a quarter turn of the JPEG; or why it finds no JPEG grid.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from . import report_failures
+from . import report_failures, strict_json
 
 #: EXIF orientation -> what a viewer does to show the stored pixels upright.
 ORIENTATIONS = {
@@ -180,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json and args.tables == "none":
             found = info.get("decoded_jpeg", info)
             found["tables"] = [{key: value for key, value in table.items() if key != "table"} for table in found["tables"]]
-        print(json.dumps(info) if args.json else _printable(format_text(info, args.tables)))
+        print(strict_json(info, indent=None) if args.json else _printable(format_text(info, args.tables)))
     return report_failures("info", [(_printable(str(path)), reason) for path, reason in failures], "file")
 
 
